@@ -1,0 +1,126 @@
+"""Named presets: one switch that sizes every lab.
+
+``LABKIT_PRESET`` (or :func:`use_preset` in a notebook) picks one of ``smoke``, ``cpu``, ``gpu``,
+``hub``. Unset, it is ``gpu`` when CUDA is present, else ``cpu``. Sizes live here and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """A tiny Llama-architecture model, built from scratch."""
+
+    d_model: int = 128      # width of the residual stream; more = more capacity, slower (quadratic)
+    n_layers: int = 4       # transformer blocks; more = deeper reasoning (e.g. tracking), slower (linear)
+    n_heads: int = 4        # attention heads; d_model must be divisible by it
+    d_ff: int = 384         # width of each block's MLP (SwiGLU); ~3x d_model is usual
+    max_len: int = 256      # longest sequence in tokens (context window); a story must fit
+
+    def __post_init__(self):
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelSize.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ModelSize.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How long and how hard pretraining runs."""
+
+    steps: int = 1200           # optimiser steps; more = lower loss, linear time
+    batch_tokens: int = 8192    # tokens per step (documents are packed into rows of max_len)
+    lr: float = 3e-3            # peak learning rate (AdamW); too high diverges, too low crawls
+    warmup: int = 50            # linear warm-up steps before cosine decay to lr/10
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    eval_every: int = 100       # steps between validation evaluations (each one costs time)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"PretrainConfig.steps must be >= 1, got {self.steps}")
+        if not (0 < self.lr < 1):
+            raise ValueError(f"PretrainConfig.lr must lie in (0, 1), got {self.lr}")
+        if self.batch_tokens < 16:
+            raise ValueError(f"PretrainConfig.batch_tokens must be >= 16, got {self.batch_tokens}")
+        if self.warmup < 0 or self.eval_every < 1:
+            raise ValueError("PretrainConfig.warmup must be >= 0 and eval_every >= 1")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that changes between a CI smoke run, a laptop, a GPU and real hub models."""
+
+    name: str
+    world_seed: int = 0              # seed of the synthetic world (same seed -> same corpus)
+    n_train_docs: int = 40_000       # pretraining documents (stories and dialogues)
+    n_val_docs: int = 1_000          # held-out documents for validation loss and the floor
+    model: ModelSize = field(default_factory=ModelSize)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    seed: int = 0                    # seed for model initialisation and data order
+    hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
+
+    def __post_init__(self):
+        if self.n_train_docs < 1 or self.n_val_docs < 1:
+            raise ValueError(f"Preset {self.name!r}: n_train_docs and n_val_docs must be >= 1")
+
+    def replace(self, **changes) -> "Preset":
+        """A copy with some fields changed, e.g. ``preset.replace(n_train_docs=500)``."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        n_train_docs=400,
+        n_val_docs=50,
+        model=ModelSize(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=256),
+        pretrain=PretrainConfig(steps=12, batch_tokens=2048, lr=3e-3, warmup=2, eval_every=6),
+    ),
+    "cpu": Preset(name="cpu"),
+    "gpu": Preset(
+        name="gpu",
+        n_train_docs=200_000,
+        n_val_docs=2_000,
+        model=ModelSize(d_model=384, n_layers=6, n_heads=6, d_ff=1024, max_len=256),
+        pretrain=PretrainConfig(steps=4000, batch_tokens=32768, lr=2e-3, warmup=200, eval_every=250),
+    ),
+    "hub": Preset(
+        name="hub",
+        n_train_docs=40_000,
+        n_val_docs=1_000,
+        hub_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+_active: Preset | None = None
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name``; with no name, the active one (see module docstring).
+
+    An unknown name raises ``ValueError`` listing the valid names.
+    """
+    if name is None:
+        if _active is not None:
+            return _active
+        name = os.environ.get("LABKIT_PRESET") or ("gpu" if torch.cuda.is_available() else "cpu")
+    key = name.strip().lower()
+    if key not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}. "
+            "Set LABKIT_PRESET to one of them, or call labkit.use_preset('cpu')."
+        )
+    return PRESETS[key]
+
+
+def use_preset(name: str) -> Preset:
+    """Make ``name`` the active preset for this Python session (a notebook) and return it."""
+    global _active
+    _active = get_preset(name)
+    return _active

@@ -1,0 +1,69 @@
+"""Where things run and where they are kept: device, seeding, Colab detection, cache dir.
+
+This is the one place that decides the device and the cache directory (STYLE.md: one obvious place
+for each concern). Everything else asks here.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def device() -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU.
+
+    Set ``LABKIT_DEVICE=cpu`` (or ``cuda``, ``mps``) to override.
+    """
+    forced = os.environ.get("LABKIT_DEVICE")
+    if forced:
+        return torch.device(forced)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch so the same seed gives the same run."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def home() -> Path:
+    """The cache directory for checkpoints and reports: ``$LABKIT_HOME`` or ``~/.cache/labkit``."""
+    path = Path(os.environ.get("LABKIT_HOME") or Path.home() / ".cache" / "labkit").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def repo_root() -> Path:
+    """The repository checkout this package lives in (holds ``datasets/`` and ``labs/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries the workbook relies on, for the environment check in lab 00."""
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for name in ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+                 "safetensors", "ipywidgets", "plotly", "pandas"]:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out

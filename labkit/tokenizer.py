@@ -1,0 +1,115 @@
+"""The workbook's tokenizer: one token per word, plus a chat template.
+
+The synthetic world writes lowercase words and punctuation separated by single spaces
+(``once upon a time , mia the baker lived near the mill .``), so the simplest tokenizer is also
+the clearest one: split on whitespace and give every distinct word an id. Loss is then measured
+in nats per *word*, the same unit as the world's known entropy floor.
+
+We train it with the ``tokenizers`` library and wrap it for ``transformers`` so that TRL's trainers
+and ``model.generate`` use it like any hub tokenizer. In transformers 5 the fast-tokenizer class is
+``TokenizersBackend``; ``PreTrainedTokenizerFast`` is kept as an alias of it.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+# Special tokens; their position in this list is their id (ids 0..7 in every labkit tokenizer).
+PAD = "<pad>"                # fills short rows in a batch; never trained on
+UNK = "<unk>"                # a word the tokenizer never saw
+BOS = "<s>"                  # start of every text (prepended by the post-processor)
+EOS = "</s>"                 # end of a document
+SYSTEM = "<|system|>"        # opens a system message in a chat
+USER = "<|user|>"            # opens a user message
+ASSISTANT = "<|assistant|>"  # opens an assistant message (also the generation prompt)
+END = "<|end|>"              # closes any chat message; the model learns to stop on it
+SPECIAL_TOKENS = [PAD, UNK, BOS, EOS, SYSTEM, USER, ASSISTANT, END]
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, SYSTEM_ID, USER_ID, ASSISTANT_ID, END_ID = range(len(SPECIAL_TOKENS))
+
+# Renders [{"role", "content"}, ...] as
+#   <s> <|system|> ... <|end|> <|user|> ... <|end|> <|assistant|> ... <|end|>
+# The {% generation %} block marks the assistant's content and its <|end|>: those are the tokens
+# SFT trains on (`return_assistant_tokens_mask=True`, TRL's `assistant_only_loss=True`).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    " <|assistant|> {% generation %}{{ message['content'] }} <|end|>{% endgeneration %}"
+    "{% elif message['role'] in ['system', 'user'] %}"
+    " <|{{ message['role'] }}|> {{ message['content'] }} <|end|>"
+    "{% else %}"
+    "{{ raise_exception('unknown chat role ' ~ message['role'] ~ \"; use 'system', 'user' or 'assistant'\") }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %} <|assistant|>{% endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], extra_words: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Train a word-level tokenizer on ``texts`` and wrap it for transformers.
+
+    Every whitespace-separated word of ``texts`` gets an id (min_frequency 1), as does every word of
+    ``extra_words`` (e.g. words that only appear in instructions or answers). Ids 0..7 are
+    ``SPECIAL_TOKENS``; the rest are ordered by frequency, ties alphabetically, so the same texts
+    always give the same ``tokenizer.json``.
+
+    Encoding a string prepends ``<s>`` (no ``</s>``: a document's end is added by whoever packs
+    documents). Decoding joins words with single spaces.
+    """
+    extra_words = list(extra_words)
+    bad = [w for w in extra_words if not w or w != w.strip() or len(w.split()) != 1]
+    if bad:
+        raise ValueError(f"extra_words must be single words without spaces; got {bad[:5]}")
+
+    backend = Tokenizer(models.WordLevel(unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(min_frequency=1, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    backend.train_from_iterator(itertools.chain(texts, [" ".join(extra_words)]), trainer=trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, BOS_ID)]
+    )
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,  # otherwise decode turns "mill ." into "mill."
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def assistant_mask(tokenizer, messages: list[dict]) -> list[int]:
+    """1 for each token of the chat that SFT trains on (assistant content and its ``<|end|>``), else 0.
+
+    The mask lines up with ``tokenizer.apply_chat_template(messages)`` token for token.
+    """
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    return list(out["assistant_masks"])
+
+
+def save_tokenizer(tokenizer, path: str | Path) -> Path:
+    """Save ``tokenizer`` (``tokenizer.json``, config, chat template) into the directory ``path``."""
+    path = Path(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load_tokenizer(path: str | Path):
+    """Load a tokenizer saved by :func:`save_tokenizer` (or any ``save_pretrained`` directory)."""
+    path = Path(path).expanduser()
+    if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"No tokenizer at {path} (expected tokenizer.json / tokenizer_config.json there). "
+            "Train one with labkit.tokenizer.train_tokenizer(texts) and save it with save_tokenizer(tok, path), "
+            "or check the path."
+        )
+    return AutoTokenizer.from_pretrained(str(path))

@@ -1,0 +1,175 @@
+"""Pretraining from scratch: next-token prediction on the world's corpus.
+
+The loop reads like the textbook version: take a batch of packed documents, predict every next
+token, average −log p(correct token), step the optimiser, now and then measure the held-out loss.
+Everything else (packing, the learning-rate schedule, evaluation) is a small helper beside it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from labkit.presets import PretrainConfig
+from labkit import runtime
+
+IGNORE = -100  # label value the loss skips (padding and document starts)
+
+
+@dataclass
+class Packed:
+    """Documents packed greedily into rows of ``max_len`` tokens, never split across rows."""
+
+    input_ids: torch.Tensor   # (rows, max_len) token ids, padded with pad_id
+    labels: torch.Tensor      # (rows, max_len) = input_ids, with IGNORE where nothing is predicted
+
+    @property
+    def n_predicted(self) -> int:
+        """Number of tokens whose prediction counts in the loss (labels shift inside the model)."""
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+
+def pack_documents(docs: Sequence[Sequence[int]], max_len: int, pad_id: int) -> Packed:
+    """Pack tokenised documents (each ``[<s>, ..., </s>]``) into rows.
+
+    A row is ``<s> doc1 </s> <s> doc2 </s> <pad> ...``. Labels are ``IGNORE`` at each ``<s>``
+    (the start of a new document is not predicted from the previous one) and at padding, so the
+    loss counts exactly each document's words and its ``</s>``, the same tokens the entropy floor
+    counts. A document longer than ``max_len`` raises ``ValueError`` (raise ``ModelSize.max_len``).
+    """
+    rows: list[list[int]] = []
+    starts: list[list[int]] = []
+    current: list[int] = []
+    current_starts: list[int] = []
+    for doc in docs:
+        if len(doc) > max_len:
+            raise ValueError(f"a document has {len(doc)} tokens, more than max_len={max_len}; "
+                             "raise the preset's ModelSize.max_len")
+        if len(current) + len(doc) > max_len:
+            rows.append(current)
+            starts.append(current_starts)
+            current, current_starts = [], []
+        current_starts.append(len(current))
+        current.extend(doc)
+    if current:
+        rows.append(current)
+        starts.append(current_starts)
+    input_ids = torch.full((len(rows), max_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), max_len), IGNORE, dtype=torch.long)
+    for r, (row, row_starts) in enumerate(zip(rows, starts)):
+        input_ids[r, : len(row)] = torch.tensor(row)
+        labels[r, : len(row)] = torch.tensor(row)
+        labels[r, row_starts] = IGNORE
+    return Packed(input_ids, labels)
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10`` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def token_losses(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token −ln p(next token), shape (rows, max_len-1); 0 where the label is ignored."""
+    logits = model(input_ids=input_ids).logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE, reduction="none")
+    return loss.view_as(target)
+
+
+@torch.no_grad()
+def evaluate(model, data: Packed, batch_rows: int = 64) -> float:
+    """Mean next-token loss (nats/token) over every predicted token of ``data``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(data.input_ids), batch_rows):
+        ids = data.input_ids[i : i + batch_rows].to(device)
+        lab = data.labels[i : i + batch_rows].to(device)
+        total += float(token_losses(model, ids, lab).sum())
+        count += int((lab[:, 1:] != IGNORE).sum())
+    model.train(was_training)
+    return total / count
+
+
+@dataclass
+class PretrainResult:
+    """What a run leaves behind: the curve and the final numbers."""
+
+    history: list[dict] = field(default_factory=list)  # one dict per evaluation
+    val_loss: float = float("nan")                     # final held-out loss, nats/token
+    train_loss: float = float("nan")                   # final loss on the training rows, nats/token
+    seconds: float = 0.0                               # wall time of the training loop
+    tokens_seen: int = 0                               # predicted tokens processed in training
+
+
+def pretrain(
+    model,
+    train: Packed,
+    val: Packed,
+    cfg: PretrainConfig,
+    *,
+    seed: int = 0,
+    callback: Callable[[list[dict]], None] | None = None,
+    progress: bool = True,
+    train_eval_rows: int = 256,
+) -> PretrainResult:
+    """Train ``model`` on packed ``train`` rows for ``cfg.steps`` steps; evaluate on ``val``.
+
+    ``callback(history)`` is called after each evaluation (the labs use it to redraw live curves).
+    The training loss in the history is measured on a fixed sample of training rows with the same
+    code as the validation loss, so the two curves are comparable (memorisation shows as a gap).
+    """
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    rows_per_step = max(1, cfg.batch_tokens // train.input_ids.size(1))
+    probe = Packed(train.input_ids[:train_eval_rows], train.labels[:train_eval_rows])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                            weight_decay=cfg.weight_decay)
+    result = PretrainResult()
+    order = torch.randperm(len(train.input_ids), generator=gen)
+    cursor = 0
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="pretraining", disable=not progress, unit="step")
+    for step in bar:
+        if cursor + rows_per_step > len(order):          # new epoch: reshuffle
+            order = torch.randperm(len(train.input_ids), generator=gen)
+            cursor = 0
+        idx = order[cursor : cursor + rows_per_step]
+        cursor += rows_per_step
+        ids, lab = train.input_ids[idx].to(device), train.labels[idx].to(device)
+
+        losses = token_losses(model, ids, lab)            # −log p(correct) per token
+        n = (lab[:, 1:] != IGNORE).sum()
+        loss = losses.sum() / n
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        result.tokens_seen += int(n)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            elapsed = time.perf_counter() - start
+            point = {"step": step + 1, "tokens": result.tokens_seen, "seconds": elapsed,
+                     "train_loss": evaluate(model, probe), "val_loss": evaluate(model, val)}
+            result.history.append(point)
+            if callback is not None:
+                callback(result.history)
+            start += time.perf_counter() - start - elapsed  # evaluation time is not training time
+    bar.close()
+    last = result.history[-1]
+    result.val_loss, result.train_loss = last["val_loss"], last["train_loss"]
+    result.seconds = last["seconds"]
+    return result
