@@ -53,6 +53,25 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class Lab01Config:
+    """Sizes of lab 01's side experiments (each a real training run)."""
+
+    memorise_docs: int = 60             # documents in the tiny corpus of the memorisation run
+    memorise_steps: int = 300           # steps on it (hundreds of epochs: the model memorises)
+    sweep_widths: tuple[int, ...] = (32, 64, 128)  # d_model of each model in the size sweep
+    sweep_steps: int = 150              # steps per model in the sweep (same data for all)
+    shortcut_examples: int = 2000       # training examples of the shortcut classifier
+    shortcut_steps: int = 300           # its optimiser steps
+
+    def __post_init__(self):
+        for name in ("memorise_docs", "memorise_steps", "sweep_steps", "shortcut_examples", "shortcut_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Lab01Config.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.sweep_widths or min(self.sweep_widths) < 1:
+            raise ValueError("Lab01Config.sweep_widths must be a non-empty tuple of positive widths")
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything that changes between a CI smoke run, a laptop, a GPU and real hub models."""
 
@@ -62,6 +81,7 @@ class Preset:
     n_val_docs: int = 1_000          # held-out documents for validation loss and the floor
     model: ModelSize = field(default_factory=ModelSize)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    lab01: Lab01Config = field(default_factory=Lab01Config)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -81,6 +101,8 @@ PRESETS: dict[str, Preset] = {
         n_val_docs=50,
         model=ModelSize(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=256),
         pretrain=PretrainConfig(steps=12, batch_tokens=2048, lr=3e-3, warmup=2, eval_every=6),
+        lab01=Lab01Config(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
+                          shortcut_examples=200, shortcut_steps=10),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

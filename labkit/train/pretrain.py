@@ -109,6 +109,7 @@ class PretrainResult:
     train_loss: float = float("nan")                   # final loss on the training rows, nats/token
     seconds: float = 0.0                               # wall time of the training loop
     tokens_seen: int = 0                               # predicted tokens processed in training
+    parameters: int = 0                                # model size (set by quick_run)
 
 
 def pretrain(
@@ -167,9 +168,39 @@ def pretrain(
             result.history.append(point)
             if callback is not None:
                 callback(result.history)
-            start += time.perf_counter() - start - elapsed  # evaluation time is not training time
+            start = time.perf_counter() - elapsed  # don't count evaluation time as training time
     bar.close()
     last = result.history[-1]
     result.val_loss, result.train_loss = last["val_loss"], last["train_loss"]
     result.seconds = last["seconds"]
     return result
+
+
+def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = None,
+              steps: int | None = None, eval_every: int | None = None, seed: int | None = None,
+              callback: Callable[[list[dict]], None] | None = None, progress: bool = True):
+    """A self-contained pretraining run for a lab experiment (memorisation, size sweep, sliders).
+
+    Starts from ``preset`` and overrides the corpus size, the model width (heads and MLP scale with
+    it) and the number of steps. Returns ``(model, tokenizer, result, stats)``; nothing is cached.
+    """
+    import dataclasses
+
+    from labkit.models import build_model, config_from_size, count_parameters
+    from labkit.pipeline import pretrain_data
+
+    size = preset.model
+    if d_model is not None:
+        heads = max(1, min(size.n_heads, d_model // 16))
+        size = dataclasses.replace(size, d_model=d_model, n_heads=heads, d_ff=3 * d_model)
+    cfg = preset.pretrain
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps, warmup=min(cfg.warmup, max(1, steps // 10)),
+                                  eval_every=eval_every or max(1, steps // 15))
+    data = pretrain_data(preset, n_train=n_train_docs)
+    seed = preset.seed if seed is None else seed
+    model = build_model(config_from_size(size, len(data.tokenizer), data.tokenizer), seed=seed)
+    model.to(runtime.device())
+    result = pretrain(model, data.train, data.val, cfg, seed=seed, callback=callback, progress=progress)
+    result.parameters = count_parameters(model)
+    return model, data.tokenizer, result, data.stats

@@ -1,0 +1,76 @@
+"""Benchmarks: how fast our code runs compared with the plainest possible version.
+
+Timing goals live here, not in the tests (a busy CI machine would make a timed test flaky).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from labkit import runtime
+from labkit.models import build_model, config_from_size
+from labkit.presets import get_preset
+from labkit.train.pretrain import IGNORE, Packed, pretrain
+
+
+def _bare_loop(model, data: Packed, rows_per_step: int, steps: int, lr: float) -> tuple[int, float]:
+    """The textbook loop: forward with labels, backward, step. Returns (tokens, seconds)."""
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    tokens = 0
+    start = time.perf_counter()
+    for step in range(steps):
+        sl = slice(step * rows_per_step, (step + 1) * rows_per_step)
+        ids, lab = data.input_ids[sl].to(device), data.labels[sl].to(device)
+        loss = model(input_ids=ids, labels=lab).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int((lab[:, 1:] != IGNORE).sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return tokens, time.perf_counter() - start
+
+
+def bench_pretrain(preset_name: str = "cpu", steps: int = 30) -> dict:
+    """Tokens/s of :func:`labkit.train.pretrain.pretrain` vs a bare PyTorch loop, same model and data.
+
+    Both start from identical weights and see the same number of rows per step; each gets two
+    untimed warm-up steps. The ratio ours/bare shows what our extras (schedule, clipping, progress
+    bar, logging) cost.
+    """
+    from labkit.pipeline import pretrain_data
+
+    preset = get_preset(preset_name)
+    max_len = preset.model.max_len
+    rows_per_step = max(1, preset.pretrain.batch_tokens // max_len)
+    n_docs = min(preset.n_train_docs, max(500, 2 * (steps + 2) * rows_per_step * max_len // 50))
+    data = pretrain_data(preset, n_train=n_docs)
+    need = (steps + 2) * rows_per_step
+    if len(data.train.input_ids) < need:
+        reps = -(-need // len(data.train.input_ids))
+        data.train = Packed(data.train.input_ids.repeat(reps, 1), data.train.labels.repeat(reps, 1))
+    config = config_from_size(preset.model, len(data.tokenizer), data.tokenizer)
+    device = runtime.device()
+    tiny_val = Packed(data.val.input_ids[:8], data.val.labels[:8])
+
+    bare_model = build_model(config, seed=0).to(device)
+    _bare_loop(bare_model, data.train, rows_per_step, 2, preset.pretrain.lr)   # warm-up
+    bare_tokens, bare_seconds = _bare_loop(bare_model, data.train, rows_per_step, steps, preset.pretrain.lr)
+
+    ours_model = build_model(config, seed=0).to(device)
+    warm = dataclasses.replace(preset.pretrain, steps=2, eval_every=2, warmup=0)
+    pretrain(ours_model, data.train, tiny_val, warm, progress=False)
+    cfg = dataclasses.replace(preset.pretrain, steps=steps, eval_every=steps, warmup=min(preset.pretrain.warmup, steps))
+    result = pretrain(ours_model, data.train, tiny_val, cfg, progress=True)
+
+    ours = result.tokens_seen / result.seconds
+    bare = bare_tokens / bare_seconds
+    return {
+        "preset": preset.name, "device": str(device), "threads": torch.get_num_threads(),
+        "steps": steps, "tokens_per_step": bare_tokens // steps,
+        "ours_tokens_per_s": round(ours, 1), "bare_tokens_per_s": round(bare, 1),
+        "ratio_ours_over_bare": round(ours / bare, 3),
+    }

@@ -1,0 +1,88 @@
+"""``python -m labkit ...``: the headless side of the workbook.
+
+    python -m labkit pipeline --preset cpu --stages pretrain --report runs/report.json
+    python -m labkit data build            # (re)write datasets/ from the generator
+    python -m labkit data check            # verify datasets/ equals the generator's output
+    python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _pipeline(args) -> int:
+    from labkit import pipeline
+    from labkit.presets import get_preset
+
+    preset = get_preset(args.preset)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    report = pipeline.run(stages, preset, args.report, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    if args.report:
+        print(f"\nreport written to {args.report} and {Path(args.report).with_suffix('.md')}",
+              file=sys.stderr)
+    return 0
+
+
+def _data(args) -> int:
+    from labkit import data
+
+    if args.action == "build":
+        for path in data.build_datasets(args.out):
+            print(path)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = {p.relative_to(tmp): p.read_bytes() for p in map(Path, data.build_datasets(tmp))}
+    stale = [str(rel) for rel, content in fresh.items()
+             if not (Path(args.out) / rel).exists() or (Path(args.out) / rel).read_bytes() != content]
+    if stale:
+        print("out of date (run `python -m labkit data build`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    print(f"{len(fresh)} files in {args.out} match the generator")
+    return 0
+
+
+def _bench(args) -> int:
+    from labkit import bench
+
+    result = bench.bench_pretrain(args.preset, steps=args.steps)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from labkit.data import DATASETS_DIR
+    from labkit.presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pipeline", help="train stages headless and write a metrics report")
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: $LABKIT_PRESET, else gpu/cpu)")
+    p.add_argument("--stages", default="pretrain", help="comma-separated stages, e.g. pretrain")
+    p.add_argument("--report", default=None, help="where to write the JSON report (a .md table goes beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_pipeline)
+
+    d = sub.add_parser("data", help="build or check the generated files in datasets/")
+    d.add_argument("action", choices=["build", "check"])
+    d.add_argument("--out", default=str(DATASETS_DIR), help="datasets folder (default: the repo's)")
+    d.set_defaults(func=_data)
+
+    b = sub.add_parser("bench", help="speed benchmarks (not part of the tests)")
+    b.add_argument("what", choices=["pretrain"])
+    b.add_argument("--preset", default="cpu", help="preset whose model and data are used")
+    b.add_argument("--steps", type=int, default=30, help="steps timed for each loop")
+    b.set_defaults(func=_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,135 @@
+"""Datasets: the world's files in ``datasets/``, reading JSONL safely, and chat formatting.
+
+Files are JSON Lines (one JSON object per line), the format ``datasets.load_dataset("json", ...)``
+reads and the Hugging Face Hub uses for instruction and preference data. ``build_datasets`` writes
+them from the generator; a test checks the committed files are exactly what it writes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from labkit import runtime, world
+
+DATASETS_DIR = runtime.repo_root() / "datasets"
+STORY_FILES = {"validation": 1_000, "train_sample": 2_000}   # split name -> documents committed
+SHORTCUT_FILES = {"train": 2_000, "test": 500, "probe": 500, "balanced": 2_000}
+
+
+class JSONLError(ValueError):
+    """A line of a JSONL file is not a JSON object; the message names the file and line."""
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file into a list of dicts; a malformed line raises :class:`JSONLError`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `python -m labkit data build` to make it")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise JSONLError(f"{path}, line {number}: not valid JSON ({err.msg} at column "
+                                 f"{err.colno}). Each line must hold one JSON object.") from None
+            if not isinstance(row, dict):
+                raise JSONLError(f"{path}, line {number}: expected a JSON object {{...}}, "
+                                 f"got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def load_jsonl_dataset(path: str | Path):
+    """Load a JSONL file as a ``datasets.Dataset`` (checked line by line first for clear errors)."""
+    import datasets
+
+    read_jsonl(path)
+    return datasets.load_dataset("json", data_files=str(path), split="train")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write rows as JSON Lines (keys in the given order, UTF-8, '\\n' endings)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def story_rows(split: str, n: int, seed: int = 0) -> list[dict]:
+    """Rows for the story corpus: the text plus the generator's own statistics of it."""
+    source = "train" if split.startswith("train") else split
+    rows = []
+    for i, doc in enumerate(world.corpus(source, n, seed)):
+        rows.append({
+            "id": f"{source}-{i}",
+            "kind": "dialogue" if doc.tokens[1] == ":" else "story",
+            "text": doc.text,
+            "n_tokens": len(doc.tokens),
+            "nll": round(doc.nll, 6),
+            "entropy": round(sum(doc.entropy), 6),
+        })
+    return rows
+
+
+def _stories_card(stats: dict, rows: dict[str, list[dict]]) -> str:
+    counts = {s: len(r) for s, r in rows.items()}
+    return f"""# stories — the pretraining corpus
+
+Short stories and dialogues from the synthetic village of `labkit.world` (seed 0). Every token's
+true probability is known, so the corpus's entropy rate is computed exactly.
+
+| file | documents | what for |
+|---|---|---|
+| `validation.jsonl` | {counts['validation']:,} | held-out loss and the entropy floor (the `cpu` preset's validation set) |
+| `train_sample.jsonl` | {counts['train_sample']:,} | the first training documents: examples to read, the memorisation run |
+
+Larger training sets (40,000 documents for `cpu`) are generated on the fly by
+`labkit.world.corpus("train", n)`; document *i* is the same whatever *n* is.
+
+Fields: `id`; `kind` (`story` or `dialogue`); `text` (lowercase words and punctuation separated by
+single spaces); `n_tokens` (words + the final `</s>`, the tokens a model predicts); `nll`
+(−ln p(document) under the generator, nats); `entropy` (sum over tokens of the entropy of the
+generator's choice there, nats).
+
+How it is made: `python -m labkit data build` (see `labkit/world/corpus.py`). Every random choice
+opens with its own word, so the text alone determines the choices and `labkit.world.score_text`
+recovers each token's probability.
+
+Statistics of `validation.jsonl` (nats per predicted token):
+
+- entropy floor (mean conditional entropy): {stats['entropy_floor']:.4f}
+- the generator's own loss on these tokens: {stats['true_nll']:.4f}
+- unigram entropy (token frequencies of `train_sample.jsonl`; the best loss without context): {stats['unigram_entropy']:.4f}
+- floor / unigram: {stats['entropy_floor'] / stats['unigram_entropy']:.3f}
+- predicted tokens: {stats['tokens']:,}
+"""
+
+
+def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
+    """Write every generated data file and its card under ``out``; return the paths written."""
+    out = Path(out)
+    written = []
+    rows = {split: story_rows(split, n) for split, n in STORY_FILES.items()}
+    for split, split_rows in rows.items():
+        written.append(out / "stories" / f"{split}.jsonl")
+        write_jsonl(written[-1], split_rows)
+    stats = world.entropy_stats(world.corpus("validation", STORY_FILES["validation"]),
+                                world.corpus("train", STORY_FILES["train_sample"]))
+    written.append(out / "stories" / "README.md")
+    written[-1].write_text(_stories_card(stats, rows), encoding="utf-8")
+
+    from labkit.world import shortcut
+
+    for split, n in SHORTCUT_FILES.items():
+        written.append(out / "shortcut" / f"{split}.jsonl")
+        write_jsonl(written[-1], shortcut.shortcut_split(split, n))
+    written.append(out / "shortcut" / "README.md")
+    written[-1].write_text(shortcut.card(), encoding="utf-8")
+    return written

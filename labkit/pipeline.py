@@ -1,0 +1,184 @@
+"""The stage cache: ``ensure("pretrain")`` returns a trained checkpoint, training it if needed.
+
+Every lab asks for what it needs and gets it from ``LABKIT_HOME``, keyed by preset and config, so
+notebooks run in any order after a kernel restart. A missing stage is built with a progress bar
+(prerequisites first); checkpoints are written atomically (see :mod:`labkit.checkpoint`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from labkit import checkpoint, runtime, world
+from labkit.models import build_model, config_from_size, count_parameters
+from labkit.presets import Preset, get_preset
+from labkit.tokenizer import train_tokenizer
+from labkit.train.pretrain import Packed, pack_documents, pretrain
+
+CODE_VERSION = 1  # bump when a change to training code should invalidate cached checkpoints
+
+
+@dataclass
+class PretrainData:
+    """The tokenizer, packed train/validation rows and the corpus statistics for one preset."""
+
+    tokenizer: object
+    train: Packed
+    val: Packed
+    stats: dict  # entropy_floor, true_nll, unigram_entropy (nats/token), tokens, documents
+
+
+def encode_docs(tokenizer, docs: list[world.Doc]) -> list[list[int]]:
+    """Token ids of each document: ``<s>`` + its words + ``</s>``."""
+    ids = tokenizer([d.text for d in docs])["input_ids"]
+    return [row + [tokenizer.eos_token_id] for row in ids]
+
+
+def pretrain_data(preset: Preset | None = None, n_train: int | None = None) -> PretrainData:
+    """Generate the corpus for ``preset``, train the tokenizer on it and pack it into rows."""
+    preset = preset or get_preset()
+    train_docs = world.corpus("train", n_train or preset.n_train_docs, preset.world_seed)
+    val_docs = world.corpus("validation", preset.n_val_docs, preset.world_seed)
+    tokenizer = train_tokenizer((d.text for d in train_docs), extra_words=world.vocabulary())
+    pad = tokenizer.pad_token_id
+    return PretrainData(
+        tokenizer=tokenizer,
+        train=pack_documents(encode_docs(tokenizer, train_docs), preset.model.max_len, pad),
+        val=pack_documents(encode_docs(tokenizer, val_docs), preset.model.max_len, pad),
+        stats=world.entropy_stats(val_docs, train_docs),
+    )
+
+
+def gap_closed(val_loss: float, stats: dict) -> float:
+    """Share of the distance from the unigram entropy down to the floor that a model has covered."""
+    return (stats["unigram_entropy"] - val_loss) / (stats["unigram_entropy"] - stats["entropy_floor"])
+
+
+# ---------------------------------------------------------------------------------------- stages
+
+def _train_pretrain(preset: Preset, progress: bool, callback: Callable | None):
+    data = pretrain_data(preset)
+    runtime.seed_everything(preset.seed)
+    config = config_from_size(preset.model, len(data.tokenizer), data.tokenizer)
+    model = build_model(config, seed=preset.seed).to(runtime.device())
+    result = pretrain(model, data.train, data.val, preset.pretrain, seed=preset.seed,
+                      callback=callback, progress=progress)
+    metrics = {
+        "val_loss": result.val_loss,
+        "train_loss": result.train_loss,
+        "entropy_floor": data.stats["entropy_floor"],
+        "unigram_entropy": data.stats["unigram_entropy"],
+        "true_nll": data.stats["true_nll"],
+        "gap_closed": gap_closed(result.val_loss, data.stats),
+        "train_seconds": result.seconds,
+        "tokens_seen": result.tokens_seen,
+        "parameters": count_parameters(model),
+    }
+    return model, data.tokenizer, metrics, result.history
+
+
+STAGES: dict[str, tuple[list[str], Callable]] = {
+    # stage -> (prerequisites, trainer(preset, progress, callback) -> (model, tok, metrics, history))
+    "pretrain": ([], _train_pretrain),
+}
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}. Stages available: {', '.join(STAGES)}")
+
+
+def stage_key(stage: str, preset: Preset) -> str:
+    """A short hash of everything that determines the stage's checkpoint (preset, code version)."""
+    blob = json.dumps({"stage": stage, "preset": dataclasses.asdict(preset), "code": CODE_VERSION,
+                       "needs": [stage_key(s, preset) for s in STAGES[stage][0]]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def stage_dir(stage: str, preset: Preset | None = None) -> Path:
+    """Where the checkpoint of ``stage`` for ``preset`` lives (it may not exist yet)."""
+    _check_stage(stage)
+    preset = preset or get_preset()
+    return runtime.home() / preset.name / f"{stage}-{stage_key(stage, preset)}"
+
+
+def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = True,
+           callback: Callable | None = None) -> Path:
+    """Return the checkpoint directory of ``stage``, training it (and what it needs) if missing.
+
+    ``callback(history)`` receives the live training history when the stage is trained here.
+    """
+    _check_stage(stage)
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    path = stage_dir(stage, preset)
+    if checkpoint.is_complete(path):
+        return path
+    needs, trainer = STAGES[stage]
+    for need in needs:
+        ensure(need, preset, progress=progress)
+    start = time.perf_counter()
+    model, tokenizer, metrics, history = trainer(preset, progress, callback)
+    metrics["seconds"] = time.perf_counter() - start
+    checkpoint.save_checkpoint(path, model, tokenizer, metadata={
+        "stage": stage, "preset": preset.name, "key": stage_key(stage, preset),
+        "config": dataclasses.asdict(preset), "metrics": metrics, "history": history})
+    return path
+
+
+def load(stage: str, preset: Preset | str | None = None, *, build: bool = True):
+    """``(model, tokenizer, metadata)`` of ``stage``; trains it first unless ``build=False``."""
+    _check_stage(stage)
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    path = ensure(stage, preset) if build else stage_dir(stage, preset)
+    return checkpoint.load_checkpoint(path, device=runtime.device(), stage=stage)
+
+
+def metrics(stage: str, preset: Preset | str | None = None) -> dict:
+    """The saved metrics and history of a stage (training it if needed), without loading weights."""
+    path = ensure(stage, preset)
+    return json.loads((path / "labkit.json").read_text())
+
+
+REPORT_KEYS = {
+    "pretrain": ["seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss",
+                 "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters"],
+}
+
+
+def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,
+        progress: bool = True) -> dict:
+    """Run ``stages`` headless (building prerequisites) and return / write the metrics report.
+
+    Writes ``report_path`` (JSON) and a markdown table beside it (same name, ``.md``).
+    """
+    for stage in stages:
+        _check_stage(stage)
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    report = {"preset": preset.name, "device": str(runtime.device()), "stages": {}}
+    for stage in stages:
+        meta = json.loads((ensure(stage, preset, progress=progress) / "labkit.json").read_text())
+        report["stages"][stage] = {k: meta["metrics"][k] for k in REPORT_KEYS[stage]}
+    if report_path is not None:
+        report_path = Path(report_path)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        report_path.with_suffix(".md").write_text(markdown_report(report))
+    return report
+
+
+def markdown_report(report: dict) -> str:
+    """The report as a markdown table: one row per stage and metric."""
+    lines = [f"# labkit pipeline report — preset `{report['preset']}` on {report['device']}", "",
+             "| stage | metric | value |", "|---|---|---|"]
+    for stage, values in report["stages"].items():
+        for key, value in values.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
+            lines.append(f"| {stage} | {key} | {shown} |")
+    return "\n".join(lines) + "\n"
