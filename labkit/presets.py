@@ -17,7 +17,7 @@ class ModelSize:
     """A tiny Llama-architecture model, built from scratch."""
 
     d_model: int = 128      # width of the residual stream; more = more capacity, slower (quadratic)
-    n_layers: int = 4       # transformer blocks; more = deeper reasoning (e.g. tracking), slower (linear)
+    n_layers: int = 2       # transformer blocks; two are enough to copy names from earlier text
     n_heads: int = 4        # attention heads; d_model must be divisible by it
     d_ff: int = 384         # width of each block's MLP (SwiGLU); ~3x d_model is usual
     max_len: int = 256      # longest sequence in tokens (context window); a story must fit
@@ -34,12 +34,12 @@ class ModelSize:
 class PretrainConfig:
     """How long and how hard pretraining runs."""
 
-    steps: int = 1200           # optimiser steps; more = lower loss, linear time
+    steps: int = 900            # optimiser steps; more = lower loss, linear time
     batch_tokens: int = 8192    # tokens per step (documents are packed into rows of max_len)
-    lr: float = 3e-3            # peak learning rate (AdamW); too high diverges, too low crawls
-    warmup: int = 50            # linear warm-up steps before cosine decay to lr/10
+    lr: float = 6e-3            # peak learning rate (AdamW); too high diverges, too low crawls
+    warmup: int = 20            # linear warm-up steps before cosine decay to lr/10
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    eval_every: int = 100       # steps between validation evaluations (each one costs time)
+    eval_every: int = 45        # steps between validation evaluations (each one costs time)
 
     def __post_init__(self):
         if self.steps < 1:
