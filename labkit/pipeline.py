@@ -84,9 +84,32 @@ def _train_pretrain(preset: Preset, progress: bool, callback: Callable | None):
     return model, data.tokenizer, metrics, result.history
 
 
+def _hub_pretrain(preset: Preset, progress: bool, callback: Callable | None):
+    """``hub`` preset: the 'pretrained model' is a real one from the Hub, measured on our corpus."""
+    from labkit.metrics import nats_per_word
+    from labkit.models import load_causal_lm
+
+    runtime.require_hub(preset.hub_model)
+    model, tokenizer = load_causal_lm(preset.hub_model)
+    val_docs = world.corpus("validation", preset.n_val_docs, preset.world_seed)
+    stats = world.entropy_stats(val_docs, world.corpus("train", 2000, preset.world_seed))
+    val_loss = nats_per_word(model, tokenizer, [d.text for d in val_docs])
+    metrics = {"val_loss": val_loss, "entropy_floor": stats["entropy_floor"],
+               "unigram_entropy": stats["unigram_entropy"], "gap_closed": gap_closed(val_loss, stats),
+               "parameters": count_parameters(model), "model": str(preset.hub_model),
+               "unit": "nats per word (sub-word losses summed per word)"}
+    return model, tokenizer, metrics, []
+
+
+def _pretrain_stage(preset: Preset, progress: bool, callback: Callable | None):
+    if preset.hub_model:
+        return _hub_pretrain(preset, progress, callback)
+    return _train_pretrain(preset, progress, callback)
+
+
 STAGES: dict[str, tuple[list[str], Callable]] = {
     # stage -> (prerequisites, trainer(preset, progress, callback) -> (model, tok, metrics, history))
-    "pretrain": ([], _train_pretrain),
+    "pretrain": ([], _pretrain_stage),
 }
 
 
@@ -148,7 +171,7 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
 
 REPORT_KEYS = {
     "pretrain": ["seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss",
-                 "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters"],
+                 "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"],
 }
 
 
@@ -164,7 +187,7 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
     report = {"preset": preset.name, "device": str(runtime.device()), "stages": {}}
     for stage in stages:
         meta = json.loads((ensure(stage, preset, progress=progress) / "labkit.json").read_text())
-        report["stages"][stage] = {k: meta["metrics"][k] for k in REPORT_KEYS[stage]}
+        report["stages"][stage] = {k: meta["metrics"][k] for k in REPORT_KEYS[stage] if k in meta["metrics"]}
     if report_path is not None:
         report_path = Path(report_path)
         report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +202,7 @@ def markdown_report(report: dict) -> str:
              "| stage | metric | value |", "|---|---|---|"]
     for stage, values in report["stages"].items():
         for key, value in values.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else f"{value:,}"
+            shown = f"{value:.4f}" if isinstance(value, float) else (
+                f"{value:,}" if isinstance(value, int) else str(value))
             lines.append(f"| {stage} | {key} | {shown} |")
     return "\n".join(lines) + "\n"

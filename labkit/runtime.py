@@ -67,3 +67,30 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def require_hub(model_id: str | None, timeout: float = 3.0) -> None:
+    """Fail at once, saying what to do, if ``model_id`` needs the Hugging Face Hub and it is unreachable.
+
+    A local directory, or ``HF_HUB_OFFLINE=1`` (models already in the local cache), needs no network.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if not model_id or Path(model_id).expanduser().exists():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        raise RuntimeError(
+            f"The hub preset needs the Hugging Face Hub to download {model_id!r}, and {host} cannot be "
+            "reached from here. Connect to the internet and run again; or download the model on a "
+            "connected machine (`huggingface-cli download MODEL`), copy the cache and set "
+            "HF_HUB_OFFLINE=1; or choose a preset that needs no download: LABKIT_PRESET=cpu "
+            "(or gpu on a GPU)."
+        ) from None
