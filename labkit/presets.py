@@ -57,7 +57,7 @@ class Lab01Config:
     """Sizes of lab 01's side experiments (each a real training run)."""
 
     memorise_docs: int = 60             # documents in the tiny corpus of the memorisation run
-    memorise_steps: int = 300           # steps on it (hundreds of epochs: the model memorises)
+    memorise_steps: int = 200           # steps on it (each step sees the whole corpus: it memorises)
     sweep_widths: tuple[int, ...] = (32, 64, 128)  # d_model of each model in the size sweep
     sweep_steps: int = 150              # steps per model in the sweep (same data for all)
     shortcut_examples: int = 2000       # training examples of the shortcut classifier
