@@ -7,6 +7,7 @@ them from the generator; a test checks the committed files are exactly what it w
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -133,3 +134,35 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
     written.append(out / "shortcut" / "README.md")
     written[-1].write_text(shortcut.card(), encoding="utf-8")
     return written
+
+
+def _hh_turns(transcript: str) -> list[dict]:
+    """Split an hh-rlhf transcript ('\\n\\nHuman: ...\\n\\nAssistant: ...') into role/content turns."""
+    parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.lstrip("\n"))
+    if len(parts) < 3 or parts[0].strip():
+        raise ValueError("an hh-rlhf transcript must start with 'Human: ' or '\\n\\nHuman: ' turns")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
+
+
+def from_hh_rlhf(example: dict) -> dict:
+    """Convert an hh-rlhf pair of transcripts into prompt messages and chosen/rejected answers.
+
+    ``{'chosen': '\\n\\nHuman: hi\\n\\nAssistant: hello', 'rejected': '...'}`` becomes
+    ``{'prompt': [...messages before the last assistant turn...], 'chosen': [{'role':
+    'assistant', 'content': ...}], 'rejected': [...]}``. Multi-turn prompts are kept whole. The two
+    transcripts must share that prompt; if they don't, ``ValueError`` says where they differ.
+    """
+    for key in ("chosen", "rejected"):
+        if not isinstance(example.get(key), str):
+            raise ValueError(f"an hh-rlhf example needs a string '{key}' transcript")
+    chosen, rejected = _hh_turns(example["chosen"]), _hh_turns(example["rejected"])
+    for name, turns in (("chosen", chosen), ("rejected", rejected)):
+        if turns[-1]["role"] != "assistant":
+            raise ValueError(f"the {name} transcript must end with an Assistant turn")
+    if chosen[:-1] != rejected[:-1]:
+        where = next((i for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
+                     min(len(chosen), len(rejected)) - 1)
+        raise ValueError(f"chosen and rejected transcripts do not share a prompt: they differ at "
+                         f"turn {where + 1}; both must repeat the same conversation before the final answer")
+    return {"prompt": chosen[:-1], "chosen": [chosen[-1]], "rejected": [rejected[-1]]}

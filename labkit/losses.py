@@ -38,3 +38,60 @@ def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore
 def nats_to_bits(nats: float) -> float:
     """1 nat = 1/ln 2 ≈ 1.4427 bits (logs in base e vs base 2)."""
     return nats / math.log(2)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Reward-model loss: −mean log σ(r(x, y_w) − r(x, y_l)), as in TRL's RewardTrainer.
+
+    Bradley–Terry says P(y_w ≻ y_l | x) = σ(r_w − r_l); minimising this fits r by maximum
+    likelihood on preference pairs. Shapes: (batch,) each; returns a scalar.
+    """
+    return -torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def ppo_clip_objective(ratio: torch.Tensor, advantage: torch.Tensor, eps: float) -> torch.Tensor:
+    """PPO's clipped surrogate, per element (to be *maximised*):
+
+        min(r·A, clip(r, 1−ε, 1+ε)·A),  r = π_θ(a|s) / π_old(a|s)   (Schulman et al., 2017)
+
+    With ε = 0.2, A = 2: r = 1.5 → min(3.0, 1.2·2 = 2.4) = 2.4; r = 2/3 → min(4/3, 0.8·2) = 4/3.
+    """
+    ratio = torch.as_tensor(ratio, dtype=torch.float32)
+    advantage = torch.as_tensor(advantage, dtype=torch.float32)
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps (the clip range ε) must lie in [0, 1), got {eps}")
+    return torch.minimum(ratio * advantage, ratio.clamp(1 - eps, 1 + eps) * advantage)
+
+
+def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float):
+    """Direct Preference Optimisation (Rafailov et al., 2023), sigmoid form, per example:
+
+        L = −log σ(β[(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))])
+
+    Inputs are sequence log-probs, shape (batch,). Returns ``(losses, chosen_rewards,
+    rejected_rewards)``, each (batch,), with implicit rewards β(log π_θ − log π_ref), as TRL's
+    ``DPOTrainer`` computes them (its training loss is ``losses.mean()``).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    chosen = beta * (pi_chosen - ref_chosen)
+    rejected = beta * (pi_rejected - ref_rejected)
+    losses = -torch.nn.functional.logsigmoid(chosen - rejected)
+    return losses, chosen.detach(), rejected.detach()
+
+
+def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """Group-relative advantages (GRPO, Shao et al., 2024), as TRL's GRPOTrainer computes them.
+
+    ``rewards`` is flat, ``group_size`` consecutive entries per prompt. A = r − mean(group); with
+    ``scale``, divided by the group's unbiased standard deviation + 1e-4.
+    """
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    if group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of {group_size}")
+    grouped = rewards.view(-1, group_size)
+    advantages = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        advantages = advantages / (grouped.std(dim=1, keepdim=True) + 1e-4)
+    return advantages.reshape(-1)
