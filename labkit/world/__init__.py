@@ -81,8 +81,10 @@ def entropy_stats(docs: Sequence[Doc], unigram_docs: Sequence[Doc] | None = None
 
 
 def vocabulary() -> list[str]:
-    """Every word the world can write, sorted (for building a tokenizer with no unknown words)."""
-    words = lexicon.all_words()
+    """Every word the world can write, stories and tasks, sorted (a tokenizer with no unknown words)."""
+    from labkit.world.tasks import task_vocabulary
+
+    words = lexicon.all_words() | task_vocabulary()
     for i in range(2000):  # the connecting words of the templates all turn up in a sample
         words.update(document("train", i, seed=12345).tokens)
     return sorted(words - {EOS})

@@ -1,0 +1,163 @@
+"""Instruction data: tasks in the village, as role/content messages with checkable answers.
+
+Each example is a user instruction and the one correct assistant answer, in the no_robots layout
+(``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}], "category": ...}``). Every
+category has an exact answer, so a model's reply is scored by exact match, and the sentiment task
+answers with a JSON object, so its validity can be checked too.
+
+Categories (and the no_robots category each stands for):
+
+- ``classify`` (Classify): the sentiment of a short review, answered as JSON
+  ``{ "label" : "positive" , "confidence" : 0.9 , "evidence" : "fresh" }``;
+- ``closed_qa`` (Closed QA): a question about a story, answered from the story;
+- ``extract`` (Extract): the places a person went to, in order, from a story;
+- ``arithmetic`` (Open QA, verifiable): a word problem with a numeric answer, ``the answer is 7 .``;
+- ``rewrite`` (Rewrite): retell a sentence about someone else (names and pronouns change);
+- ``brainstorm`` (Brainstorm): name the goods sold at a place, in the shop's order.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from labkit.world import lexicon as lx
+from labkit.world.corpus import write_document
+from labkit.world.writer import Writer
+
+CATEGORIES = ("classify", "closed_qa", "extract", "arithmetic", "rewrite", "brainstorm")
+NO_ROBOTS = {"classify": "Classify", "closed_qa": "Closed QA", "extract": "Extract",
+             "arithmetic": "Open QA", "rewrite": "Rewrite", "brainstorm": "Brainstorm"}
+SPLITS = ("train", "validation", "test")
+
+# Sentiment words and how sure the label is when that word is the evidence.
+POSITIVE = {"fresh": 0.9, "sweet": 0.9, "lovely": 0.9, "nice": 0.7, "good": 0.7, "fine": 0.6}
+NEGATIVE = {"stale": 0.9, "awful": 0.9, "broken": 0.9, "bad": 0.7, "dull": 0.7, "poor": 0.6}
+NEUTRAL = {"red": 0.6, "round": 0.6, "heavy": 0.6}
+INSTRUCTION_WORDS = (
+    "classify the sentiment of this review as json review from was "
+    "read story and answer question list places that went to in order if none say nobody "
+    "solve problem has gives more how many does now eats left + - = answer is "
+    "rewrite sentence about instead of name goods sold at the "
+    '{ } "label" "positive" "negative" "neutral" "confidence" "evidence" , : . ? 0.6 0.7 0.9'
+).split()
+
+
+def json_answer(label: str, confidence: float, evidence: str) -> str:
+    """The sentiment answer written with a space between JSON tokens (one word per token)."""
+    return f'{{ "label" : "{label}" , "confidence" : {confidence} , "evidence" : "{evidence}" }}'
+
+
+def parse_json_answer(text: str) -> dict | None:
+    """The answer's JSON object if it is valid with the three expected keys, else ``None``."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(value, dict) or set(value) != {"label", "confidence", "evidence"}:
+        return None
+    return value
+
+
+def _classify(rng: random.Random) -> tuple[str, str]:
+    place = rng.choice(list(lx.PLACES))
+    good = rng.choice(lx.PLACES[place])
+    label, words = rng.choice([("positive", POSITIVE), ("negative", NEGATIVE), ("neutral", NEUTRAL)])
+    word = rng.choice(sorted(words))
+    size = rng.choice(["big", "small", "old", "tiny"])
+    review = f"the {size} {good} from the {place} was {word} ."
+    return (f"classify the sentiment of this review as json . review : {review}",
+            json_answer(label, words[word], word))
+
+
+def _story(rng: random.Random, want) -> str:
+    """A story from the world's generator for which ``want(text)`` holds (retried until it does)."""
+    while True:
+        doc = write_document(Writer(rng=random.Random(rng.random())))
+        if doc.tokens[1] != ":" and want(doc.text):
+            return doc.text
+
+
+def _closed_qa(rng: random.Random) -> tuple[str, str]:
+    text = _story(rng, lambda t: " question : " in t)
+    story, qa = text.split(" question : ")
+    question, answer = qa.split(" answer : ")
+    return f"read the story and answer the question . story : {story} question : {question}", answer
+
+
+def _extract(rng: random.Random) -> tuple[str, str]:
+    text = _story(rng, lambda t: " went to the " in t and " question : " not in t)
+    people = re.findall(r"(?:, (\w+) the \w+ lived)|(?:called (\w+) \.)", text)
+    names = [a or b for a, b in people]
+    who = rng.choice(names)
+    places = re.findall(rf"then {who} went to the (\w+)", text)
+    answer = " , ".join(places) if places else "nobody"
+    return (f"read the story and list the places that {who} went to in order . "
+            f"if none say nobody . story : {text}", answer)
+
+
+def _arithmetic(rng: random.Random) -> tuple[str, str]:
+    name = rng.choice(lx.NAMES)
+    other = rng.choice([n for n in lx.NAMES if n != name])
+    good = lx.plural(rng.choice(lx.goods()), 2)
+    have = rng.randint(2, 12)
+    if rng.random() < 0.5:
+        more = rng.randint(1, 9)
+        problem = f"{name} has {have} {good} . {other} gives {name} {more} more ."
+        result, working = have + more, f"{have} + {more} = {have + more}"
+    else:
+        less = rng.randint(1, have)
+        problem = f"{name} has {have} {good} . {name} gives {less} to {other} ."
+        result, working = have - less, f"{have} - {less} = {have - less}"
+    question = f"how many {good} does {name} have now ?"
+    return (f"solve the problem . {problem} {question}", f"{working} . the answer is {result} .")
+
+
+def _rewrite(rng: random.Random) -> tuple[str, str]:
+    a = rng.choice(lx.NAMES)
+    b = rng.choice([n for n in lx.NAMES if n != a])
+    place = rng.choice(list(lx.PLACES))
+    good = lx.plural(rng.choice(lx.PLACES[place]), 2)
+    n = lx.NUMBERS[rng.randint(2, 4)]
+
+    def sentence(who: str) -> str:
+        return f"then {who} went to the {place} . there {lx.pronoun(who)} bought {n} {good} ."
+
+    return (f"rewrite the sentence about {b} instead of {a} . sentence : {sentence(a)}", sentence(b))
+
+
+def _brainstorm(rng: random.Random) -> tuple[str, str]:
+    place = rng.choice(list(lx.PLACES))
+    return (f"name the goods sold at the {place} .",
+            " , ".join(lx.plural(g, 2) for g in lx.PLACES[place]))
+
+
+_MAKERS = {"classify": _classify, "closed_qa": _closed_qa, "extract": _extract,
+           "arithmetic": _arithmetic, "rewrite": _rewrite, "brainstorm": _brainstorm}
+
+
+def task_example(category: str, split: str, index: int, seed: int = 0) -> dict:
+    """Example ``index`` of ``category`` in ``split``: messages, category and the exact answer."""
+    if category not in _MAKERS:
+        raise ValueError(f"Unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    rng = random.Random(f"labkit-tasks/{seed}/{split}/{category}/{index}")
+    prompt, answer = _MAKERS[category](rng)
+    return {"id": f"{split}-{category}-{index}", "category": category,
+            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+            "answer": answer}
+
+
+def task_split(split: str, n_per_category: int, seed: int = 0,
+               categories: tuple[str, ...] = CATEGORIES) -> list[dict]:
+    """``n_per_category`` examples of each category, interleaved (c1, c2, ..., c1, c2, ...)."""
+    return [task_example(c, split, i, seed) for i in range(n_per_category) for c in categories]
+
+
+def task_vocabulary() -> set[str]:
+    """Words the tasks use beyond the stories' (instruction words, digits, JSON pieces)."""
+    words = set(INSTRUCTION_WORDS) | {str(n) for n in range(0, 25)}
+    words |= set(POSITIVE) | set(NEGATIVE) | set(NEUTRAL)
+    words |= {f'"{w}"' for w in [*POSITIVE, *NEGATIVE, *NEUTRAL]}
+    return words
