@@ -1,0 +1,293 @@
+"""Plotly figures shared by the labs. Figures live here and nowhere else.
+
+Every builder returns a ``plotly.graph_objects.Figure`` with a title and titled axes (with units),
+so a notebook cell ends with ``plots.loss_figure(...)`` and the figure appears. Nothing here trains
+or computes losses; the builders only draw numbers they are given.
+
+Rendering. :func:`setup` picks a plotly renderer once per session: ``colab`` in Google Colab, and
+``plotly_mimetype`` in Jupyter (JupyterLab, Notebook 7, VS Code). The mimetype renderer sends only
+the figure's JSON, a few kB; the front end draws it with the plotly.js it already ships, offline.
+Renderers that embed plotly.js itself would add megabytes to every saved notebook. Figures also
+use a small template of their own (:data:`TEMPLATE`), since plotly's default one adds ~7 kB of
+JSON to every figure.
+
+Live curves. :class:`LiveLossPlot` is a callback for ``labkit.pipeline.ensure``,
+``labkit.train.pretrain.pretrain`` and ``quick_run``: after each evaluation it redraws one figure
+in place (an IPython display handle), so a notebook keeps a single, final figure, also when it is
+executed headless by nbval or nbclient.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from labkit import runtime
+
+LOSS_AXIS = "loss (nats/token)"
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
+          "#e377c2", "#7f7f7f", "#bcbd22"]
+FLOOR_COLOR = "#2ca02c"     # the entropy floor: the truth, in green everywhere
+UNIGRAM_COLOR = "#7f7f7f"   # the no-context baseline, in grey everywhere
+
+_axis = dict(showgrid=True, gridcolor="#e6e6e6", zeroline=False, showline=True, linecolor="#444",
+             ticks="outside", automargin=True)
+TEMPLATE = go.layout.Template(layout=go.Layout(
+    font=dict(size=13),
+    colorway=COLORS,
+    plot_bgcolor="white",
+    paper_bgcolor="white",
+    xaxis=_axis,
+    yaxis=_axis,
+    margin=dict(l=70, r=30, t=60, b=60),
+    legend=dict(bgcolor="rgba(255,255,255,0.7)"),
+))
+
+_renderer: str | None = None
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab, or nbval/nbclient)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def setup(renderer: str | None = None) -> str:
+    """Choose the plotly renderer for this session and return its name.
+
+    ``renderer`` wins if given. Otherwise: ``colab`` in Google Colab; the ``PLOTLY_RENDERER``
+    environment variable if you set one; ``plotly_mimetype`` in any other Jupyter kernel (small
+    saved notebooks, works offline); and plotly's own default elsewhere (e.g. a script).
+    """
+    global _renderer
+    if renderer is None:
+        if runtime.in_colab():
+            renderer = "colab"
+        elif os.environ.get("PLOTLY_RENDERER"):
+            renderer = os.environ["PLOTLY_RENDERER"]
+        elif _in_kernel():
+            renderer = "plotly_mimetype"
+        else:
+            renderer = pio.renderers.default
+    if renderer:
+        pio.renderers.default = renderer
+    _renderer = renderer
+    return renderer
+
+
+def _ensure_setup() -> None:
+    if _renderer is None:
+        setup()
+
+
+def _figure(title: str, x_title: str, y_title: str, **layout) -> go.Figure:
+    """An empty figure in the labkit style with a title and both axis titles."""
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02),
+                      xaxis_title=x_title, yaxis_title=y_title, **layout)
+    return fig
+
+
+def _reference_lines(fig: go.Figure, floor: float | None, unigram: float | None) -> None:
+    """Horizontal lines for the entropy floor and the unigram entropy, labelled with their values."""
+    if unigram is not None:
+        fig.add_hline(y=unigram, line=dict(color=UNIGRAM_COLOR, dash="dash", width=1.5),
+                      annotation_text=f"unigram entropy {unigram:.3f} (no context)",
+                      annotation_position="top right", annotation_font_color=UNIGRAM_COLOR)
+    if floor is not None:
+        fig.add_hline(y=floor, line=dict(color=FLOOR_COLOR, dash="dot", width=2),
+                      annotation_text=f"entropy floor {floor:.3f} (no model can beat it)",
+                      annotation_position="bottom right", annotation_font_color=FLOOR_COLOR)
+
+
+# ------------------------------------------------------------------------------- cross-entropy
+
+def neg_log_figure(p: float | Sequence[float] | None = None, *, unit: str = "nats") -> go.Figure:
+    """The curve L = −log p(correct) over p in (0, 1], with a marker at each ``p``.
+
+    ``unit`` is ``"nats"`` (natural log, as in training) or ``"bits"`` (log base 2).
+    """
+    if unit not in ("nats", "bits"):
+        raise ValueError(f"unit must be 'nats' or 'bits', got {unit!r}")
+    scale = 1.0 if unit == "nats" else 1 / math.log(2)
+    xs = [round(0.005 + i * (1 - 0.005) / 149, 4) for i in range(150)]
+    fig = _figure(f"Cross-entropy of one prediction: L = −log p(correct), in {unit}",
+                  "p(correct token) (probability, no unit)", f"loss L ({unit})")
+    fig.add_trace(go.Scatter(x=xs, y=[round(-math.log(x) * scale, 4) for x in xs], mode="lines",
+                             name=f"−log p ({unit})", line=dict(color=COLORS[0], width=3),
+                             hovertemplate="p = %{x:.3f}<br>L = %{y:.3f}<extra></extra>"))
+    marks = [] if p is None else ([p] if isinstance(p, (int, float)) else list(p))
+    for i, value in enumerate(marks):
+        if not 0 < value <= 1:
+            raise ValueError(f"p must lie in (0, 1], got {value}")
+        loss = -math.log(value) * scale
+        fig.add_trace(go.Scatter(
+            x=[value], y=[loss], mode="markers+text", name=f"p = {value:g}",
+            marker=dict(size=13, color=COLORS[1 + i % (len(COLORS) - 1)]),
+            text=[f"p = {value:g} → L = {loss:.3f} {unit}"], textposition="top right",
+            hovertemplate="p = %{x:.3f}<br>L = %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1.02])
+    fig.update_yaxes(range=[0, -math.log(0.005) * scale * 1.02])
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def prob_bars(words: Sequence[str], probs: Sequence[float], title: str = "Next-token probabilities") -> go.Figure:
+    """A bar per candidate token with its probability (used by the temperature explorer)."""
+    fig = _figure(title, "candidate next token", "probability (0 to 1)")
+    fig.add_trace(go.Bar(x=list(words), y=list(probs), marker_color=COLORS[0],
+                         text=[f"{p:.2f}" for p in probs], textposition="outside",
+                         hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(range=[0, 1.1])
+    return fig
+
+
+# ------------------------------------------------------------------------------- loss curves
+
+def _as_runs(history_or_runs) -> dict[str, list[dict]]:
+    """Accept one history (a list of dicts) or a mapping ``label -> history``."""
+    if isinstance(history_or_runs, Mapping):
+        return {str(k): list(v) for k, v in history_or_runs.items()}
+    return {"": list(history_or_runs)}
+
+
+_X_TITLES = {"step": "training step (optimiser updates)",
+             "tokens": "tokens seen in training (predicted tokens)",
+             "seconds": "training time (seconds)"}
+
+
+def loss_figure(history_or_runs, floor: float | None = None, unigram: float | None = None,
+                title: str = "Pretraining loss", *, x: str = "step", mark_min_val: bool = False,
+                faded: Mapping[str, list[dict]] | None = None) -> go.Figure:
+    """Train (dashed) and validation (solid) loss against ``x`` (``step``, ``tokens`` or ``seconds``).
+
+    ``history_or_runs`` is a history as written by :func:`labkit.train.pretrain.pretrain` (a list of
+    dicts with ``step``, ``tokens``, ``train_loss``, ``val_loss``) or a mapping ``label -> history``
+    for several runs (one colour each). ``floor`` and ``unigram`` (nats/token) add labelled
+    horizontal lines. ``mark_min_val`` marks each run's lowest validation loss. ``faded`` runs are
+    drawn thin and pale behind the others (earlier runs, for comparison).
+    """
+    if x not in _X_TITLES:
+        raise ValueError(f"x must be one of {list(_X_TITLES)}, got {x!r}")
+    fig = _figure(title, _X_TITLES[x], LOSS_AXIS, hovermode="x unified")
+    runs = _as_runs(history_or_runs)
+    colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
+    for label, history in [*(faded or {}).items(), *runs.items()]:
+        if not history:
+            continue
+        is_faded = faded is not None and label in faded and label not in runs
+        xs = [h[x] for h in history]
+        name = f"{label}: " if label else ""
+        style = dict(color=colors[label], width=1.5 if is_faded else 2.5)
+        opacity = 0.45 if is_faded else 1.0
+        fig.add_trace(go.Scatter(x=xs, y=[h["train_loss"] for h in history], mode="lines",
+                                 name=f"{name}train", line=dict(dash="dash", **style), opacity=opacity,
+                                 legendgroup=label))
+        fig.add_trace(go.Scatter(x=xs, y=[h["val_loss"] for h in history], mode="lines+markers",
+                                 name=f"{name}validation", line=style, marker=dict(size=5),
+                                 opacity=opacity, legendgroup=label))
+        if mark_min_val and not is_faded:
+            best = min(history, key=lambda h: h["val_loss"])
+            fig.add_trace(go.Scatter(
+                x=[best[x]], y=[best["val_loss"]], mode="markers+text",
+                name=f"{name}lowest validation", marker=dict(size=12, symbol="star", color=colors[label]),
+                text=[f"lowest val {best['val_loss']:.3f} at {x} {best[x]:,}"],
+                textposition="top center", legendgroup=label))
+    _reference_lines(fig, floor, unigram)
+    return fig
+
+
+class LiveLossPlot:
+    """A training callback that redraws the loss curves in place after every evaluation.
+
+        live = LiveLossPlot(floor=stats["entropy_floor"], unigram=stats["unigram_entropy"])
+        labkit.pipeline.ensure("pretrain", callback=live)   # curves grow while it trains
+        live(saved_history)                                  # or draw a finished run's history
+
+    In a notebook the first call displays the figure and later calls replace it through an IPython
+    display handle, so the saved notebook holds one figure, not one per evaluation. Outside a
+    notebook (a script, a test) nothing is displayed; the latest figure is kept in ``.figure``.
+    ``faded`` runs (``label -> history``) are drawn pale behind the live one.
+    """
+
+    def __init__(self, floor: float | None = None, unigram: float | None = None,
+                 title: str = "Pretraining loss (live)", *, x: str = "step", label: str = "",
+                 faded: Mapping[str, list[dict]] | None = None, mark_min_val: bool = False):
+        self.floor, self.unigram, self.title, self.x = floor, unigram, title, x
+        self.label, self.faded, self.mark_min_val = label, dict(faded or {}), mark_min_val
+        self.figure: go.Figure | None = None
+        self.calls = 0
+        self._handle = None
+
+    def __call__(self, history: list[dict]) -> None:
+        self.calls += 1
+        runs = {self.label: list(history)} if self.label else list(history)
+        self.figure = loss_figure(runs, self.floor, self.unigram, self.title, x=self.x,
+                                  mark_min_val=self.mark_min_val, faded=self.faded)
+        if not _in_kernel():
+            return
+        _ensure_setup()
+        from IPython.display import display
+
+        # A plotly figure displays itself through its own hook, which ignores display ids; so we
+        # hand IPython the figure's mime bundle (its JSON for the chosen renderer) instead.
+        bundle = self.figure._repr_mimebundle_()
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
+# ------------------------------------------------------------------------------- experiments
+
+def _rows(table) -> list[dict]:
+    """A pandas DataFrame or a list of dicts, as a list of dicts."""
+    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+
+
+def sweep_figure(table, floor: float | None = None, unigram: float | None = None,
+                 title: str = "Model size vs loss") -> go.Figure:
+    """Final losses against the number of parameters (log scale), one point per model.
+
+    ``table`` rows need ``parameters``, ``val_loss`` and optionally ``train_loss`` and ``d_model``.
+    """
+    rows = sorted(_rows(table), key=lambda r: r["parameters"])
+    fig = _figure(title, "parameters (count, log scale)", f"final {LOSS_AXIS}")
+    labels = [f"d_model {r['d_model']}" if "d_model" in r else "" for r in rows]
+    xs = [r["parameters"] for r in rows]
+    fig.add_trace(go.Scatter(x=xs, y=[r["val_loss"] for r in rows], mode="lines+markers+text",
+                             name="validation", text=labels, textposition="top center",
+                             line=dict(color=COLORS[0], width=2.5), marker=dict(size=10)))
+    if rows and "train_loss" in rows[0]:
+        fig.add_trace(go.Scatter(x=xs, y=[r["train_loss"] for r in rows], mode="lines+markers",
+                                 name="train", line=dict(color=COLORS[0], dash="dash", width=1.5)))
+    fig.update_xaxes(type="log")
+    _reference_lines(fig, floor, unigram)
+    return fig
+
+
+def accuracy_bars(table, title: str = "Shortcut learning: accuracy by evaluation set",
+                  chance: float | None = 0.5) -> go.Figure:
+    """Grouped bars of accuracy (%) per evaluation set, one colour per training set.
+
+    ``table`` rows need ``trained on``, ``evaluated on`` and ``accuracy`` (a rate in [0, 1]).
+    """
+    rows = _rows(table)
+    fig = _figure(title, "evaluation set", "accuracy (% of examples correct)", barmode="group")
+    for i, trained_on in enumerate(dict.fromkeys(r["trained on"] for r in rows)):
+        mine = [r for r in rows if r["trained on"] == trained_on]
+        fig.add_trace(go.Bar(x=[r["evaluated on"] for r in mine], y=[100 * r["accuracy"] for r in mine],
+                             name=f"trained on {trained_on}", marker_color=COLORS[i % len(COLORS)],
+                             text=[f"{100 * r['accuracy']:.1f} %" for r in mine], textposition="outside"))
+    if chance is not None:
+        fig.add_hline(y=100 * chance, line=dict(color=UNIGRAM_COLOR, dash="dash"),
+                      annotation_text=f"chance {100 * chance:.0f} %", annotation_position="bottom right")
+    fig.update_yaxes(range=[0, 110])
+    return fig

@@ -1,0 +1,309 @@
+"""Interactive widgets (ipywidgets): explorers and run panels.
+
+* **Explorers** are instant: a slider moves, a little pure-math function runs, a number and a figure
+  change. :func:`neg_log_explorer` (−log p), :func:`temperature_explorer` (softmax temperature).
+* **Run panels** train for real: sliders choose a few settings, the *Train* button runs the
+  training, curves grow live, and every finished run stays on the figure and in a table so runs
+  can be compared. :func:`pretrain_panel` (lab 01).
+
+Every callback is an ordinary method that works without a browser (``explorer.update(0.3)``,
+``panel.train_once(steps=100)``, ``panel.runs_table()``); the buttons and sliders only call them.
+That is how the tests drive the widgets, and how you can script them too.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import ipywidgets as W
+import pandas as pd
+
+from labkit import plots
+from labkit.losses import nats_to_bits, nll
+from labkit.presets import Preset, get_preset
+
+
+def _show(out: W.Output, fig) -> None:
+    """Replace what ``out`` shows by ``fig`` (only inside a notebook kernel)."""
+    if not plots._in_kernel():
+        return
+    plots._ensure_setup()
+    from IPython.display import clear_output, display
+
+    with out:
+        clear_output(wait=True)
+        display(fig)
+
+
+def _check_range(slider: str, value, low, high, integer: bool = False) -> None:
+    """Raise a ValueError naming the slider and its allowed range if ``value`` is outside it."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        what = "a whole number" if integer else "a number"
+        raise ValueError(f"{slider} must be {what} between {low} and {high} (the slider's range); "
+                         f"got {value!r}")
+
+
+# ------------------------------------------------------------------------------- −log p
+
+def neg_log_values(p: float) -> dict[str, float]:
+    """The loss of one prediction that gave the correct token probability ``p``: nats and bits."""
+    nats = nll(float(p))
+    return {"p": float(p), "nats": nats, "bits": nats_to_bits(nats)}
+
+
+class NegLogExplorer(W.VBox):
+    """A slider over p(correct) in [0.01, 1] showing L = −ln p in nats and bits, and the curve."""
+
+    P_MIN, P_MAX = 0.01, 1.0
+
+    def __init__(self, p: float = 0.51):
+        _check_range("p (the probability slider)", p, self.P_MIN, self.P_MAX)
+        self.slider = W.FloatSlider(value=p, min=self.P_MIN, max=self.P_MAX, step=0.01,
+                                    description="p(correct)", readout_format=".2f",
+                                    continuous_update=True, layout=W.Layout(width="420px"))
+        self.readout = W.HTML()
+        self.out = W.Output()
+        self.figure = None
+        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        super().__init__([self.slider, self.readout, self.out])
+        self.update(p)
+
+    def update(self, p: float) -> dict[str, float]:
+        """Recompute for ``p`` (what the slider calls); returns :func:`neg_log_values`."""
+        _check_range("p (the probability slider)", p, self.P_MIN, self.P_MAX)
+        values = neg_log_values(p)
+        if abs(self.slider.value - p) > 1e-12:
+            self.slider.value = p  # keeps slider and numbers in step when called from code
+        self.readout.value = (f"<b>L = −ln {p:.2f} = {values['nats']:.3f} nats</b> "
+                              f"= {values['bits']:.3f} bits")
+        self.figure = plots.neg_log_figure(p)
+        _show(self.out, self.figure)
+        return values
+
+
+def neg_log_explorer(p: float = 0.51) -> NegLogExplorer:
+    """The −log p explorer (lab 01): move the slider, watch the loss of one prediction."""
+    return NegLogExplorer(p)
+
+
+# ------------------------------------------------------------------------------- temperature
+
+def temperature_softmax(logits: Sequence[float], temperature: float) -> list[float]:
+    """p_i = exp(z_i / T) / Σ_j exp(z_j / T): T < 1 sharpens the distribution, T > 1 flattens it."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scaled = [z / temperature for z in logits]
+    top = max(scaled)
+    weights = [math.exp(s - top) for s in scaled]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class TemperatureExplorer(W.VBox):
+    """A temperature slider over the next-token distribution after "May the force be".
+
+    At T = 1 the probabilities are the model's own (0.51 / 0.21 / 0.13 and the rest for other
+    words); sampling text at temperature T draws from the reshaped distribution.
+    """
+
+    T_MIN, T_MAX = 0.1, 3.0
+    WORDS = ("with", "on", "in", "(other words)")
+    PROBS = (0.51, 0.21, 0.13, 0.15)
+
+    def __init__(self, temperature: float = 1.0):
+        _check_range("temperature", temperature, self.T_MIN, self.T_MAX)
+        self.logits = [math.log(p) for p in self.PROBS]
+        self.slider = W.FloatSlider(value=temperature, min=self.T_MIN, max=self.T_MAX, step=0.05,
+                                    description="temperature", readout_format=".2f",
+                                    layout=W.Layout(width="420px"))
+        self.readout = W.HTML()
+        self.out = W.Output()
+        self.figure = None
+        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        super().__init__([self.slider, self.readout, self.out])
+        self.update(temperature)
+
+    def update(self, temperature: float) -> dict[str, float]:
+        """Recompute for ``temperature``; returns ``{word: probability}``."""
+        _check_range("temperature", temperature, self.T_MIN, self.T_MAX)
+        probs = temperature_softmax(self.logits, temperature)
+        if abs(self.slider.value - temperature) > 1e-12:
+            self.slider.value = temperature
+        self.readout.value = (f"T = {temperature:.2f}: " + ", ".join(
+            f"p({w}) = {p:.2f}" for w, p in zip(self.WORDS, probs)))
+        self.figure = plots.prob_bars(self.WORDS, probs,
+                                      f'Next word after "May the force be" at temperature {temperature:.2f}')
+        _show(self.out, self.figure)
+        return dict(zip(self.WORDS, probs))
+
+
+def temperature_explorer(temperature: float = 1.0) -> TemperatureExplorer:
+    """The temperature explorer (lab 00's slider demo)."""
+    return TemperatureExplorer(temperature)
+
+
+# ------------------------------------------------------------------------------- run panel
+
+WIDTH_STEP = 16  # model widths move in steps of 16: quick_run gives each attention head >= 16 dims
+
+
+def _docs_options(low: int, high: int) -> list[int]:
+    """Round corpus sizes (1-2-5 steps) from ``low`` to ``high``, both included."""
+    options = {low, high}
+    power = 1
+    while power <= high:
+        options.update(v for v in (power, 2 * power, 5 * power) if low < v < high)
+        power *= 10
+    return sorted(options)
+
+
+class PretrainPanel(W.VBox):
+    """Sliders (steps, model width, training documents) + Train: real pretraining runs, compared.
+
+    Ranges come from the preset: steps up to the preset's pretraining steps, widths from 16 to
+    twice the preset's width, corpora from lab 01's tiny memorisation corpus up to the full one.
+    """
+
+    COLUMNS = ["run", "steps", "d_model", "parameters", "docs", "train_loss", "val_loss",
+               "gap_closed", "seconds"]
+    TITLE = "Pretraining runs (dashed: train, solid: validation)"
+
+    def __init__(self, preset: Preset | None = None):
+        self.preset = preset or get_preset()
+        p = self.preset
+        step_size = max(1, p.lab01.sweep_steps // 10)
+        self.steps = W.IntSlider(value=min(p.lab01.sweep_steps, p.pretrain.steps), min=step_size,
+                                 max=p.pretrain.steps, step=step_size, description="steps",
+                                 continuous_update=False)
+        middle = sorted(p.lab01.sweep_widths)[len(p.lab01.sweep_widths) // 2]
+        self.d_model = W.IntSlider(value=min(max(middle - middle % WIDTH_STEP, WIDTH_STEP), 2 * p.model.d_model),
+                                   min=WIDTH_STEP, max=2 * p.model.d_model, step=WIDTH_STEP,
+                                   description="d_model", continuous_update=False)
+        self.docs = W.SelectionSlider(options=_docs_options(p.lab01.memorise_docs, p.n_train_docs),
+                                      value=p.n_train_docs, description="train docs",
+                                      continuous_update=False)
+        for slider in (self.steps, self.d_model, self.docs):
+            slider.style.description_width = "80px"
+            slider.layout.width = "460px"
+        self.button = W.Button(description="Train", button_style="primary", icon="play")
+        self.clear_button = W.Button(description="Clear runs", icon="trash")
+        self.status = W.HTML("Choose settings and press <b>Train</b>. Each run trains a fresh model.")
+        self.plot_out = W.Output()
+        self.table_out = W.Output()
+        self.runs: list[dict] = []
+        self.histories: dict[str, list[dict]] = {}
+        self.stats: dict | None = None
+        self.button.on_click(self._on_train)
+        self.clear_button.on_click(lambda _: self.clear())
+        super().__init__([
+            W.HTML(f"<b>Pretraining run panel</b> — preset <code>{p.name}</code>"),
+            self.steps, self.d_model, self.docs,
+            W.HBox([self.button, self.clear_button]), self.status, self.plot_out, self.table_out])
+
+    # -- the callbacks (plain methods, usable without a browser) --
+
+    def check(self, steps: int, d_model: int, docs: int) -> None:
+        """Raise ValueError naming the slider if a value is out of its range."""
+        _check_range("steps", steps, self.steps.min, self.steps.max, integer=True)
+        _check_range("d_model", d_model, self.d_model.min, self.d_model.max, integer=True)
+        if d_model % WIDTH_STEP:
+            raise ValueError(f"d_model must be a multiple of {WIDTH_STEP} (so that the attention "
+                             f"heads, {WIDTH_STEP}+ dimensions each, divide it evenly); got {d_model}")
+        options = list(self.docs.options)
+        _check_range("train docs", docs, options[0], options[-1], integer=True)
+
+    def train_once(self, steps: int | None = None, d_model: int | None = None,
+                   docs: int | None = None) -> dict:
+        """Train one fresh model with these settings (default: the sliders'); return its table row.
+
+        The sliders are moved to the values used, the curves update live, and the finished run
+        is added to :meth:`runs_table` and to the figure.
+        """
+        from labkit.pipeline import gap_closed
+        from labkit.train.pretrain import quick_run
+
+        steps = self.steps.value if steps is None else steps
+        d_model = self.d_model.value if d_model is None else d_model
+        docs = self.docs.value if docs is None else docs
+        self.check(steps, d_model, docs)
+        self.steps.value, self.d_model.value = int(steps), int(d_model)
+        if docs not in self.docs.options:
+            self.docs.options = sorted({*self.docs.options, int(docs)})
+        self.docs.value = int(docs)
+
+        label = f"run {len(self.runs) + 1}: {steps} steps, d_model {d_model}, {docs:,} docs"
+        if self.stats is None:  # lines to draw before the first run ends (the floor is exact already)
+            from labkit import world
+
+            p = self.preset
+            self.stats = world.entropy_stats(world.corpus("validation", p.n_val_docs, p.world_seed))
+
+        def on_eval(history):
+            fig = plots.loss_figure({label: history}, self.stats["entropy_floor"],
+                                    self.stats["unigram_entropy"], self.TITLE, faded=self.histories)
+            _show(self.plot_out, fig)
+            last = history[-1]
+            self.status.value = (f"{label} — step {last['step']}/{steps}: train {last['train_loss']:.3f}, "
+                                 f"validation {last['val_loss']:.3f} nats/token")
+
+        self.button.disabled = True
+        self.status.value = f"{label} — preparing the corpus and the model…"
+        start = time.perf_counter()
+        try:
+            model, _, result, stats = quick_run(self.preset, n_train_docs=int(docs), d_model=int(d_model),
+                                                steps=int(steps), callback=on_eval, progress=False)
+        finally:
+            self.button.disabled = False
+        self.stats = stats
+        run = {"run": len(self.runs) + 1, "steps": int(steps), "d_model": int(d_model),
+               "parameters": int(result.parameters), "docs": int(docs),
+               "train_loss": result.train_loss, "val_loss": result.val_loss,
+               "gap_closed": gap_closed(result.val_loss, stats), "seconds": result.seconds}
+        self.runs.append(run)
+        self.histories[label] = list(result.history)
+        self.status.value = (f"{label} — done in {time.perf_counter() - start:.1f} s: validation "
+                             f"{result.val_loss:.3f} nats/token, {run['gap_closed']:.0%} of the gap "
+                             "from the unigram entropy to the floor closed.")
+        self.redraw()
+        return run
+
+    def runs_table(self) -> pd.DataFrame:
+        """One row per finished run: settings, size, final losses (nats/token), gap closed, seconds."""
+        return pd.DataFrame(self.runs, columns=self.COLUMNS).set_index("run")
+
+    def figure(self):
+        """Every finished run's curves, with the entropy floor and the unigram entropy."""
+        floor = self.stats["entropy_floor"] if self.stats else None
+        unigram = self.stats["unigram_entropy"] if self.stats else None
+        return plots.loss_figure(self.histories, floor, unigram, self.TITLE)
+
+    def clear(self) -> None:
+        """Forget every run."""
+        self.runs.clear()
+        self.histories.clear()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Show the comparison figure and the table (inside a notebook)."""
+        _show(self.plot_out, self.figure())
+        if plots._in_kernel():
+            from IPython.display import clear_output, display
+
+            with self.table_out:
+                clear_output(wait=True)
+                display(self.runs_table().style.format(
+                    {"parameters": "{:,}", "docs": "{:,}", "train_loss": "{:.3f}", "val_loss": "{:.3f}",
+                     "gap_closed": "{:.1%}", "seconds": "{:.1f}"}))
+
+    def _on_train(self, _button) -> None:
+        try:
+            self.train_once()
+        except Exception as err:  # shown in the panel; a button callback has nowhere else to report
+            self.status.value = f"<span style='color:#c00'>Training failed: {type(err).__name__}: {err}</span>"
+
+
+def pretrain_panel(preset: Preset | str | None = None) -> PretrainPanel:
+    """The pretraining run panel of lab 01 for ``preset`` (default: the active preset)."""
+    return PretrainPanel(get_preset(preset) if isinstance(preset, str) or preset is None else preset)

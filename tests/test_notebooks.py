@@ -1,0 +1,65 @@
+"""Notebook hygiene: committed clean, thin, and carrying the curriculum's worked figures.
+
+Notebooks are committed without outputs or execution counts (every cell, no exception), so a
+diff shows only what a person wrote. The worked figures they print are asserted in the unit tests
+(tests/test_lab01_figures.py); nbval executes every cell under the smoke preset.
+"""
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+LABS = Path(__file__).resolve().parent.parent / "labs"
+NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
+
+
+def test_the_first_labs_exist():
+    names = [p.name for p in NOTEBOOKS]
+    assert "00_start_here.ipynb" in names and "01_pretraining.ipynb" in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_or_execution_counts(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert "widgets" not in nb.metadata, "saved widget state: clear it before committing"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        assert cell.outputs == [], f"cell {i} has outputs: clear them before committing"
+        assert cell.execution_count is None, f"cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_code_cell_is_introduced_by_prose(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert i > 0 and nb.cells[i - 1].cell_type == "markdown", \
+                f"cell {i} follows another code cell: say in a sentence why it runs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_sizes_come_from_the_preset(path):
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    hard_coded = re.findall(r"\b(steps|d_model|n_train_docs|n_val_docs|docs|n_examples)\s*=\s*\d", code)
+    assert not hard_coded, f"sizes must come from labkit.presets, found {hard_coded}"
+
+
+def test_lab01_carries_the_worked_figures():
+    path = LABS / "01_pretraining.ipynb"
+    source = path.read_text(encoding="utf-8")
+    for text in ["May the force be", "0.51", "0.21", "0.13", "98.9", "98.4", "346"]:
+        assert text in source, f"lab 01 should mention {text!r}"
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    for call in ["losses.nll(0.21)", "losses.nats_to_bits(1.9)", "storage_arithmetic(tokens=500e9"]:
+        assert call in code, f"lab 01 should compute {call}"
+
+
+def test_lab00_builds_the_few_shot_prompt_and_mask():
+    code = "\n".join(c.source for c in nbformat.read(LABS / "00_start_here.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+    for call in ["few_shot_sentiment_messages", "parse_sentiment", "apply_chat_template"]:
+        assert call in code
