@@ -7,6 +7,7 @@ notebooks run in any order after a kernel restart. A missing stage is built with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -42,9 +43,18 @@ def encode_docs(tokenizer, docs: list[world.Doc]) -> list[list[int]]:
 
 
 def pretrain_data(preset: Preset | None = None, n_train: int | None = None) -> PretrainData:
-    """Generate the corpus for ``preset``, train the tokenizer on it and pack it into rows."""
+    """Generate the corpus for ``preset``, train the tokenizer on it and pack it into rows.
+
+    Cached in memory for the session (a few recent calls), so lab experiments that train several
+    small models on the same corpus don't regenerate it each time.
+    """
     preset = preset or get_preset()
-    train_docs = world.corpus("train", n_train or preset.n_train_docs, preset.world_seed)
+    return dataclasses.replace(_pretrain_data(preset, n_train or preset.n_train_docs))
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrain_data(preset: Preset, n_train: int) -> PretrainData:
+    train_docs = world.corpus("train", n_train, preset.world_seed)
     val_docs = world.corpus("validation", preset.n_val_docs, preset.world_seed)
     tokenizer = train_tokenizer((d.text for d in train_docs), extra_words=world.vocabulary())
     pad = tokenizer.pad_token_id

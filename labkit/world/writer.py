@@ -23,7 +23,14 @@ EOS = "</s>"
 
 
 class NotFromWorld(ValueError):
-    """Raised when replayed text could not have been written by the world."""
+    """Raised when replayed text could not have been written by the world.
+
+    ``position`` is the index of the first token that breaks the rules, ``token`` that token.
+    """
+
+    def __init__(self, message: str, position: int = -1, token: str = ""):
+        super().__init__(message)
+        self.position, self.token = position, token
 
 
 @dataclass
@@ -60,7 +67,7 @@ class Writer:
             i = len(self.doc.tokens)
             seen = self.replay[i] if i < len(self.replay) else "<end of text>"
             if seen != token:
-                raise NotFromWorld(f"token {i}: expected {token!r}, found {seen!r}")
+                raise NotFromWorld(f"token {i}: expected {token!r}, found {seen!r}", i, seen)
         self.doc.tokens.append(token)
         self.doc.logp.append(logp)
         self.doc.entropy.append(entropy)
@@ -88,7 +95,8 @@ class Writer:
             i = len(self.doc.tokens)
             seen = self.replay[i] if i < len(self.replay) else "<end of text>"
             if seen not in firsts:
-                raise NotFromWorld(f"token {i}: {seen!r} is none of the possible words {firsts}")
+                shown = ", ".join(firsts[:8]) + (f", … ({len(firsts)} in all)" if len(firsts) > 8 else "")
+                raise NotFromWorld(f"token {i}: {seen!r} is none of the possible words [{shown}]", i, seen)
             idx = firsts.index(seen)
         entropy = -sum(p * math.log(p) for p in probs)
         words = options[idx].split()
@@ -105,5 +113,6 @@ class Writer:
         """Write the end-of-document token (forced) and return the finished document."""
         self.say(EOS)
         if self.replay is not None and len(self.doc.tokens) != len(self.replay):
-            raise NotFromWorld(f"text goes on after the document ended at token {len(self.doc.tokens)}")
+            n = len(self.doc.tokens)
+            raise NotFromWorld(f"text goes on after the document ended at token {n}", n, self.replay[n])
         return self.doc
