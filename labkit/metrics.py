@@ -50,7 +50,7 @@ def teacher_forcing_table(model, tokenizer, text: str, top_k: int = 3) -> pd.Dat
 
 
 @torch.no_grad()
-def nats_per_word(model, tokenizer, texts: list[str], batch_size: int = 16) -> float:
+def nats_per_word(model, tokenizer, texts: list[str]) -> float:
     """Loss of any causal LM on space-separated ``texts`` in nats per *word* (+ one end token each).
 
     Our tiny models use one token per word, so this equals their ordinary loss. A hub model splits
@@ -60,13 +60,11 @@ def nats_per_word(model, tokenizer, texts: list[str], batch_size: int = 16) -> f
     device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
     total, words = 0.0, 0
-    for i in range(0, len(texts), batch_size):
-        chunk = texts[i : i + batch_size]
-        for text in chunk:  # one at a time: no padding subtleties across tokenizers
-            ids = tokenizer(text + eos, return_tensors="pt")["input_ids"].to(device)
-            if tokenizer.bos_token_id is not None and ids[0, 0] != tokenizer.bos_token_id:
-                ids = torch.cat([torch.tensor([[tokenizer.bos_token_id]], device=device), ids], dim=1)
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-            words += len(text.split()) + 1
+    for text in texts:  # one text at a time: no padding subtleties across tokenizers
+        ids = tokenizer(text + eos, return_tensors="pt")["input_ids"].to(device)
+        if tokenizer.bos_token_id is not None and ids[0, 0] != tokenizer.bos_token_id:
+            ids = torch.cat([torch.tensor([[tokenizer.bos_token_id]], device=device), ids], dim=1)
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        words += len(text.split()) + 1
     return total / words
