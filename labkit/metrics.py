@@ -68,3 +68,12 @@ def nats_per_word(model, tokenizer, texts: list[str]) -> float:
         total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
         words += len(text.split()) + 1
     return total / words
+
+
+def training_memory_gigabytes(parameters: float, bytes_per_value: int = 4, copies: int = 4) -> float:
+    """Memory to train with AdamW in full precision: weight + gradient + two moment estimates.
+
+    ``copies`` values of ``bytes_per_value`` bytes per parameter (activations not counted):
+    7e9 parameters × 16 bytes = 112 GB; GPT-3's 175e9 = 2,800 GB.
+    """
+    return parameters * bytes_per_value * copies / 1e9

@@ -32,9 +32,13 @@ def test_nats_to_bits_and_the_gpt3_back_of_envelope():
 
 
 def test_training_memory_table_of_lab00():
+    from labkit.metrics import training_memory_gigabytes
+
     # weight + gradient + two AdamW moments, 4 bytes each
-    assert 7e9 * 16 / 1e9 == pytest.approx(112.0)
-    assert 175e9 * 16 / 1e9 == pytest.approx(2800.0)
+    assert training_memory_gigabytes(7e9) == pytest.approx(112.0)
+    assert training_memory_gigabytes(175e9) == pytest.approx(2800.0)
+    assert training_memory_gigabytes(135e6) == pytest.approx(2.16)
+    assert training_memory_gigabytes(7e9, bytes_per_value=2) == pytest.approx(56.0)
 
 
 def test_few_shot_prompt_layout_and_answers():
