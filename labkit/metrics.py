@@ -77,3 +77,49 @@ def training_memory_gigabytes(parameters: float, bytes_per_value: int = 4, copie
     7e9 parameters × 16 bytes = 112 GB; GPT-3's 175e9 = 2,800 GB.
     """
     return parameters * bytes_per_value * copies / 1e9
+
+
+def exact_match(reply: str, answer: str) -> bool:
+    """True when the reply is the answer, word for word (surrounding and repeated spaces ignored)."""
+    return reply.split() == answer.split()
+
+
+def json_valid(reply: str) -> bool:
+    """True when the reply parses as the sentiment task's JSON object (label, confidence, evidence)."""
+    from labkit.world.tasks import parse_json_answer
+
+    return parse_json_answer(reply) is not None
+
+
+def instruction_scores(model, tokenizer, rows: list[dict], *, max_new_tokens: int = 24,
+                       batch_size: int = 64) -> pd.DataFrame:
+    """Generate a reply to each task example and score it: one row per example.
+
+    Columns: ``category``, ``prompt``, ``answer``, ``reply``, ``exact`` (bool) and ``json_valid``
+    (bool for the ``classify`` category, whose answers are JSON; missing elsewhere).
+    """
+    from labkit.models import generate_replies
+
+    prompts = [[m for m in r["messages"] if m["role"] != "assistant"] for r in rows]
+    replies = generate_replies(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    table = pd.DataFrame({
+        "category": [r["category"] for r in rows],
+        "prompt": [p[-1]["content"] for p in prompts],
+        "answer": [r["answer"] for r in rows],
+        "reply": replies,
+    })
+    table["exact"] = [exact_match(a, b) for a, b in zip(table["reply"], table["answer"])]
+    table["json_valid"] = [json_valid(reply) if c == "classify" else None
+                           for c, reply in zip(table["category"], table["reply"])]
+    return table
+
+
+def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-category exact match and JSON validity (a share in [0, 1]) plus an ``overall`` row."""
+    by = scores.groupby("category", sort=False)
+    table = pd.DataFrame({"examples": by.size(), "exact_match": by["exact"].mean(),
+                          "json_valid": by["json_valid"].apply(lambda s: s.dropna().astype(float).mean()
+                                                               if s.notna().any() else float("nan"))})
+    table.loc["overall"] = [len(scores), scores["exact"].mean(), float("nan")]
+    table["examples"] = table["examples"].astype(int)
+    return table

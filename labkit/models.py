@@ -144,3 +144,56 @@ def load_causal_lm(id_or_path: str | Path, *, device: str | torch.device | None 
     model.to(torch.device(device) if device is not None else runtime.device())
     model.eval()
     return model, tokenizer
+
+
+@torch.no_grad()
+def refresh_embeddings(model, token_ids: list[int], seed: int = 0) -> None:
+    """Give ``token_ids`` fresh, distinct random embeddings (in place), at the scale of the others.
+
+    Why: a token that never occurs in pretraining only ever gets the gradient "do not predict me",
+    and with tied embeddings every such token is pushed the same way. After pretraining their
+    vectors point in one direction (cosine ≈ 1), so the model cannot tell ``7`` from ``3`` or
+    ``<|user|>`` from ``<|assistant|>``. Re-drawing them, as one does for tokens added to a
+    vocabulary, lets fine-tuning learn them. Each new row gets the mean norm of the other rows.
+    """
+    weight = model.get_input_embeddings().weight
+    ids = torch.as_tensor(sorted(set(token_ids)), dtype=torch.long, device=weight.device)
+    if ids.numel() == 0:
+        return
+    others = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+    others[ids] = False
+    norm = weight[others].norm(dim=-1).mean()
+    generator = torch.Generator().manual_seed(seed)
+    fresh = torch.randn(len(ids), weight.shape[1], generator=generator).to(weight)
+    weight[ids] = fresh / fresh.norm(dim=-1, keepdim=True) * norm
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 24,
+                     batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                     stop_words: tuple[str, ...] = ("<|end|>", "</s>")) -> list[str]:
+    """The model's reply to each conversation (role/content messages ending with a user turn).
+
+    Each conversation is rendered with the tokenizer's chat template plus the assistant prompt, the
+    batch is padded on the left (so every row ends where generation starts), and generation stops at
+    any of ``stop_words`` that the tokenizer knows. Greedy unless ``do_sample``. Returns the decoded
+    replies without special tokens, stripped.
+    """
+    vocab = tokenizer.get_vocab()
+    stop_ids = sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    replies: list[str] = []
+    for start in range(0, len(conversations), batch_size):
+        texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations[start:start + batch_size]]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=False).to(device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if do_sample else {"do_sample": False}
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
+                             pad_token_id=tokenizer.pad_token_id, **sampling)
+        new = out[:, batch["input_ids"].shape[1]:]
+        replies += [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    model.train(was_training)
+    return replies

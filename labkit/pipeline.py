@@ -23,7 +23,7 @@ from labkit.presets import Preset, get_preset
 from labkit.tokenizer import train_tokenizer
 from labkit.train.pretrain import Packed, pack_documents, pretrain
 
-CODE_VERSION = 1  # bump when a change to training code should invalidate cached checkpoints
+CODE_VERSION = 2  # bump when a change to training code should invalidate cached checkpoints
 
 
 @dataclass
@@ -117,9 +117,52 @@ def _pretrain_stage(preset: Preset, progress: bool, callback: Callable | None):
     return _train_pretrain(preset, progress, callback)
 
 
+def sft_rows(preset: Preset, split: str) -> list[dict]:
+    """The instruction examples of ``split`` for ``preset`` (``train``, or ``test`` for evaluation)."""
+    from labkit.world.tasks import task_split
+
+    n = preset.sft.train_per_category if split == "train" else preset.sft.eval_per_category
+    return task_split(split, n, seed=preset.world_seed)
+
+
+def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
+    """Instruction-tune the pretrained model; measure exact match per category before and after."""
+    from labkit.metrics import instruction_scores, score_summary
+    from labkit.models import refresh_embeddings
+    from labkit.train.sft import tokens_new_to_the_model, train_sft
+
+    model, tokenizer, _ = checkpoint.load_checkpoint(ensure("pretrain", preset, progress=progress))
+    test = sft_rows(preset, "test")
+    base = score_summary(instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens))
+    # Tokens pretraining never showed the model (chat markers, digits, JSON pieces) all collapsed to
+    # one direction; give them distinct vectors so fine-tuning can tell them apart (see lab 02).
+    refresh_embeddings(model, tokens_new_to_the_model(tokenizer), seed=preset.seed)
+    model.train()
+    result = train_sft(model, tokenizer, sft_rows(preset, "train"), preset.sft, seed=preset.seed,
+                       progress=progress, callback=callback)
+    scores = instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens)
+    after = score_summary(scores)
+    metrics = {
+        "exact_match": float(after.loc["overall", "exact_match"]),
+        "json_valid": float(after.loc["classify", "json_valid"]),
+        "base_exact_match": float(base.loc["overall", "exact_match"]),
+        "base_json_valid": float(base.loc["classify", "json_valid"]),
+        "per_category": {c: {"exact_match": float(after.loc[c, "exact_match"]),
+                             "base_exact_match": float(base.loc[c, "exact_match"])}
+                         for c in after.index if c != "overall"},
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "train_examples": len(sft_rows(preset, "train")),
+        "test_examples": len(test),
+        "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+    }
+    return model, tokenizer, metrics, result.history
+
+
 STAGES: dict[str, tuple[list[str], Callable]] = {
     # stage -> (prerequisites, trainer(preset, progress, callback) -> (model, tok, metrics, history))
     "pretrain": ([], _pretrain_stage),
+    "sft": (["pretrain"], _sft_stage),
 }
 
 
@@ -128,9 +171,20 @@ def _check_stage(stage: str) -> None:
         raise ValueError(f"Unknown stage {stage!r}. Stages available: {', '.join(STAGES)}")
 
 
+# The preset fields each stage's result depends on (besides its prerequisites' keys), so that e.g.
+# changing the SFT settings does not retrain the pretrained model.
+STAGE_FIELDS = {
+    "pretrain": ["name", "world_seed", "n_train_docs", "n_val_docs", "model", "pretrain", "seed", "hub_model"],
+    "sft": ["name", "world_seed", "sft", "seed"],
+}
+assert set(STAGE_FIELDS) == set(STAGES), "every stage needs its STAGE_FIELDS entry"
+
+
 def stage_key(stage: str, preset: Preset) -> str:
     """A short hash of everything that determines the stage's checkpoint (preset, code version)."""
-    blob = json.dumps({"stage": stage, "preset": dataclasses.asdict(preset), "code": CODE_VERSION,
+    settings = dataclasses.asdict(preset)
+    blob = json.dumps({"stage": stage, "preset": {name: settings[name] for name in STAGE_FIELDS[stage]},
+                       "code": CODE_VERSION,
                        "needs": [stage_key(s, preset) for s in STAGES[stage][0]]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -182,6 +236,8 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
 REPORT_KEYS = {
     "pretrain": ["seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss",
                  "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"],
+    "sft": ["seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category",
+            "train_seconds", "steps", "train_examples", "test_examples"],
 }
 
 
@@ -207,11 +263,19 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
 
 
 def markdown_report(report: dict) -> str:
-    """The report as a markdown table: one row per stage and metric."""
+    """The report as a markdown table: one row per stage and metric (nested keys joined by dots)."""
     lines = [f"# labkit pipeline report — preset `{report['preset']}` on {report['device']}", "",
              "| stage | metric | value |", "|---|---|---|"]
-    for stage, values in report["stages"].items():
+
+    def flat(values: dict, prefix: str = ""):
         for key, value in values.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for stage, values in report["stages"].items():
+        for key, value in flat(values):
             shown = f"{value:.4f}" if isinstance(value, float) else (
                 f"{value:,}" if isinstance(value, int) else str(value))
             lines.append(f"| {stage} | {key} | {shown} |")

@@ -72,6 +72,30 @@ class Lab01Config:
 
 
 @dataclass(frozen=True)
+class SFTStageConfig:
+    """Instruction tuning (SFT) with TRL's SFTTrainer, and how its result is evaluated."""
+
+    train_per_category: int = 3000  # training examples of each task category (6 categories)
+    eval_per_category: int = 100    # held-out (test split) examples per category for exact match
+    epochs: float = 2.0             # passes over the training examples; more = better fit, linear time
+    batch_size: int = 32            # examples per optimiser step
+    lr: float = 3e-3                # peak learning rate (AdamW, linear decay); tiny models like it high
+    warmup_steps: int = 10          # linear warm-up steps
+    max_new_tokens: int = 24        # longest reply generated at evaluation (the longest answer is 13)
+
+    def __post_init__(self):
+        for name in ("train_per_category", "eval_per_category", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SFTStageConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            raise ValueError(f"SFTStageConfig.epochs must be > 0, got {self.epochs}")
+        if not (0 < self.lr < 1):
+            raise ValueError(f"SFTStageConfig.lr must lie in (0, 1), got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"SFTStageConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything that changes between a CI smoke run, a laptop, a GPU and real hub models."""
 
@@ -82,6 +106,7 @@ class Preset:
     model: ModelSize = field(default_factory=ModelSize)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     lab01: Lab01Config = field(default_factory=Lab01Config)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -103,6 +128,8 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(steps=12, batch_tokens=2048, lr=3e-3, warmup=2, eval_every=6),
         lab01=Lab01Config(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
                           shortcut_examples=200, shortcut_steps=10),
+        sft=SFTStageConfig(train_per_category=20, eval_per_category=4, epochs=1, batch_size=8,
+                           warmup_steps=1, max_new_tokens=16),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

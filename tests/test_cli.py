@@ -29,9 +29,9 @@ def test_wrong_preset_fails_with_the_valid_names():
 
 
 def test_unknown_stage_fails_clearly():
-    out = _run("pipeline", "--preset", "smoke", "--stages", "pretrain,sft")
+    out = _run("pipeline", "--preset", "smoke", "--stages", "pretrain,sfft")
     assert out.returncode == 2
-    assert "Unknown stage 'sft'" in out.stderr
+    assert "Unknown stage 'sfft'" in out.stderr and "pretrain, sft" in out.stderr
 
 
 def test_committed_datasets_equal_the_generator():

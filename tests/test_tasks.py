@@ -31,7 +31,7 @@ def test_sentiment_answers_are_valid_json_quoting_the_review():
     for ex in tasks.task_split("validation", 50, categories=("classify",)):
         answer = tasks.parse_json_answer(ex["answer"])
         assert answer is not None and answer["label"] in {"positive", "negative", "neutral"}
-        assert f" was {answer['evidence']} ." in ex["messages"][0]["content"]
+        assert f' was "{answer["evidence"]}" .' in ex["messages"][0]["content"]
         assert json.loads(ex["answer"]) == answer
     assert tasks.parse_json_answer('{ "label" : "positive" }') is None
     assert tasks.parse_json_answer("not json") is None
@@ -50,3 +50,13 @@ def test_closed_qa_answer_comes_from_the_world_story():
     question = prompt.split(" question : ")[1]
     # The world itself wrote "question : ... answer : ..." after this story: replaying confirms it.
     assert world.score_text(f"{story} question : {question} answer : {ex['answer']}").nll > 0
+
+
+def test_extract_lists_every_place_visited_in_order():
+    examples = tasks.task_split("test", 60, categories=("extract",))
+    for ex in examples:
+        story = ex["messages"][0]["content"].split("story : ")[1]
+        places = re.findall(r"went to the (\w+)", story)
+        assert ex["answer"] == (" , ".join(places) if places else "none")
+    share_none = sum(ex["answer"] == "none" for ex in examples) / len(examples)
+    assert 0.05 < share_none < 0.4  # some stories have nobody going anywhere, most do

@@ -80,11 +80,16 @@ def entropy_stats(docs: Sequence[Doc], unigram_docs: Sequence[Doc] | None = None
     }
 
 
+def story_vocabulary() -> set[str]:
+    """Every word the stories and dialogues can contain: the words pretraining ever shows a model."""
+    words = set(lexicon.all_words())
+    for i in range(2000):  # the connecting words of the templates all turn up in a sample
+        words.update(document("train", i, seed=12345).tokens)
+    return words - {EOS}
+
+
 def vocabulary() -> list[str]:
     """Every word the world can write, stories and tasks, sorted (a tokenizer with no unknown words)."""
     from labkit.world.tasks import task_vocabulary
 
-    words = lexicon.all_words() | task_vocabulary()
-    for i in range(2000):  # the connecting words of the templates all turn up in a sample
-        words.update(document("train", i, seed=12345).tokens)
-    return sorted(words - {EOS})
+    return sorted(story_vocabulary() | task_vocabulary())

@@ -8,9 +8,9 @@ answers with a JSON object, so its validity can be checked too.
 Categories (and the no_robots category each stands for):
 
 - ``classify`` (Classify): the sentiment of a short review, answered as JSON
-  ``{ "label" : "positive" , "confidence" : 0.9 , "evidence" : "fresh" }``;
+  ``{ "label" : "positive" , "confidence" : 0.9 , "evidence" : "fresh" }``, where the evidence word is quoted in the review;
 - ``closed_qa`` (Closed QA): a question about a story, answered from the story;
-- ``extract`` (Extract): the places a person went to, in order, from a story;
+- ``extract`` (Extract): the places people went to in a story, in order (``none`` if none);
 - ``arithmetic`` (Open QA, verifiable): a word problem with a numeric answer, ``the answer is 7 .``;
 - ``rewrite`` (Rewrite): retell a sentence about someone else (names and pronouns change);
 - ``brainstorm`` (Brainstorm): name the goods sold at a place, in the shop's order.
@@ -65,7 +65,7 @@ def _classify(rng: random.Random) -> tuple[str, str]:
     label, words = rng.choice([("positive", POSITIVE), ("negative", NEGATIVE), ("neutral", NEUTRAL)])
     word = rng.choice(sorted(words))
     size = rng.choice(["big", "small", "old", "tiny"])
-    review = f"the {size} {good} from the {place} was {word} ."
+    review = f'the {size} {good} from the {place} was "{word}" .'
     return (f"classify the sentiment of this review as json . review : {review}",
             json_answer(label, words[word], word))
 
@@ -86,23 +86,20 @@ def _closed_qa(rng: random.Random) -> tuple[str, str]:
 
 
 def _extract(rng: random.Random) -> tuple[str, str]:
-    text = _story(rng, lambda t: " went to the " in t and " question : " not in t)
-    people = re.findall(r"(?:, (\w+) the \w+ lived)|(?:called (\w+) \.)", text)
-    names = [a or b for a, b in people]
-    who = rng.choice(names)
-    places = re.findall(rf"then {who} went to the (\w+)", text)
-    answer = " , ".join(places) if places else "nobody"
-    return (f"read the story and list the places that {who} went to in order . "
-            f"if none say nobody . story : {text}", answer)
+    text = _story(rng, lambda t: " question : " not in t)
+    places = re.findall(r"went to the (\w+)", text)
+    answer = " , ".join(places) if places else "none"
+    return (f"read the story and list the places in the story in order . "
+            f"if none say none . story : {text}", answer)
 
 
 def _arithmetic(rng: random.Random) -> tuple[str, str]:
     name = rng.choice(lx.NAMES)
     other = rng.choice([n for n in lx.NAMES if n != name])
     good = lx.plural(rng.choice(lx.goods()), 2)
-    have = rng.randint(2, 12)
+    have = rng.randint(2, 9)
     if rng.random() < 0.5:
-        more = rng.randint(1, 9)
+        more = rng.randint(1, 10 - have)
         problem = f"{name} has {have} {good} . {other} gives {name} {more} more ."
         result, working = have + more, f"{have} + {more} = {have + more}"
     else:
