@@ -16,6 +16,7 @@ from labkit import runtime, world
 DATASETS_DIR = runtime.repo_root() / "datasets"
 STORY_FILES = {"validation": 1_000, "train_sample": 2_000}   # split name -> documents committed
 SHORTCUT_FILES = {"train": 2_000, "test": 500, "probe": 500, "balanced": 2_000}
+INSTRUCTION_FILES = {"train_sample": 20, "validation": 50, "test": 100}  # split -> examples per category
 
 
 class JSONLError(ValueError):
@@ -133,7 +134,59 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
         write_jsonl(written[-1], shortcut.shortcut_split(split, n))
     written.append(out / "shortcut" / "README.md")
     written[-1].write_text(shortcut.card(), encoding="utf-8")
+
+    from labkit.world import tasks
+
+    for split, n in INSTRUCTION_FILES.items():
+        written.append(out / "instructions" / f"{split}.jsonl")
+        write_jsonl(written[-1], tasks.task_split("train" if split == "train_sample" else split, n))
+    written.append(out / "instructions" / "README.md")
+    written[-1].write_text(_instructions_card(), encoding="utf-8")
     return written
+
+
+def _instructions_card() -> str:
+    from labkit.world import tasks
+
+    counts = {s: n * len(tasks.CATEGORIES) for s, n in INSTRUCTION_FILES.items()}
+    example = tasks.task_example("classify", "train", 0)
+    rows = "\n".join(f"| `{c}` | {tasks.NO_ROBOTS[c]} |" for c in tasks.CATEGORIES)
+    return f"""# instructions — the instruction-tuning tasks
+
+Instructions about the synthetic village with exactly one correct answer each, in the layout of
+the no_robots dataset: a list of role/content `messages` (a user turn, then the assistant's
+answer), plus a `category`. Made by `labkit/world/tasks.py` (seed 0).
+
+| file | examples | what for |
+|---|---|---|
+| `train_sample.jsonl` | {counts['train_sample']:,} | the first training examples of each category, to read |
+| `validation.jsonl` | {counts['validation']:,} | choosing settings without touching the test set |
+| `test.jsonl` | {counts['test']:,} | held-out exact match of the `cpu` preset (base vs SFT model) |
+
+The `cpu` preset trains on 3,000 examples per category, generated on the fly by
+`labkit.world.tasks.task_split("train", n)`; example *i* is the same whatever *n* is. The three
+splits are drawn from separate random streams.
+
+Fields: `id` (`split-category-index`); `category`; `messages`; `answer` (the assistant's content,
+repeated for scoring).
+
+| category | no_robots category it stands for |
+|---|---|
+{rows}
+
+The `classify` answers are JSON objects with `label`, `confidence` and `evidence`, one JSON token
+per word so the word-level tokenizer can write them, e.g.
+
+    {example['messages'][0]['content']}
+    {example['answer']}
+
+Scoring: a reply is right when its words equal the answer's (`labkit.metrics.exact_match`); a
+`classify` reply is valid when it parses as JSON with exactly those three keys
+(`labkit.metrics.json_valid`).
+
+How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
+files equal the generator's output.
+"""
 
 
 def _hh_turns(transcript: str) -> list[dict]:
