@@ -163,9 +163,10 @@ answer), plus a `category`. Made by `labkit/world/tasks.py` (seed 0).
 | `validation.jsonl` | {counts['validation']:,} | choosing settings without touching the test set |
 | `test.jsonl` | {counts['test']:,} | held-out exact match of the `cpu` preset (base vs SFT model) |
 
-The `cpu` preset trains on 3,000 examples per category, generated on the fly by
-`labkit.world.tasks.task_split("train", n)`; example *i* is the same whatever *n* is. The three
-splits are drawn from separate random streams.
+The `cpu` preset trains on 18,000 examples (fewer of the two easy categories, rewrite and
+brainstorm), generated on the fly by `labkit.world.tasks.task_mixture("train", ...)`; example *i*
+of a category is the same whatever the total. The three splits are drawn from separate random
+streams.
 
 Fields: `id` (`split-category-index`); `category`; `messages`; `answer` (the assistant's content,
 repeated for scoring).

@@ -123,3 +123,13 @@ def score_summary(scores: pd.DataFrame) -> pd.DataFrame:
     table.loc["overall"] = [len(scores), scores["exact"].mean(), float("nan")]
     table["examples"] = table["examples"].astype(int)
     return table
+
+
+@torch.no_grad()
+def mean_cosine(model, tokenizer, words: list[str]) -> float:
+    """Mean cosine similarity between the input embeddings of ``words`` (all distinct pairs)."""
+    ids = tokenizer.convert_tokens_to_ids(list(words))
+    vectors = torch.nn.functional.normalize(model.get_input_embeddings().weight[ids].float(), dim=-1)
+    similarity = vectors @ vectors.T
+    n = len(ids)
+    return float((similarity.sum() - similarity.diagonal().sum()) / (n * n - n))

@@ -119,10 +119,12 @@ def _pretrain_stage(preset: Preset, progress: bool, callback: Callable | None):
 
 def sft_rows(preset: Preset, split: str) -> list[dict]:
     """The instruction examples of ``split`` for ``preset`` (``train``, or ``test`` for evaluation)."""
-    from labkit.world.tasks import task_split
+    from labkit.world.tasks import task_mixture, task_split
 
-    n = preset.sft.train_per_category if split == "train" else preset.sft.eval_per_category
-    return task_split(split, n, seed=preset.world_seed)
+    if split == "train":
+        return task_mixture("train", preset.sft.train_examples, dict(preset.sft.category_weights),
+                            seed=preset.world_seed)
+    return task_split(split, preset.sft.eval_per_category, seed=preset.world_seed)
 
 
 def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):

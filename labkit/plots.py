@@ -190,6 +190,8 @@ def loss_figure(history_or_runs, floor: float | None = None, unigram: float | No
         fig.add_trace(go.Scatter(x=xs, y=[h["train_loss"] for h in history], mode="lines",
                                  name=f"{name}train", line=dict(dash="dash", **style), opacity=opacity,
                                  legendgroup=label))
+        if not all("val_loss" in h for h in history):  # e.g. SFT logs training loss only
+            continue
         fig.add_trace(go.Scatter(x=xs, y=[h["val_loss"] for h in history], mode="lines+markers",
                                  name=f"{name}validation", line=style, marker=dict(size=5),
                                  opacity=opacity, legendgroup=label))
@@ -290,4 +292,16 @@ def accuracy_bars(table, title: str = "Shortcut learning: accuracy by evaluation
         fig.add_hline(y=100 * chance, line=dict(color=UNIGRAM_COLOR, dash="dash"),
                       annotation_text=f"chance {100 * chance:.0f} %", annotation_position="bottom right")
     fig.update_yaxes(range=[0, 110])
+    return fig
+
+
+def metric_lines(table, x: str, metrics: Sequence[str], title: str,
+                 y_title: str = "exact match (% of held-out examples)") -> go.Figure:
+    """Rates (in [0, 1], drawn in %) against a setting ``x``: one line with markers per metric."""
+    rows = sorted(_rows(table), key=lambda r: r[x]) if len(table) else []
+    fig = _figure(title, x, y_title)
+    for i, metric in enumerate(metrics):
+        fig.add_trace(go.Scatter(x=[r[x] for r in rows], y=[100 * r[metric] for r in rows], name=metric,
+                                 mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)])))
+    fig.update_yaxes(range=[0, 105])
     return fig

@@ -75,7 +75,13 @@ class Lab01Config:
 class SFTStageConfig:
     """Instruction tuning (SFT) with TRL's SFTTrainer, and how its result is evaluated."""
 
-    train_per_category: int = 3000  # training examples of each task category (6 categories)
+    train_examples: int = 18_000    # training examples in all; more = better answers, linear time
+    # Relative share of each task category in the training mix. The two easy ones (learned
+    # perfectly from little data) give half their share to the four hard ones; see lab 02's
+    # data-imbalance demo for why the mix matters.
+    category_weights: tuple[tuple[str, float], ...] = (
+        ("classify", 1.25), ("closed_qa", 1.25), ("extract", 1.25), ("arithmetic", 1.25),
+        ("rewrite", 0.5), ("brainstorm", 0.5))
     eval_per_category: int = 100    # held-out (test split) examples per category for exact match
     epochs: float = 2.0             # passes over the training examples; more = better fit, linear time
     batch_size: int = 32            # examples per optimiser step
@@ -84,7 +90,7 @@ class SFTStageConfig:
     max_new_tokens: int = 24        # longest reply generated at evaluation (the longest answer is 13)
 
     def __post_init__(self):
-        for name in ("train_per_category", "eval_per_category", "batch_size", "max_new_tokens"):
+        for name in ("train_examples", "eval_per_category", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTStageConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs <= 0:
@@ -93,6 +99,24 @@ class SFTStageConfig:
             raise ValueError(f"SFTStageConfig.lr must lie in (0, 1), got {self.lr}")
         if self.warmup_steps < 0:
             raise ValueError(f"SFTStageConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.category_weights or any(w < 0 for _, w in self.category_weights):
+            raise ValueError("SFTStageConfig.category_weights must be (category, weight >= 0) pairs")
+
+
+@dataclass(frozen=True)
+class Lab02Config:
+    """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
+
+    per_category: int = 800       # training examples per category in a demo run
+    epochs: float = 2.0           # passes over them
+    eval_per_category: int = 50   # held-out examples per category for each demo's scores
+
+    def __post_init__(self):
+        for name in ("per_category", "eval_per_category"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Lab02Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            raise ValueError(f"Lab02Config.epochs must be > 0, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,7 @@ class Preset:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     lab01: Lab01Config = field(default_factory=Lab01Config)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    lab02: Lab02Config = field(default_factory=Lab02Config)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -128,8 +153,9 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(steps=12, batch_tokens=2048, lr=3e-3, warmup=2, eval_every=6),
         lab01=Lab01Config(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
                           shortcut_examples=200, shortcut_steps=10),
-        sft=SFTStageConfig(train_per_category=20, eval_per_category=4, epochs=1, batch_size=8,
+        sft=SFTStageConfig(train_examples=120, eval_per_category=4, epochs=1, batch_size=8,
                            warmup_steps=1, max_new_tokens=16),
+        lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

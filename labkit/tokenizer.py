@@ -113,3 +113,22 @@ def load_tokenizer(path: str | Path):
             "or check the path."
         )
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def loss_mask_table(tokenizer, messages: list[dict]):
+    """A pandas table of the chat's tokens, one row each, with ``trained`` = 1 where SFT puts loss."""
+    import pandas as pd
+
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    return pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids),
+                         "role": _roles(tokenizer.convert_ids_to_tokens(ids)),
+                         "trained": assistant_mask(tokenizer, messages)})
+
+
+def _roles(tokens: list[str]) -> list[str]:
+    """Which message each token belongs to (the marker that opened it)."""
+    role, out = "-", []
+    for token in tokens:
+        role = {SYSTEM: "system", USER: "user", ASSISTANT: "assistant"}.get(token, role)
+        out.append(role)
+    return out

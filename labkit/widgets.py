@@ -307,3 +307,97 @@ class PretrainPanel(W.VBox):
 def pretrain_panel(preset: Preset | str | None = None) -> PretrainPanel:
     """The pretraining run panel of lab 01 for ``preset`` (default: the active preset)."""
     return PretrainPanel(get_preset(preset) if isinstance(preset, str) or preset is None else preset)
+
+
+class ExperimentPanel(W.VBox):
+    """A run panel for a one-number experiment: sliders, a Train button, a table and a line plot.
+
+    ``run(**values)`` trains and returns a dict of results (a table row). The figure plots the
+    ``metrics`` columns (rates in [0, 1], shown in %) against the slider named ``x``.
+    """
+
+    def __init__(self, title: str, sliders: dict[str, W.ValueWidget], run, x: str, metrics: list[str],
+                 y_title: str = "exact match (% of held-out examples)"):
+        self.title, self.sliders, self.run_fn, self.x, self.metrics, self.y_title = title, sliders, run, x, metrics, y_title
+        for slider in sliders.values():
+            slider.style.description_width = "160px"
+            slider.layout.width = "460px"
+        self.button = W.Button(description="Train", button_style="primary", icon="play")
+        self.status = W.HTML("Choose a setting and press <b>Train</b>. Each run fine-tunes the pretrained model afresh.")
+        self.plot_out, self.table_out = W.Output(), W.Output()
+        self.runs: list[dict] = []
+        self.button.on_click(self._on_train)
+        super().__init__([W.HTML(f"<b>{title}</b>"), *sliders.values(), self.button, self.status,
+                          self.plot_out, self.table_out])
+
+    def train_once(self, **values) -> dict:
+        """Run once with these slider values (default: the sliders'); add the result to the table."""
+        for name, value in values.items():
+            if name not in self.sliders:
+                raise ValueError(f"Unknown setting {name!r}; this panel has {', '.join(self.sliders)}")
+            slider = self.sliders[name]
+            _check_range(slider.description, value, slider.min, slider.max, isinstance(slider, W.IntSlider))
+            slider.value = value
+        settings = {name: slider.value for name, slider in self.sliders.items()}
+        self.button.disabled = True
+        self.status.value = f"Training with {settings}…"
+        try:
+            row = self.run_fn(**settings)
+        finally:
+            self.button.disabled = False
+        self.runs.append({"run": len(self.runs) + 1, **row})
+        self.status.value = f"Run {len(self.runs)} done: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in row.items() if k in self.metrics)
+        self.redraw()
+        return row
+
+    def runs_table(self) -> pd.DataFrame:
+        """One row per finished run."""
+        return pd.DataFrame(self.runs).set_index("run") if self.runs else pd.DataFrame()
+
+    def figure(self):
+        """Each metric against the slider ``x``, one line per metric."""
+        return plots.metric_lines(self.runs_table(), self.x, self.metrics, self.title, self.y_title)
+
+    def redraw(self) -> None:
+        _show(self.plot_out, self.figure())
+        if plots._in_kernel():
+            from IPython.display import clear_output, display
+
+            with self.table_out:
+                clear_output(wait=True)
+                display(self.runs_table())
+
+    def _on_train(self, _button) -> None:
+        try:
+            self.train_once()
+        except Exception as err:
+            self.status.value = f"<span style='color:#c00'>Training failed: {type(err).__name__}: {err}</span>"
+
+
+def imbalance_panel(preset: Preset | str | None = None) -> ExperimentPanel:
+    """Lab 02: slide the share of arithmetic in a fixed SFT budget; see both tasks' exact match."""
+    from labkit.train.sft import imbalance_experiment
+
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="arithmetic share",
+                           continuous_update=False)
+    return ExperimentPanel("Data imbalance: arithmetic vs classify in one budget", {"arithmetic_share": slider},
+                           lambda arithmetic_share: imbalance_experiment(arithmetic_share, preset),
+                           x="arithmetic share", metrics=["arithmetic", "classify"])
+
+
+def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
+    """Lab 02: quality vs quantity — training-set size and share of wrong answers, same compute."""
+    from labkit.train.sft import noise_experiment
+
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    top = preset.lab02.per_category
+    sliders = {"examples_per_category": W.IntSlider(value=top, min=max(1, top // 8), max=top, step=max(1, top // 8),
+                                                    description="examples per category", continuous_update=False),
+               "wrong_share": W.FloatSlider(value=0.0, min=0.0, max=0.9, step=0.1, description="wrong answers",
+                                            continuous_update=False)}
+    return ExperimentPanel("Quality vs quantity: label noise", sliders,
+                           lambda examples_per_category, wrong_share: noise_experiment(
+                               examples_per_category, wrong_share, preset),
+                           x="wrong share", metrics=["exact_match"])

@@ -60,3 +60,43 @@ def test_extract_lists_every_place_visited_in_order():
         assert ex["answer"] == (" , ".join(places) if places else "none")
     share_none = sum(ex["answer"] == "none" for ex in examples) / len(examples)
     assert 0.05 < share_none < 0.4  # some stories have nobody going anywhere, most do
+
+
+def test_wrong_answers_replace_the_requested_share_with_fluent_wrong_ones():
+    rows = tasks.task_split("train", 100, categories=("rewrite", "arithmetic"))
+    noisy = tasks.with_wrong_answers(rows, 0.4, seed=1)
+    changed = [n for r, n in zip(rows, noisy) if n["noisy"]]
+    assert 0.3 < len(changed) / len(rows) < 0.5
+    for r, n in zip(rows, noisy):
+        assert n["category"] == r["category"] and n["messages"][0] == r["messages"][0]
+        assert (n["answer"] != r["answer"]) == n["noisy"] and n["messages"][1]["content"] == n["answer"]
+    assert all(not n["noisy"] for n in tasks.with_wrong_answers(rows, 0.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tasks.with_wrong_answers(rows, 1.5)
+
+
+def test_mixture_follows_the_shares():
+    rows = tasks.task_mixture("train", 200, {"arithmetic": 0.9, "classify": 0.1})
+    counts = {c: sum(r["category"] == c for r in rows) for c in ("arithmetic", "classify")}
+    assert counts == {"arithmetic": 180, "classify": 20}
+    with pytest.raises(ValueError, match="non-negative"):
+        tasks.task_mixture("train", 10, {"arithmetic": -1.0})
+
+
+def test_ambiguous_brainstorm_uses_two_conventions():
+    rows = tasks.ambiguous_brainstorm("train", 6, clear=False)
+    assert [r["convention"] for r in rows] == ["shop", "alphabetical"] * 3
+    alphabetical = rows[1]["answer"].split(" , ")
+    assert alphabetical == sorted(alphabetical)
+    assert rows[1]["messages"][0]["content"].startswith("name the goods sold at the")
+    clear = tasks.ambiguous_brainstorm("train", 6, clear=True)
+    assert clear[1]["messages"][0]["content"].startswith("list the goods sold at the")
+    assert clear[0]["messages"] == rows[0]["messages"]
+
+
+def test_shifted_arithmetic_is_outside_the_training_range():
+    for row in tasks.shifted_arithmetic("test", 30):
+        have, less, result = map(int, re.match(r"(\d+) - (\d+) = (\d+)", row["answer"]).groups())
+        assert 10 <= have <= 19 and result == have - less
+    for row in tasks.task_split("train", 200, categories=("arithmetic",)):
+        assert int(row["answer"].split()[0]) <= 9

@@ -146,3 +146,36 @@ def test_setup_picks_a_renderer(monkeypatch):
     finally:
         pio.renderers.default = before
         plots._renderer = None
+
+
+def test_experiment_panel_runs_checks_ranges_and_tabulates():
+    import ipywidgets as W
+
+    from labkit.widgets import ExperimentPanel
+
+    calls = []
+
+    def run(share):
+        calls.append(share)
+        return {"share": share, "accuracy": 1 - share}
+
+    panel = ExperimentPanel("demo", {"share": W.FloatSlider(value=0.5, min=0.0, max=1.0, description="share")},
+                            run, x="share", metrics=["accuracy"])
+    panel.train_once(share=0.2)
+    panel.train_once()
+    assert calls == [0.2, 0.2] and list(panel.runs_table()["accuracy"]) == [0.8, 0.8]
+    with pytest.raises(ValueError, match="share"):
+        panel.train_once(share=2.0)
+    with pytest.raises(ValueError, match="Unknown setting"):
+        panel.train_once(rank=3)
+    fig = panel.figure()
+    assert fig.layout.xaxis.title.text == "share" and list(fig.data[0].y) == [80.0, 80.0]
+
+
+def test_imbalance_panel_trains_for_real_under_smoke():
+    from labkit.widgets import imbalance_panel
+
+    panel = imbalance_panel("smoke")
+    row = panel.train_once(arithmetic_share=0.75)
+    assert row["examples"] == 2 * get_preset("smoke").lab02.per_category
+    assert 0 <= row["arithmetic"] <= 1 and 0 <= row["classify"] <= 1

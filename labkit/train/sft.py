@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -105,7 +106,9 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
     runtime.seed_everything(seed)
     recorder = _History(callback, progress)
     eos = END if END in tokenizer.get_vocab() else None  # a hub model keeps its own end-of-turn token
-    with tempfile.TemporaryDirectory(prefix="labkit-sft-") as out:
+    datasets.disable_progress_bars()  # the trainer's data preparation is quick; keep notebooks tidy
+    with tempfile.TemporaryDirectory(prefix="labkit-sft-") as out, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # TRL passes deprecated argument names
         trainer = SFTTrainer(
             model=model,
             args=sft_config(config, len(rows), out, seed, eos),
@@ -118,6 +121,7 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
+    datasets.enable_progress_bars()
     model.eval()
     return SFTResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
 
@@ -133,3 +137,88 @@ def tokens_new_to_the_model(tokenizer) -> list[int]:
 
     seen = story_vocabulary() | {tk.PAD, tk.UNK, tk.BOS, tk.EOS}
     return sorted(i for word, i in tokenizer.get_vocab().items() if word not in seen)
+
+
+def fresh_from_pretrained(preset=None):
+    """``(model, tokenizer)``: the pretrained stage's model, with fresh embeddings for new tokens.
+
+    The starting point of every SFT run in lab 02 (and of the ``sft`` stage itself).
+    """
+    from labkit import checkpoint, pipeline
+    from labkit.models import refresh_embeddings
+    from labkit.presets import get_preset
+
+    preset = preset or get_preset()
+    model, tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("pretrain", preset))
+    refresh_embeddings(model, tokens_new_to_the_model(tokenizer), seed=preset.seed)
+    return model, tokenizer
+
+
+def demo_run(train_rows: list[dict], eval_rows: list[dict], preset=None, *, model=None, tokenizer=None,
+             epochs: float | None = None, progress: bool = True) -> dict:
+    """One short SFT run for lab 02: train on ``train_rows``, score ``eval_rows``.
+
+    Starts from :func:`fresh_from_pretrained` unless ``model``/``tokenizer`` are given (to continue
+    training one, as in the forgetting demo). Returns ``model``, ``tokenizer``, ``scores`` (one row per
+    eval example), ``summary`` (per category), ``history`` and ``seconds``.
+    """
+    from labkit.metrics import instruction_scores, score_summary
+    from labkit.presets import get_preset
+
+    preset = preset or get_preset()
+    if model is None:
+        model, tokenizer = fresh_from_pretrained(preset)
+    config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": epochs or preset.lab02.epochs})
+    model.train()
+    result = train_sft(model, tokenizer, train_rows, config, seed=preset.seed, progress=progress)
+    scores = instruction_scores(model, tokenizer, eval_rows, max_new_tokens=preset.sft.max_new_tokens)
+    return {"model": model, "tokenizer": tokenizer, "scores": scores, "summary": score_summary(scores),
+            "history": result.history, "seconds": result.seconds}
+
+
+# ---------------------------------------------------------------- lab 02's slider experiments
+
+def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = False) -> dict:
+    """Train on a fixed budget of arithmetic + classify examples with this share of arithmetic.
+
+    The budget is ``2 × lab02.per_category`` examples; returns exact match on each category.
+    """
+    from labkit.presets import get_preset
+    from labkit.world.tasks import task_mixture, task_split
+
+    if not 0 <= arithmetic_share <= 1:
+        raise ValueError(f"arithmetic share must lie in [0, 1], got {arithmetic_share}")
+    preset = preset or get_preset()
+    n = 2 * preset.lab02.per_category
+    train = task_mixture("train", n, {"arithmetic": arithmetic_share, "classify": 1 - arithmetic_share},
+                         seed=preset.world_seed)
+    test = task_split("validation", preset.lab02.eval_per_category, preset.world_seed, ("arithmetic", "classify"))
+    run = demo_run(train, test, preset, progress=progress)
+    summary = run["summary"]
+    return {"arithmetic share": arithmetic_share, "examples": len(train),
+            "arithmetic": float(summary.loc["arithmetic", "exact_match"]),
+            "classify": float(summary.loc["classify", "exact_match"]), "seconds": run["seconds"]}
+
+
+NOISE_CATEGORIES = ("classify", "rewrite", "brainstorm")
+
+
+def noise_experiment(examples_per_category: int, wrong_share: float, preset=None, progress: bool = False) -> dict:
+    """Train on ``examples_per_category`` of three categories with a ``wrong_share`` of wrong answers.
+
+    Quality vs quantity: compare e.g. 200 clean examples per category with 800 of which 40 % are wrong.
+    Returns exact match on clean held-out examples.
+    """
+    from labkit.presets import get_preset
+    from labkit.world.tasks import task_split, with_wrong_answers
+
+    if examples_per_category < 1:
+        raise ValueError(f"examples per category must be >= 1, got {examples_per_category}")
+    preset = preset or get_preset()
+    train = with_wrong_answers(task_split("train", examples_per_category, preset.world_seed, NOISE_CATEGORIES),
+                               wrong_share, seed=preset.seed)
+    test = task_split("validation", preset.lab02.eval_per_category, preset.world_seed, NOISE_CATEGORIES)
+    run = demo_run(train, test, preset, progress=progress,
+                   epochs=preset.lab02.epochs * preset.lab02.per_category / max(examples_per_category, 1))
+    return {"examples per category": examples_per_category, "wrong share": wrong_share,
+            "exact_match": float(run["summary"].loc["overall", "exact_match"]), "seconds": run["seconds"]}

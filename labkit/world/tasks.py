@@ -158,3 +158,93 @@ def task_vocabulary() -> set[str]:
     words |= set(POSITIVE) | set(NEGATIVE) | set(NEUTRAL)
     words |= {f'"{w}"' for w in [*POSITIVE, *NEGATIVE, *NEUTRAL]}
     return words
+
+
+# ------------------------------------------------------------------ variations for lab 02's demos
+
+def _with_answer(row: dict, answer: str, **extra) -> dict:
+    messages = [dict(m) for m in row["messages"]]
+    messages[-1]["content"] = answer
+    return {**row, "messages": messages, "answer": answer, **extra}
+
+
+def with_wrong_answers(rows: list[dict], share: float, seed: int = 0) -> list[dict]:
+    """A copy of ``rows`` where a ``share`` of answers is replaced by another example's answer.
+
+    The wrong answer comes from a different example of the same category, so it is fluent and in
+    the right format, just wrong: the kind of noise careless labelling produces. Rows keep their
+    order; changed rows get ``"noisy": True``.
+    """
+    if not 0 <= share <= 1:
+        raise ValueError(f"share of wrong answers must lie in [0, 1], got {share}")
+    rng = random.Random(f"labkit-noise/{seed}")
+    by_category: dict[str, list[str]] = {}
+    for row in rows:
+        by_category.setdefault(row["category"], []).append(row["answer"])
+    out = []
+    for row in rows:
+        others = [a for a in by_category[row["category"]] if a != row["answer"]]
+        if others and rng.random() < share:
+            out.append(_with_answer(row, rng.choice(others), noisy=True))
+        else:
+            out.append({**row, "noisy": False})
+    return out
+
+
+def task_mixture(split: str, n_total: int, shares: dict[str, float], seed: int = 0) -> list[dict]:
+    """``n_total`` examples whose categories follow ``shares`` (e.g. ``{"arithmetic": 0.9, ...}``).
+
+    Shares are normalised to sum to 1; each category gets ``round(n_total * share)`` examples
+    (at least one if its share is positive), interleaved.
+    """
+    if not shares or any(s < 0 for s in shares.values()) or sum(shares.values()) <= 0:
+        raise ValueError(f"shares must be non-negative with a positive sum, got {shares}")
+    total = sum(shares.values())
+    counts = {c: max(1, round(n_total * s / total)) if s > 0 else 0 for c, s in shares.items()}
+    rows = [task_example(c, split, i, seed) for c, n in counts.items() for i in range(n)]
+    return sorted(rows, key=lambda r: (int(r["id"].rsplit("-", 1)[1]), r["category"]))
+
+
+def ambiguous_brainstorm(split: str, n: int, clear: bool, seed: int = 0) -> list[dict]:
+    """Brainstorm examples answered half in the shop's order, half alphabetically.
+
+    With ``clear=False`` both conventions hide behind the same instruction ("name the goods sold
+    at the ..."), so the data contradicts itself. With ``clear=True`` the alphabetical answers get
+    their own instruction ("list the goods sold at the ... in order"). Rows carry ``convention``
+    (``"shop"`` or ``"alphabetical"``).
+    """
+    rows = []
+    for i in range(n):
+        row = task_example("brainstorm", split, i, seed)
+        place = row["messages"][0]["content"].split(" the ")[-1].rstrip(" .")
+        if i % 2:
+            answer = " , ".join(sorted(row["answer"].split(" , ")))
+            prompt = (f"list the goods sold at the {place} in order ." if clear else row["messages"][0]["content"])
+            row = _with_answer(row, answer, convention="alphabetical")
+            row["messages"][0] = {"role": "user", "content": prompt}
+        else:
+            row = {**row, "convention": "shop"}
+        rows.append(row)
+    return rows
+
+
+def shifted_arithmetic(split: str, n: int, seed: int = 0) -> list[dict]:
+    """Arithmetic problems outside the training range: a person starts with 10 to 19 goods.
+
+    Training problems start with 2 to 9, so these test a domain shift: same instruction and format,
+    numbers the model never saw in this role.
+    """
+    rows = []
+    for i in range(n):
+        rng = random.Random(f"labkit-shift/{seed}/{split}/{i}")
+        name = rng.choice(lx.NAMES)
+        other = rng.choice([x for x in lx.NAMES if x != name])
+        good = lx.plural(rng.choice(lx.goods()), 2)
+        have, less = rng.randint(10, 19), rng.randint(1, 9)
+        prompt = (f"solve the problem . {name} has {have} {good} . {name} gives {less} to {other} . "
+                  f"how many {good} does {name} have now ?")
+        answer = f"{have} - {less} = {have - less} . the answer is {have - less} ."
+        rows.append({"id": f"{split}-shifted-{i}", "category": "arithmetic (shifted)",
+                     "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                     "answer": answer})
+    return rows
