@@ -107,7 +107,7 @@ class SFTStageConfig:
 class Lab02Config:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
-    per_category: int = 800       # training examples per category in a demo run
+    per_category: int = 2000      # training examples per category in a demo run (~10 s per category)
     epochs: float = 2.0           # passes over them
     eval_per_category: int = 50   # held-out examples per category for each demo's scores
 
@@ -117,6 +117,27 @@ class Lab02Config:
                 raise ValueError(f"Lab02Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs <= 0:
             raise ValueError(f"Lab02Config.epochs must be > 0, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class Lab03Config:
+    """Lab 03's LoRA runs: each fine-tunes the pretrained model on the same SFT mix, budget and seed."""
+
+    train_examples: int = 6000              # examples per run (the sft stage's mix, fewer of them)
+    epochs: float = 2.0                     # passes over them
+    lr: float = 3e-3                        # learning rate of full fine-tuning (the sft stage's)
+    lora_lr: float = 1e-2                   # learning rate with LoRA; adapters start at zero and like more
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16)  # the ranks of the lab's sweep (plus full fine-tuning)
+    eval_per_category: int = 50             # held-out examples per category for each run's exact match
+
+    def __post_init__(self):
+        for name in ("train_examples", "eval_per_category"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Lab03Config.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ranks or min(self.ranks) < 1:
+            raise ValueError("Lab03Config.ranks must be a non-empty tuple of ranks >= 1")
+        if self.epochs <= 0 or not (0 < self.lr < 1) or not (0 < self.lora_lr < 1):
+            raise ValueError("Lab03Config: epochs must be > 0 and learning rates in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,7 @@ class Preset:
     lab01: Lab01Config = field(default_factory=Lab01Config)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     lab02: Lab02Config = field(default_factory=Lab02Config)
+    lab03: Lab03Config = field(default_factory=Lab03Config)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -156,6 +178,7 @@ PRESETS: dict[str, Preset] = {
         sft=SFTStageConfig(train_examples=120, eval_per_category=4, epochs=1, batch_size=8,
                            warmup_steps=1, max_new_tokens=16),
         lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
+        lab03=Lab03Config(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

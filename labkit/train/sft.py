@@ -222,3 +222,57 @@ def noise_experiment(examples_per_category: int, wrong_share: float, preset=None
                    epochs=preset.lab02.epochs * preset.lab02.per_category / max(examples_per_category, 1))
     return {"examples per category": examples_per_category, "wrong share": wrong_share,
             "exact_match": float(run["summary"].loc["overall", "exact_match"]), "seconds": run["seconds"]}
+
+
+# ---------------------------------------------------------------------- lab 03's LoRA runs
+
+def training_state_megabytes(total_parameters: int, trainable_parameters: int, bytes_per_value: int = 4) -> float:
+    """Memory for the weights plus, for trainable ones only, a gradient and AdamW's two moments.
+
+    Activations are not counted. This is where LoRA saves: frozen weights need no gradient and no
+    optimiser state.
+    """
+    return (total_parameters + 3 * trainable_parameters) * bytes_per_value / 1e6
+
+
+def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, callback: Callable | None = None) -> dict:
+    """Fine-tune the pretrained model on lab 03's SFT mix with LoRA of ``rank`` (``None``: full).
+
+    Every run starts from the same pretrained weights with the same data, steps and seed. Returns a
+    table row: rank, trainable parameters, their share, exact match on held-out examples, training
+    seconds, the training-state memory (MB, computed) and, on a GPU, the measured peak memory.
+    """
+    import torch
+
+    from labkit.metrics import instruction_scores, score_summary
+    from labkit.models import count_parameters
+    from labkit.presets import get_preset
+    from labkit.world.tasks import task_mixture, task_split
+
+    preset = preset or get_preset()
+    lab = preset.lab03
+    if rank is not None and (int(rank) != rank or rank < 1):
+        raise ValueError(f"LoRA rank must be an integer >= 1 (or None for full fine-tuning), got {rank}")
+    model, tokenizer = fresh_from_pretrained(preset)
+    total = count_parameters(model)
+    if rank is not None:
+        from labkit.lora import peft_lora
+
+        model = peft_lora(model, int(rank))
+    trainable = count_parameters(model, trainable_only=True)
+    config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": lab.epochs,
+                               "lr": lab.lr if rank is None else lab.lora_lr})
+    rows = task_mixture("train", lab.train_examples, dict(preset.sft.category_weights), seed=preset.world_seed)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = train_sft(model, tokenizer, rows, config, seed=preset.seed, progress=progress, callback=callback)
+    scores = instruction_scores(model, tokenizer, task_split("validation", lab.eval_per_category, preset.world_seed),
+                                max_new_tokens=preset.sft.max_new_tokens)
+    return {"rank": "full" if rank is None else int(rank), "trainable parameters": trainable,
+            "trainable share": trainable / total,
+            "exact_match": float(score_summary(scores).loc["overall", "exact_match"]),
+            "seconds": result.seconds,
+            "training state MB": training_state_megabytes(total, trainable),
+            "peak GPU MB": torch.cuda.max_memory_allocated() / 1e6 if cuda else None,
+            "history": result.history, "model": model, "tokenizer": tokenizer}
