@@ -95,19 +95,39 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 def peft_lora(model, rank: int, alpha: int | None = None, dropout: float = 0.0,
-              target_modules: tuple[str, ...] = ALL_LINEAR):
+              target_modules: tuple[str, ...] = ALL_LINEAR, new_token_ids: list[int] | None = None):
     """Wrap a transformers causal LM with ``peft`` LoRA adapters of ``rank`` on ``target_modules``.
 
     ``alpha`` defaults to 2·rank, so the update's scale alpha/r stays 2 whatever the rank and the
-    same learning rate works across a rank sweep. Only the adapters are trainable.
+    same learning rate works across a rank sweep. Only the adapters are trainable, plus the
+    embedding rows of ``new_token_ids`` if given (peft's ``trainable_token_indices``): tokens the
+    base model never saw must be learned, and a frozen embedding cannot learn them.
     """
     from peft import LoraConfig, get_peft_model
 
     if int(rank) != rank or rank < 1:
         raise ValueError(f"LoRA rank must be an integer >= 1, got {rank}")
+    if new_token_ids and getattr(model.config, "tie_word_embeddings", False):
+        untie_embeddings(model)
     config = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha or 2 * int(rank),
-                        lora_dropout=dropout, target_modules=list(target_modules), bias="none")
+                        lora_dropout=dropout, target_modules=list(target_modules), bias="none",
+                        trainable_token_indices=list(new_token_ids) if new_token_ids else None)
     return get_peft_model(model, config)
+
+
+@torch.no_grad()
+def untie_embeddings(model) -> None:
+    """Give a tied model's LM head its own copy of the embedding matrix (in place).
+
+    Needed before training some embedding rows with peft: TRL's fused LM head reads the head's
+    plain ``weight``, which peft's wrapper for tied, partly trainable embeddings does not provide.
+    The output layer then stays frozen while the new tokens' input rows learn.
+    """
+    head = model.get_output_embeddings()
+    head.weight = nn.Parameter(model.get_input_embeddings().weight.detach().clone(), requires_grad=False)
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
 
 
 def merge_lora(peft_model):

@@ -305,3 +305,20 @@ def metric_lines(table, x: str, metrics: Sequence[str], title: str,
                                  mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)])))
     fig.update_yaxes(range=[0, 105])
     return fig
+
+
+def lora_params_figure(m: int, n: int, r: int) -> go.Figure:
+    """Trainable numbers of a rank-r LoRA update of an m×n matrix against r, with the full m·n line."""
+    top = max(1, min(m, n))
+    ranks = sorted({1, *[2 ** k for k in range(1, 13) if 2 ** k <= top], top, r})
+    fig = _figure(f"LoRA vs full update of a {m:,}×{n:,} matrix", "rank r", "trainable numbers (log scale)")
+    fig.add_trace(go.Scatter(x=ranks, y=[k * (m + n) for k in ranks], mode="lines+markers", name="LoRA r·(m+n)",
+                             line=dict(color=COLORS[0])))
+    fig.add_trace(go.Scatter(x=[r], y=[r * (m + n)], mode="markers+text", name=f"r = {r}",
+                             text=[f"{r * (m + n):,}"], textposition="top left",
+                             marker=dict(size=12, symbol="star", color=COLORS[1])))
+    fig.add_hline(y=m * n, line=dict(color=UNIGRAM_COLOR, dash="dash"),
+                  annotation_text=f"full update m·n = {m * n:,}", annotation_position="bottom right")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig

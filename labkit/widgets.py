@@ -317,8 +317,11 @@ class ExperimentPanel(W.VBox):
     """
 
     def __init__(self, title: str, sliders: dict[str, W.ValueWidget], run, x: str, metrics: list[str],
-                 y_title: str = "exact match (% of held-out examples)"):
+                 y_title: str = "exact match (% of held-out examples)", live_curves: bool = False):
         self.title, self.sliders, self.run_fn, self.x, self.metrics, self.y_title = title, sliders, run, x, metrics, y_title
+        self.live_curves = live_curves  # run(**settings, callback=...) feeds loss curves while training
+        self.histories: dict[str, list[dict]] = {}
+        self.curve_out = W.Output()
         for slider in sliders.values():
             slider.style.description_width = "160px"
             slider.layout.width = "460px"
@@ -328,7 +331,7 @@ class ExperimentPanel(W.VBox):
         self.runs: list[dict] = []
         self.button.on_click(self._on_train)
         super().__init__([W.HTML(f"<b>{title}</b>"), *sliders.values(), self.button, self.status,
-                          self.plot_out, self.table_out])
+                          self.curve_out, self.plot_out, self.table_out])
 
     def train_once(self, **values) -> dict:
         """Run once with these slider values (default: the sliders'); add the result to the table."""
@@ -341,10 +344,20 @@ class ExperimentPanel(W.VBox):
         settings = {name: slider.value for name, slider in self.sliders.items()}
         self.button.disabled = True
         self.status.value = f"Training with {settings}…"
+        label = f"run {len(self.runs) + 1}: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+        extra = {}
+        if self.live_curves:
+            def on_log(history):
+                _show(self.curve_out, plots.loss_figure({label: history}, title=f"{self.title}: training loss",
+                                                        faded=self.histories))
+            extra["callback"] = on_log
         try:
-            row = self.run_fn(**settings)
+            row = self.run_fn(**settings, **extra)
         finally:
             self.button.disabled = False
+        if "history" in row:
+            self.histories[label] = row["history"]
+        row = {k: v for k, v in row.items() if isinstance(v, (int, float, str, type(None)))}
         self.runs.append({"run": len(self.runs) + 1, **row})
         self.status.value = f"Run {len(self.runs)} done: " + ", ".join(
             f"{k} {v:.0%}" for k, v in row.items() if k in self.metrics)
@@ -359,7 +372,13 @@ class ExperimentPanel(W.VBox):
         """Each metric against the slider ``x``, one line per metric."""
         return plots.metric_lines(self.runs_table(), self.x, self.metrics, self.title, self.y_title)
 
+    def curves_figure(self):
+        """Every finished run's training-loss curve, overlaid."""
+        return plots.loss_figure(self.histories, title=f"{self.title}: training loss")
+
     def redraw(self) -> None:
+        if self.histories:
+            _show(self.curve_out, self.curves_figure())
         _show(self.plot_out, self.figure())
         if plots._in_kernel():
             from IPython.display import clear_output, display
@@ -401,3 +420,56 @@ def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
                            lambda examples_per_category, wrong_share: noise_experiment(
                                examples_per_category, wrong_share, preset),
                            x="wrong share", metrics=["exact_match"])
+
+
+def lora_panel(preset: Preset | str | None = None) -> ExperimentPanel:
+    """Lab 03: LoRA rank slider (0 = full fine-tuning) + Train; live loss curves; a runs table.
+
+    Each run's row: rank, trainable parameters, exact match, seconds, training-state memory.
+    The last run's model is kept in ``panel.last_model`` (for merging).
+    """
+    from labkit.train.sft import lora_experiment
+
+    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    slider = W.IntSlider(value=8, min=0, max=64, description="rank (0 = full)", continuous_update=False)
+    panel = None
+
+    def run(rank, callback=None):
+        row = lora_experiment(rank or None, preset, callback=callback)
+        panel.last_model, panel.last_tokenizer = row.pop("model"), row.pop("tokenizer")
+        return row
+
+    panel = ExperimentPanel("LoRA rank sweep", {"rank": slider}, run, x="trainable parameters",
+                            metrics=["exact_match"], live_curves=True)
+    return panel
+
+
+class LoRAParamsExplorer(W.VBox):
+    """Sliders m, n, r: trainable numbers of a full m×n update vs a rank-r LoRA update."""
+
+    def __init__(self, m: int = 4096, n: int = 4096, r: int = 8):
+        self.m = W.IntSlider(value=m, min=1, max=8192, description="m (rows)", continuous_update=False)
+        self.n = W.IntSlider(value=n, min=1, max=8192, description="n (columns)", continuous_update=False)
+        self.r = W.IntSlider(value=r, min=1, max=256, description="r (rank)", continuous_update=False)
+        self.text = W.HTML()
+        self.out = W.Output()
+        for s in (self.m, self.n, self.r):
+            s.observe(lambda _: self.update(), names="value")
+        super().__init__([self.m, self.n, self.r, self.text, self.out])
+        self.update()
+
+    def update(self, m: int | None = None, n: int | None = None, r: int | None = None) -> dict:
+        """Recompute for these sizes (default: the sliders'); returns ``lora_parameter_counts``."""
+        from labkit.lora import lora_parameter_counts
+
+        m, n, r = (self.m.value if m is None else m), (self.n.value if n is None else n), (self.r.value if r is None else r)
+        counts = lora_parameter_counts(m, n, r)  # raises a clear ValueError for a bad size
+        self.text.value = (f"full update {m:,}×{n:,} = <b>{counts['full']:,}</b> numbers; LoRA "
+                           f"{r}·({m:,}+{n:,}) = <b>{counts['lora']:,}</b> ({counts['ratio']:.3%} of full)")
+        _show(self.out, plots.lora_params_figure(m, n, r))
+        return counts
+
+
+def lora_params_explorer(m: int = 4096, n: int = 4096, r: int = 8) -> LoRAParamsExplorer:
+    """The parameter-count explorer of lab 03 (starts at the lecture's 4096×4096, r = 8)."""
+    return LoRAParamsExplorer(m, n, r)

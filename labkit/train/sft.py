@@ -258,7 +258,7 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
     if rank is not None:
         from labkit.lora import peft_lora
 
-        model = peft_lora(model, int(rank))
+        model = peft_lora(model, int(rank), new_token_ids=tokens_new_to_the_model(tokenizer))
     trainable = count_parameters(model, trainable_only=True)
     config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": lab.epochs,
                                "lr": lab.lr if rank is None else lab.lora_lr})
