@@ -24,7 +24,7 @@ lab: install
 	$(BIN)/jupyter lab labs/00_start_here.ipynb
 
 headless: install
-	$(BIN)/python -m labkit pipeline --preset $(PRESET) --stages pretrain --report runs/report-$(PRESET).json
+	$(BIN)/python -m labkit pipeline --preset $(PRESET) --report runs/report-$(PRESET).json
 
 test: install
 	LABKIT_PRESET=smoke $(BIN)/python -m pytest --nbval-lax -q tests labs

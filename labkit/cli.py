@@ -1,6 +1,6 @@
 """``python -m labkit ...``: the headless side of the workbook.
 
-    python -m labkit pipeline --preset cpu --stages pretrain --report runs/report.json
+    python -m labkit pipeline --preset cpu --stages pretrain,sft --report runs/report.json
     python -m labkit data build            # (re)write datasets/ from the generator
     python -m labkit data check            # verify datasets/ equals the generator's output
     python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
@@ -19,7 +19,7 @@ def _pipeline(args) -> int:
     from labkit.presets import get_preset
 
     preset = get_preset(args.preset)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = [s.strip() for s in (args.stages or ",".join(pipeline.STAGES)).split(",") if s.strip()]
     report = pipeline.run(stages, preset, args.report, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     if args.report:
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("pipeline", help="train stages headless and write a metrics report")
     p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: $LABKIT_PRESET, else gpu/cpu)")
-    p.add_argument("--stages", default="pretrain", help="comma-separated stages, e.g. pretrain")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated stages, e.g. pretrain,sft (default: every stage)")
     p.add_argument("--report", default=None, help="where to write the JSON report (a .md table goes beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_pipeline)

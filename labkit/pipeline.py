@@ -161,10 +161,40 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
     return model, tokenizer, metrics, result.history
 
 
+def _reward_stage(preset: Preset, progress: bool, callback: Callable | None):
+    """Train the reward model on the world's preference pairs; compare with the Bayes ceiling."""
+    from labkit.tokenizer import load_tokenizer
+    from labkit.train.reward import pair_scores, pairwise_accuracy, reward_model_from, train_reward
+    from labkit.world import preferences as prefs
+
+    sft_dir = ensure("sft", preset, progress=progress)
+    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
+    train = prefs.preference_pairs("train", preset.reward.train_pairs, seed=preset.world_seed)
+    test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
+    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed,
+                          progress=progress, callback=callback)
+    accuracy = pairwise_accuracy(*pair_scores(model, tokenizer, test))
+    ceiling = prefs.bayes_ceiling(test)
+    metrics = {
+        "accuracy": accuracy,
+        "bayes_ceiling": ceiling,
+        "share_of_ceiling": accuracy / ceiling,
+        "gold_reward_accuracy": prefs.scorer_accuracy(test, prefs.gold_reward),
+        "length_only_accuracy": prefs.scorer_accuracy(test, prefs.length_score),
+        "keyword_only_accuracy": prefs.scorer_accuracy(test, prefs.keyword_score),
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "train_pairs": len(train),
+        "test_pairs": len(test),
+    }
+    return model, tokenizer, metrics, result.history
+
+
 STAGES: dict[str, tuple[list[str], Callable]] = {
     # stage -> (prerequisites, trainer(preset, progress, callback) -> (model, tok, metrics, history))
     "pretrain": ([], _pretrain_stage),
     "sft": (["pretrain"], _sft_stage),
+    "reward": (["sft"], _reward_stage),
 }
 
 
@@ -178,6 +208,7 @@ def _check_stage(stage: str) -> None:
 STAGE_FIELDS = {
     "pretrain": ["name", "world_seed", "n_train_docs", "n_val_docs", "model", "pretrain", "seed", "hub_model"],
     "sft": ["name", "world_seed", "sft", "seed"],
+    "reward": ["name", "world_seed", "reward", "seed"],
 }
 assert set(STAGE_FIELDS) == set(STAGES), "every stage needs its STAGE_FIELDS entry"
 
@@ -240,6 +271,9 @@ REPORT_KEYS = {
                  "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"],
     "sft": ["seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category",
             "train_seconds", "steps", "train_examples", "test_examples"],
+    "reward": ["seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "gold_reward_accuracy",
+               "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs",
+               "test_pairs"],
 }
 
 

@@ -104,6 +104,25 @@ class SFTStageConfig:
 
 
 @dataclass(frozen=True)
+class RewardStageConfig:
+    """Reward modelling with TRL's RewardTrainer on the world's preference pairs."""
+
+    train_pairs: int = 8000       # labelled comparisons to learn from; more = closer to the ceiling
+    eval_pairs: int = 2000        # held-out comparisons for accuracy and the Bayes ceiling
+    epochs: float = 1.0           # passes over the pairs
+    batch_size: int = 32          # pairs per optimiser step
+    lr: float = 1e-3              # peak learning rate (AdamW, linear decay)
+    warmup_steps: int = 10        # linear warm-up steps
+
+    def __post_init__(self):
+        for name in ("train_pairs", "eval_pairs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RewardStageConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0 or not (0 < self.lr < 1) or self.warmup_steps < 0:
+            raise ValueError("RewardStageConfig: epochs > 0, lr in (0, 1), warmup_steps >= 0")
+
+
+@dataclass(frozen=True)
 class Lab02Config:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -152,6 +171,7 @@ class Preset:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     lab01: Lab01Config = field(default_factory=Lab01Config)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    reward: RewardStageConfig = field(default_factory=RewardStageConfig)
     lab02: Lab02Config = field(default_factory=Lab02Config)
     lab03: Lab03Config = field(default_factory=Lab03Config)
     seed: int = 0                    # seed for model initialisation and data order
@@ -177,6 +197,7 @@ PRESETS: dict[str, Preset] = {
                           shortcut_examples=200, shortcut_steps=10),
         sft=SFTStageConfig(train_examples=120, eval_per_category=4, epochs=1, batch_size=8,
                            warmup_steps=1, max_new_tokens=16),
+        reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1),
         lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
         lab03=Lab03Config(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
     ),

@@ -68,3 +68,22 @@ def test_peft_lora_counts_and_merge_agree_within_1e_5():
         torch.testing.assert_close(merged(input_ids=ids).logits, with_adapters, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="rank"):
         lora.peft_lora(_tiny(), rank=0)
+
+
+def test_new_token_rows_train_with_an_untied_frozen_head():
+    model = _tiny()
+    assert model.config.tie_word_embeddings
+    peft_model = lora.peft_lora(model, rank=2, target_modules=("q_proj",), new_token_ids=[5, 6, 7])
+    trainable = count_parameters(peft_model, trainable_only=True)
+    assert trainable == 2 * 2 * (32 + 32) + 3 * 32  # two q_proj adapters + three embedding rows
+    head = peft_model.get_base_model().get_output_embeddings().weight
+    embed = peft_model.get_base_model().get_input_embeddings()
+    assert not head.requires_grad and head.data_ptr() != embed.weight.data_ptr()
+
+
+def test_training_state_memory():
+    from labkit.train.sft import training_state_megabytes
+
+    # 1M weights, all trainable: (1 + 3) × 4 bytes each; a tenth trainable: (1 + 0.3) × 4
+    assert training_state_megabytes(1_000_000, 1_000_000) == 16.0
+    assert abs(training_state_megabytes(1_000_000, 100_000) - 5.2) < 1e-12

@@ -97,3 +97,11 @@ def test_sft_stage_writes_its_metrics_and_report_keys(tmp_path):
     assert "| sft | per_category.classify.exact_match |" in (tmp_path / "report.md").read_text()
     model, tok, meta = checkpoint.load_checkpoint(pipeline.ensure("sft", preset))
     assert tok.eos_token == END and meta["stage"] == "sft" and meta["history"]
+
+
+def test_a_hub_style_subword_tokenizer_has_no_new_tokens():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])))
+    assert tokens_new_to_the_model(bpe) == []

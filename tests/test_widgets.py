@@ -179,3 +179,25 @@ def test_imbalance_panel_trains_for_real_under_smoke():
     row = panel.train_once(arithmetic_share=0.75)
     assert row["examples"] == 2 * get_preset("smoke").lab02.per_category
     assert 0 <= row["arithmetic"] <= 1 and 0 <= row["classify"] <= 1
+
+
+def test_lora_params_explorer_counts_and_rejects_bad_sizes():
+    explorer = widgets.lora_params_explorer()
+    counts = explorer.update()
+    assert counts["full"] == 16_777_216 and counts["lora"] == 65_536
+    assert "65,536" in explorer.text.value
+    assert explorer.update(5, 4, 2)["lora"] == 18
+    with pytest.raises(ValueError, match="rank r"):
+        explorer.update(5, 4, 9)
+
+
+def test_lora_panel_trains_full_and_lora_runs_under_smoke():
+    panel = widgets.lora_panel("smoke")
+    full = panel.train_once(rank=0)
+    low = panel.train_once(rank=1)
+    table = panel.runs_table()
+    assert list(table["rank"]) == ["full", 1]
+    assert full["trainable share"] == 1.0 and 0 < low["trainable share"] < 0.5
+    assert low["training state MB"] < full["training state MB"]
+    assert hasattr(panel.last_model, "merge_and_unload") and len(panel.histories) == 2
+    assert [t.name for t in panel.curves_figure().data] == [f"{label}: train" for label in panel.histories]

@@ -37,15 +37,16 @@ class _History(TrainerCallback):
     Replaces the trainer's own printing (which writes every log dict into the notebook).
     """
 
-    def __init__(self, callback: Callable | None, progress: bool):
+    def __init__(self, callback: Callable | None, progress: bool, desc: str = "SFT"):
         self.history: list[dict] = []
         self.callback = callback
         self.progress = progress
+        self.desc = desc
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.progress:
-            self.bar = tqdm(total=state.max_steps, desc="SFT", unit="step")
+            self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -131,10 +132,14 @@ def tokens_new_to_the_model(tokenizer) -> list[int]:
 
     Task words such as digits, ``"label"`` or ``stale`` appear only in instructions and answers;
     the chat markers ``<|user|>``, ``<|assistant|>``, ``<|end|>`` and ``<|system|>`` first appear here.
+    Empty for a tokenizer that is not labkit's word-level one (a hub model knows all its tokens).
     """
     from labkit import tokenizer as tk
     from labkit.world import story_vocabulary
 
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.model).__name__ != "WordLevel":
+        return []  # a hub model's sub-word tokenizer: it was pretrained on all of its tokens
     seen = story_vocabulary() | {tk.PAD, tk.UNK, tk.BOS, tk.EOS}
     return sorted(i for word, i in tokenizer.get_vocab().items() if word not in seen)
 

@@ -1,0 +1,101 @@
+"""Reward modelling with TRL's ``RewardTrainer``: a scalar score learned from pairwise preferences.
+
+The reward model is the SFT model with its language-model head replaced by a linear layer that
+outputs one number (``AutoModelForSequenceClassification`` with ``num_labels=1``); the score of a
+conversation is that number at its last token. Training maximises the Bradley–Terry likelihood
+that the chosen response scores above the rejected one: loss = −log σ(r_chosen − r_rejected).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import datasets
+import torch
+from transformers import AutoModelForSequenceClassification
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from trl import RewardConfig, RewardTrainer
+
+from labkit import runtime
+from labkit.presets import RewardStageConfig
+from labkit.tokenizer import END
+from labkit.train.sft import _History
+
+
+def reward_model_from(path: str | Path):
+    """Load a causal-LM checkpoint as a reward model: same backbone, a fresh scalar head (``score``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*newly initialized.*")
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+    return model.to(runtime.device())
+
+
+def pairs_dataset(pairs: list[dict]) -> datasets.Dataset:
+    """Conversational prompt / chosen / rejected columns, as ``RewardTrainer`` reads them."""
+    return datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+
+
+@dataclass
+class RewardResult:
+    history: list[dict] = field(default_factory=list)  # {"step", "train_loss"} per logging step
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig, *, seed: int = 0,
+                 progress: bool = True, callback: Callable | None = None) -> RewardResult:
+    """Fit ``model`` (a sequence-classification model with one label) to ``pairs`` in place."""
+    runtime.seed_everything(seed)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    steps = max(1, round(config.epochs * -(-len(pairs) // config.batch_size)))
+    recorder = _History(callback, progress, desc="reward model")
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory(prefix="labkit-rm-") as out, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        args = RewardConfig(
+            output_dir=out, max_steps=steps, per_device_train_batch_size=config.batch_size,
+            learning_rate=config.lr, lr_scheduler_type="linear", warmup_steps=config.warmup_steps,
+            weight_decay=0.0, logging_steps=max(1, steps // 40), save_strategy="no", report_to="none",
+            disable_tqdm=True, seed=seed, data_seed=seed, dataloader_num_workers=0,
+            use_cpu=runtime.device().type == "cpu", max_length=None,
+            eos_token=END if END in tokenizer.get_vocab() else None)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs),
+                                processing_class=tokenizer, callbacks=[recorder])
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    datasets.enable_progress_bars()
+    model.eval()
+    return RewardResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+
+
+@torch.no_grad()
+def score(model, tokenizer, prompts: list[list[dict]], responses: list[list[dict]], batch_size: int = 128) -> torch.Tensor:
+    """The reward model's score of each (prompt, response) conversation, as a 1-D float tensor."""
+    device = next(model.parameters()).device
+    texts = [tokenizer.apply_chat_template(p + r, tokenize=False) for p, r in zip(prompts, responses)]
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+        scores.append(model(**batch).logits[:, 0].float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the chosen and of the rejected response of every pair."""
+    prompts = [p["prompt"] for p in pairs]
+    return (score(model, tokenizer, prompts, [p["chosen"] for p in pairs]),
+            score(model, tokenizer, prompts, [p["rejected"] for p in pairs]))
+
+
+def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
+    """Share of pairs where the chosen response scores higher (ties count one half)."""
+    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
