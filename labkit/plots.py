@@ -322,3 +322,37 @@ def lora_params_figure(m: int, n: int, r: int) -> go.Figure:
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
     return fig
+
+
+def bradley_terry_figure(gap: float | None = None) -> go.Figure:
+    """P(chosen ≻ rejected) = σ(Δ) and the loss −log σ(Δ) against the reward gap Δ = r_chosen − r_rejected."""
+    import math
+
+    xs = [i / 10 for i in range(-60, 61)]
+    fig = _figure("Bradley–Terry: preference probability and loss vs reward gap",
+                  "reward gap Δ = r(chosen) − r(rejected)", "probability / loss (nats)")
+    fig.add_trace(go.Scatter(x=xs, y=[1 / (1 + math.exp(-x)) for x in xs], name="P(chosen ≻ rejected) = σ(Δ)",
+                             line=dict(color=COLORS[0])))
+    fig.add_trace(go.Scatter(x=xs, y=[math.log1p(math.exp(-x)) for x in xs], name="loss −log σ(Δ)",
+                             line=dict(color=COLORS[1])))
+    if gap is not None:
+        p = 1 / (1 + math.exp(-gap))
+        fig.add_trace(go.Scatter(x=[gap, gap], y=[p, -math.log(p)], mode="markers+text", name=f"Δ = {gap:g}",
+                                 text=[f"P = {p:.3f}", f"loss = {-math.log(p):.3f}"], textposition="top right",
+                                 marker=dict(size=11, color=COLORS[2])))
+    fig.update_yaxes(range=[0, 4])
+    return fig
+
+
+def calibration_figure(table, title: str = "Reward model calibration on held-out pairs") -> go.Figure:
+    """Per bin of predicted P(a ≻ b): the share of labels that agreed, and the gold probability."""
+    rows = _rows(table)
+    fig = _figure(title, "predicted probability that a is preferred", "observed share / gold probability")
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line=dict(color=UNIGRAM_COLOR, dash="dash")))
+    fig.add_trace(go.Scatter(x=[r["predicted"] for r in rows], y=[r["labels"] for r in rows], mode="lines+markers",
+                             name="share of labels preferring a", line=dict(color=COLORS[0]),
+                             text=[f"{r['pairs']} pairs" for r in rows]))
+    fig.add_trace(go.Scatter(x=[r["predicted"] for r in rows], y=[r["gold"] for r in rows], mode="lines+markers",
+                             name="gold probability (from the true reward)", line=dict(color=COLORS[1], dash="dot")))
+    return fig

@@ -107,7 +107,7 @@ class SFTStageConfig:
 class RewardStageConfig:
     """Reward modelling with TRL's RewardTrainer on the world's preference pairs."""
 
-    train_pairs: int = 8000       # labelled comparisons to learn from; more = closer to the ceiling
+    train_pairs: int = 16_000     # labelled comparisons to learn from; more = closer to the ceiling
     eval_pairs: int = 2000        # held-out comparisons for accuracy and the Bayes ceiling
     epochs: float = 1.0           # passes over the pairs
     batch_size: int = 32          # pairs per optimiser step
@@ -160,6 +160,18 @@ class Lab03Config:
 
 
 @dataclass(frozen=True)
+class Lab04Config:
+    """Lab 04's extra reward-model runs and probes."""
+
+    pair_counts: tuple[int, ...] = (250, 1000, 4000)  # training pairs of each run in the data-size sweep
+    probe_pairs: int = 500                            # equal-gold-reward pairs probing the length bias
+
+    def __post_init__(self):
+        if not self.pair_counts or min(self.pair_counts) < 1 or self.probe_pairs < 1:
+            raise ValueError("Lab04Config: pair_counts must be positive counts and probe_pairs >= 1")
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything that changes between a CI smoke run, a laptop, a GPU and real hub models."""
 
@@ -174,6 +186,7 @@ class Preset:
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
     lab02: Lab02Config = field(default_factory=Lab02Config)
     lab03: Lab03Config = field(default_factory=Lab03Config)
+    lab04: Lab04Config = field(default_factory=Lab04Config)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -200,6 +213,7 @@ PRESETS: dict[str, Preset] = {
         reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1),
         lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
         lab03=Lab03Config(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
+        lab04=Lab04Config(pair_counts=(8, 16), probe_pairs=16),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

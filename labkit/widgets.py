@@ -473,3 +473,36 @@ class LoRAParamsExplorer(W.VBox):
 def lora_params_explorer(m: int = 4096, n: int = 4096, r: int = 8) -> LoRAParamsExplorer:
     """The parameter-count explorer of lab 03 (starts at the lecture's 4096×4096, r = 8)."""
     return LoRAParamsExplorer(m, n, r)
+
+
+def bradley_terry_values(gap: float) -> dict[str, float]:
+    """P(chosen ≻ rejected) = σ(Δ) and the Bradley–Terry loss −log σ(Δ) for a reward gap Δ."""
+    _check_range("reward gap", gap, -6.0, 6.0)
+    p = 1 / (1 + math.exp(-gap))
+    return {"gap": gap, "probability": p, "loss": -math.log(p)}
+
+
+class BradleyTerryExplorer(W.VBox):
+    """A slider over the reward gap Δ: the preference probability σ(Δ) and the loss −log σ(Δ)."""
+
+    def __init__(self, gap: float = 1.0):
+        self.slider = W.FloatSlider(value=gap, min=-6.0, max=6.0, step=0.1, description="reward gap Δ",
+                                    continuous_update=False)
+        self.slider.style.description_width = "100px"
+        self.text = W.HTML()
+        self.out = W.Output()
+        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        super().__init__([self.slider, self.text, self.out])
+        self.update(gap)
+
+    def update(self, gap: float) -> dict[str, float]:
+        values = bradley_terry_values(gap)
+        self.text.value = (f"Δ = {gap:+.1f}: P(chosen ≻ rejected) = <b>{values['probability']:.3f}</b>, "
+                           f"loss = <b>{values['loss']:.3f}</b> nats")
+        _show(self.out, plots.bradley_terry_figure(gap))
+        return values
+
+
+def bradley_terry_explorer(gap: float = 1.0) -> BradleyTerryExplorer:
+    """The Bradley–Terry explorer of lab 04."""
+    return BradleyTerryExplorer(gap)

@@ -201,3 +201,12 @@ def test_lora_panel_trains_full_and_lora_runs_under_smoke():
     assert low["training state MB"] < full["training state MB"]
     assert hasattr(panel.last_model, "merge_and_unload") and len(panel.histories) == 2
     assert [t.name for t in panel.curves_figure().data] == [f"{label}: train" for label in panel.histories]
+
+
+def test_bradley_terry_explorer_values():
+    explorer = widgets.bradley_terry_explorer()
+    values = explorer.update(0.0)
+    assert values["probability"] == 0.5 and values["loss"] == pytest.approx(math.log(2))
+    assert explorer.update(2.0)["loss"] == pytest.approx(math.log1p(math.exp(-2.0)))
+    with pytest.raises(ValueError, match="reward gap"):
+        explorer.update(9.0)

@@ -99,3 +99,55 @@ def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torc
 def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
     """Share of pairs where the chosen response scores higher (ties count one half)."""
     return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+
+
+def calibration_table(model, tokenizer, pairs: list[dict], bins: int = 10, seed: int = 0):
+    """How well the reward model's Bradley–Terry probabilities match the labels.
+
+    Each pair is shown in a random order (a, b); the model predicts P(a ≻ b) = σ(s_a − s_b). Per bin
+    of predictions: the mean prediction, the share of pairs where a was the chosen one, and the
+    mean *true* probability from the gold reward. A calibrated model sits on the diagonal.
+    """
+    import pandas as pd
+
+    chosen, rejected = pair_scores(model, tokenizer, pairs)
+    flip = torch.rand(len(pairs), generator=torch.Generator().manual_seed(seed)) < 0.5
+    a_score = torch.where(flip, rejected, chosen)
+    b_score = torch.where(flip, chosen, rejected)
+    predicted = torch.sigmoid(a_score - b_score)
+    outcome = (~flip).float()  # 1 when a is the chosen response
+    true_p = torch.tensor([p["p_chosen"] for p in pairs])
+    true_p = torch.where(flip, 1 - true_p, true_p)
+    table = pd.DataFrame({"predicted": predicted.numpy(), "outcome": outcome.numpy(), "true": true_p.numpy()})
+    table["bin"] = pd.cut(table["predicted"], bins=[i / bins for i in range(bins + 1)], include_lowest=True)
+    summary = table.groupby("bin", observed=True).agg(predicted=("predicted", "mean"), labels=("outcome", "mean"),
+                                                      gold=("true", "mean"), pairs=("outcome", "size"))
+    return summary.reset_index(drop=True)
+
+
+def length_bias(model, tokenizer, probe: list[dict]) -> float:
+    """Share of equal-gold-reward pairs where the model scores the longer response higher (0.5 = no bias)."""
+    prompts = [p["prompt"] for p in probe]
+    long = score(model, tokenizer, prompts, [p["long"] for p in probe])
+    short = score(model, tokenizer, prompts, [p["short"] for p in probe])
+    return pairwise_accuracy(long, short)
+
+
+def reward_experiment(n_pairs: int, preset=None, progress: bool = False) -> dict:
+    """Train a reward model from the SFT checkpoint on ``n_pairs`` pairs; held-out accuracy and ceiling."""
+    from labkit import pipeline
+    from labkit.presets import get_preset
+    from labkit.tokenizer import load_tokenizer
+    from labkit.world import preferences as prefs
+
+    if n_pairs < 1:
+        raise ValueError(f"number of training pairs must be >= 1, got {n_pairs}")
+    preset = preset or get_preset()
+    sft_dir = pipeline.ensure("sft", preset, progress=progress)
+    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
+    train = prefs.preference_pairs("train", n_pairs, seed=preset.world_seed)
+    test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
+    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress)
+    accuracy = pairwise_accuracy(*pair_scores(model, tokenizer, test))
+    return {"training pairs": n_pairs, "accuracy": accuracy, "bayes_ceiling": prefs.bayes_ceiling(test),
+            "seconds": result.seconds}

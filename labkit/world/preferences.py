@@ -135,3 +135,28 @@ def scorer_accuracy(pairs: list[dict], scorer) -> float:
         b = scorer(p["place"], p["rejected"][0]["content"])
         total += 1.0 if a > b else 0.5 if a == b else 0.0
     return total / len(pairs)
+
+
+def equal_reward_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Pairs with the *same* gold reward but different lengths (no sharp tools): a probe for length bias.
+
+    The short response names ``c`` right goods; the long one names ``c + 1`` right goods and one
+    wrong good, so both score ``c``. A reward model that learned only the gold reward is indifferent;
+    one that likes length prefers the long one.
+    """
+    rng = random.Random(f"labkit-length-probe/{seed}")
+    places = [p for p in sorted(lx.PLACES) if not {_plural(g) for g in lx.PLACES[p]} & SHARP]
+    out = []
+    for i in range(n):
+        place = rng.choice(places)
+        right = rng.sample([_plural(g) for g in lx.PLACES[place]], 5)
+        wrong = sorted({_plural(g) for g in lx.goods()} - set(right) - SHARP)
+        c = rng.randint(1, 3)
+        short = " , ".join(right[:c])
+        long_items = right[:c + 1] + [rng.choice(wrong)]
+        rng.shuffle(long_items)
+        long = " , ".join(long_items)
+        assert gold_reward(place, short) == gold_reward(place, long)
+        out.append({"id": f"probe-{i}", "place": place, "prompt": [{"role": "user", "content": prompt_for(place)}],
+                    "short": [{"role": "assistant", "content": short}], "long": [{"role": "assistant", "content": long}]})
+    return out
