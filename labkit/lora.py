@@ -94,12 +94,13 @@ def trainable_parameters(model: nn.Module) -> int:
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def peft_lora(model, rank: int, alpha: int | None = None, dropout: float = 0.0,
+def peft_lora(model, rank: int, alpha: float = 16, dropout: float = 0.0,
               target_modules: tuple[str, ...] = ALL_LINEAR, new_token_ids: list[int] | None = None):
     """Wrap a transformers causal LM with ``peft`` LoRA adapters of ``rank`` on ``target_modules``.
 
-    ``alpha`` defaults to 2·rank, so the update's scale alpha/r stays 2 whatever the rank and the
-    same learning rate works across a rank sweep. Only the adapters are trainable, plus the
+    The update is scaled by alpha/r. As in the LoRA paper, ``alpha`` is fixed (default 16) rather
+    than raised with the rank: with Adam, a larger rank otherwise moves the weights further at the
+    same learning rate, so one learning rate would not suit a whole rank sweep. Only the adapters are trainable, plus the
     embedding rows of ``new_token_ids`` if given (peft's ``trainable_token_indices``): tokens the
     base model never saw must be learned, and a frozen embedding cannot learn them.
     """
@@ -109,7 +110,7 @@ def peft_lora(model, rank: int, alpha: int | None = None, dropout: float = 0.0,
         raise ValueError(f"LoRA rank must be an integer >= 1, got {rank}")
     if new_token_ids and getattr(model.config, "tie_word_embeddings", False):
         untie_embeddings(model)
-    config = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha or 2 * int(rank),
+    config = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha,
                         lora_dropout=dropout, target_modules=list(target_modules), bias="none",
                         trainable_token_indices=list(new_token_ids) if new_token_ids else None)
     return get_peft_model(model, config)
