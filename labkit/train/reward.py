@@ -8,22 +8,19 @@ that the chosen response scores above the rejected one: loss = −log σ(r_chose
 from __future__ import annotations
 
 import tempfile
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import datasets
 import torch
 from transformers import AutoModelForSequenceClassification
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import RewardConfig, RewardTrainer
 
 from labkit import runtime
 from labkit.presets import RewardStageConfig
 from labkit.tokenizer import END
-from labkit.train.sft import _History
+from labkit.train.sft import TrainResult, _History, quiet_train
 
 
 def reward_model_from(path: str | Path):
@@ -39,15 +36,8 @@ def pairs_dataset(pairs: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
 
 
-@dataclass
-class RewardResult:
-    history: list[dict] = field(default_factory=list)  # {"step", "train_loss"} per logging step
-    seconds: float = 0.0
-    steps: int = 0
-
-
 def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig, *, seed: int = 0,
-                 progress: bool = True, callback: Callable | None = None) -> RewardResult:
+                 progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fit ``model`` (a sequence-classification model with one label) to ``pairs`` in place."""
     runtime.seed_everything(seed)
     if model.config.pad_token_id is None:
@@ -66,14 +56,10 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
             eos_token=END if END in tokenizer.get_vocab() else None)
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs),
                                 processing_class=tokenizer, callbacks=[recorder])
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = quiet_train(trainer)
     datasets.enable_progress_bars()
     model.eval()
-    return RewardResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
 
 
 @torch.no_grad()

@@ -66,7 +66,9 @@ class _History(TrainerCallback):
 
 
 @dataclass
-class SFTResult:
+class TrainResult:
+    """What a TRL training run left: its logged losses, wall time and steps."""
+
     history: list[dict] = field(default_factory=list)  # {"step", "train_loss"} per logging step
     seconds: float = 0.0                                # wall time of trainer.train()
     steps: int = 0                                      # optimiser steps taken
@@ -102,7 +104,7 @@ def sft_config(config: SFTStageConfig, n_examples: int, output_dir: str, seed: i
 
 
 def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, seed: int = 0,
-              progress: bool = True, callback: Callable | None = None) -> SFTResult:
+              progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the conversations in ``rows`` with TRL's ``SFTTrainer``."""
     runtime.seed_everything(seed)
     recorder = _History(callback, progress)
@@ -117,14 +119,19 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
             processing_class=tokenizer,
             callbacks=[recorder],
         )
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = quiet_train(trainer)
     datasets.enable_progress_bars()
     model.eval()
-    return SFTResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+
+
+def quiet_train(trainer) -> float:
+    """Run ``trainer.train()`` without the trainer's own printing (our ``_History`` bar reports); seconds."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    start = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - start
 
 
 def tokens_new_to_the_model(tokenizer) -> list[int]:
