@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from labkit import checkpoint, runtime, world
 from labkit.models import build_model, config_from_size, count_parameters
 from labkit.presets import Preset, get_preset

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from labkit import checkpoint, pipeline, world
 from labkit.presets import get_preset
