@@ -17,6 +17,8 @@ DATASETS_DIR = runtime.repo_root() / "datasets"
 STORY_FILES = {"validation": 1_000, "train_sample": 2_000}   # split name -> documents committed
 SHORTCUT_FILES = {"train": 2_000, "test": 500, "probe": 500, "balanced": 2_000}
 INSTRUCTION_FILES = {"train_sample": 20, "validation": 50, "test": 100}  # split -> examples per category
+PREFERENCE_FILES = {"train_sample": 200, "test": 2_000}  # split -> labelled pairs
+RANKING_FILE_SIZE = 200                                  # rankings of four responses
 
 
 class JSONLError(ValueError):
@@ -142,7 +144,56 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
         write_jsonl(written[-1], tasks.task_split("train" if split == "train_sample" else split, n))
     written.append(out / "instructions" / "README.md")
     written[-1].write_text(_instructions_card(), encoding="utf-8")
+
+    from labkit.world import preferences
+
+    for split, n in PREFERENCE_FILES.items():
+        written.append(out / "preferences" / f"{split}.jsonl")
+        write_jsonl(written[-1], preferences.preference_pairs("train" if split == "train_sample" else split, n))
+    written.append(out / "preferences" / "rankings.jsonl")
+    write_jsonl(written[-1], preferences.ranking_rows(RANKING_FILE_SIZE))
+    written.append(out / "preferences" / "README.md")
+    written[-1].write_text(_preferences_card(), encoding="utf-8")
     return written
+
+
+def _preferences_card() -> str:
+    from labkit.world import preferences as prefs
+
+    test = prefs.preference_pairs("test", PREFERENCE_FILES["test"])
+    return f"""# preferences — comparisons labelled by a known gold reward
+
+Pairs of responses to "name the goods sold at the <place> ." with the one a simulated annotator
+preferred, in the conversational layout TRL's `RewardTrainer` reads. Made by
+`labkit/world/preferences.py` (seed 0).
+
+| file | rows | what for |
+|---|---|---|
+| `train_sample.jsonl` | {PREFERENCE_FILES['train_sample']:,} pairs | the first training pairs, to read (the `cpu` preset trains on 16,000) |
+| `test.jsonl` | {PREFERENCE_FILES['test']:,} pairs | held-out accuracy and the Bayes ceiling of the `cpu` preset |
+| `rankings.jsonl` | {RANKING_FILE_SIZE:,} rankings | four responses each, best first; each gives C(4, 2) = 6 pairs |
+
+Gold reward = helpfulness + safety. Helpfulness: +1 per distinct right good for the place, −1 per
+wrong or repeated good. Safety: −{prefs.SAFETY_WEIGHT:g} per sharp tool named ({', '.join(sorted(prefs.SHARP))}).
+At the workshop the two aspects conflict.
+
+Labels: the annotator prefers a over b with probability σ((r_a − r_b) / T), T = {prefs.TEMPERATURE}
+(Bradley–Terry). Rankings are drawn the same way, best first (Plackett–Luce).
+
+Pair fields: `id`; `place`; `prompt`, `chosen`, `rejected` (role/content messages); `gold_chosen`,
+`gold_rejected` (gold rewards); `p_chosen` (the true probability that an annotator picks `chosen`).
+Ranking fields: `id`, `place`, `prompt`, `ranked` (responses, best first), `gold` (their rewards).
+
+On `test.jsonl`:
+
+- Bayes ceiling (mean of max(p, 1 − p), the best any reward model can expect): {prefs.bayes_ceiling(test):.4f}
+- the gold reward used as a scorer: {prefs.scorer_accuracy(test, prefs.gold_reward):.4f}
+- a length-only scorer (more goods is better): {prefs.scorer_accuracy(test, prefs.length_score):.4f}
+- a keyword-only scorer (no sharp tools): {prefs.scorer_accuracy(test, prefs.keyword_score):.4f}
+
+How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
+files equal the generator's output.
+"""
 
 
 def _instructions_card() -> str:

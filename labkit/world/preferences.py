@@ -160,3 +160,15 @@ def equal_reward_pairs(n: int, seed: int = 0) -> list[dict]:
         out.append({"id": f"probe-{i}", "place": place, "prompt": [{"role": "user", "content": prompt_for(place)}],
                     "short": [{"role": "assistant", "content": short}], "long": [{"role": "assistant", "content": long}]})
     return out
+
+
+def ranking_rows(n: int, k: int = 4, seed: int = 0) -> list[dict]:
+    """``n`` rankings of ``k`` responses each (best first), with their gold rewards."""
+    rows = []
+    for i in range(n):
+        rng = random.Random(f"labkit-rankings/{seed}/{i}")
+        place = rng.choice(sorted(lx.PLACES))
+        ranked = ranking(place, k, rng)
+        rows.append({"id": f"ranking-{i}", "place": place, "prompt": [{"role": "user", "content": prompt_for(place)}],
+                     "ranked": ranked, "gold": [gold_reward(place, r) for r in ranked]})
+    return rows
