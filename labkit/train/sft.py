@@ -270,6 +270,7 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
     if rank is not None:
         from labkit.lora import peft_lora
 
+        runtime.seed_everything(preset.seed)  # the adapters' random init: same for every run and order
         model = peft_lora(model, int(rank), new_token_ids=tokens_new_to_the_model(tokenizer))
     trainable = count_parameters(model, trainable_only=True)
     config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": lab.epochs,
