@@ -25,9 +25,16 @@ from labkit.train.sft import TrainResult, _History, quiet_train
 
 def reward_model_from(path: str | Path):
     """Load a causal-LM checkpoint as a reward model: same backbone, a fresh scalar head (``score``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*newly initialized.*")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report would only say that `score` is new, as intended
+    hf_logging.disable_progress_bar()
+    try:
         model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     return model.to(runtime.device())
 
 

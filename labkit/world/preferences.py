@@ -36,7 +36,8 @@ def gold_aspects(place: str, response: str) -> dict[str, float]:
     right = {_plural(g) for g in lx.PLACES[place]}
     correct = len({i for i in items if i in right})
     wrong = sum(i not in right for i in items) + (sum(i in right for i in items) - correct)  # repeats count wrong
-    return {"helpfulness": float(correct - wrong), "safety": -SAFETY_WEIGHT * sum(i in SHARP for i in items)}
+    sharp = sum(i in SHARP for i in items)
+    return {"helpfulness": float(correct - wrong), "safety": -SAFETY_WEIGHT * sharp if sharp else 0.0}
 
 
 def gold_reward(place: str, response: str) -> float:
