@@ -63,3 +63,37 @@ def test_lab00_builds_the_few_shot_prompt_and_mask():
                      if c.cell_type == "code")
     for call in ["few_shot_sentiment_messages", "parse_sentiment", "apply_chat_template"]:
         assert call in code
+
+
+def _text_and_code(name: str) -> tuple[str, str]:
+    cells = nbformat.read(LABS / name, as_version=4).cells
+    return ("\n".join(c.source for c in cells if c.cell_type == "markdown"),
+            "\n".join(c.source for c in cells if c.cell_type == "code"))
+
+
+def test_lab02_cites_the_figures_and_runs_every_demo():
+    text, code = _text_and_code("02_instruction_tuning.ipynb")
+    for figure in ["27,540", "1,000", "63.3", "78.8", "Generation, Open QA, Brainstorm, Chat"]:
+        assert figure in text, f"lab 02 should mention {figure!r}"
+    for call in ["loss_mask_table", 'pipeline.ensure("sft"', "demo_run(then", "imbalance_panel", "noise_panel",
+                 "ambiguous_brainstorm", "shifted_arithmetic", "accuracy_bars"]:
+        assert call in code, f"lab 02 should run {call}"
+
+
+def test_lab03_computes_the_lecture_matrices_and_cites_no_free_lunch():
+    text, code = _text_and_code("03_lora.ipynb")
+    for figure in ["−0.085, 0.138, −0.153, −0.112", "4×8", "0.27", "5 min 27 s", "0.81", "5 min 41 s", "4096"]:
+        assert figure in text, f"lab 03 should mention {figure!r}"
+    for call in ["lora.lecture_example()", "lora_parameter_counts(4096, 4096, 8)", "lora_params_explorer",
+                 "lora_panel", "merge_lora"]:
+        assert call in code, f"lab 03 should run {call}"
+    assert "# NBVAL_CHECK_OUTPUT" in code
+
+
+def test_lab04_expands_a_ranking_and_shows_the_ceiling():
+    text, code = _text_and_code("04_reward_modelling.ipynb")
+    for figure in ["C(K, 2)", "4 answers give 6", "σ(r(x, y_w) − r(x, y_l))"]:
+        assert figure in text, f"lab 04 should mention {figure!r}"
+    for call in ["ranking_to_pairs", "bradley_terry_explorer", 'pipeline.ensure("reward"', "bayes_ceiling",
+                 "calibration_figure", "reward_experiment", "length_bias", "from_hh_rlhf"]:
+        assert call in code, f"lab 04 should run {call}"
