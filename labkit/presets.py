@@ -109,7 +109,7 @@ class RewardStageConfig:
 
     train_pairs: int = 16_000     # labelled comparisons to learn from; more = closer to the ceiling
     eval_pairs: int = 2000        # held-out comparisons for accuracy and the Bayes ceiling
-    epochs: float = 1.0           # passes over the pairs
+    epochs: float = 2.0           # passes over the pairs
     batch_size: int = 32          # pairs per optimiser step
     lr: float = 1e-3              # peak learning rate (AdamW, linear decay)
     warmup_steps: int = 10        # linear warm-up steps
