@@ -138,7 +138,8 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
     # one direction; give them distinct vectors so fine-tuning can tell them apart (see lab 02).
     refresh_embeddings(model, tokens_new_to_the_model(tokenizer), seed=preset.seed)
     model.train()
-    result = train_sft(model, tokenizer, sft_rows(preset, "train"), preset.sft, seed=preset.seed,
+    train = sft_rows(preset, "train")
+    result = train_sft(model, tokenizer, train, preset.sft, seed=preset.seed,
                        progress=progress, callback=callback)
     scores = instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens)
     after = score_summary(scores)
@@ -152,7 +153,7 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
                          for c in after.index if c != "overall"},
         "train_seconds": result.seconds,
         "steps": result.steps,
-        "train_examples": len(sft_rows(preset, "train")),
+        "train_examples": len(train),
         "test_examples": len(test),
         "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
     }

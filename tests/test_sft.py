@@ -61,12 +61,12 @@ def test_score_summary_per_category_and_overall():
     assert table.loc["overall", "exact_match"] == 0.75 and table.loc["overall", "examples"] == 4
 
 
-def test_trl_trains_on_the_assistant_tokens_only():
+def test_trl_trains_on_the_assistant_tokens_only(tmp_path):
     tok = _tokenizer()
     model = build_model(tiny_llama_config(len(tok), 32, 1, 2, 64, 256, tok), seed=0)
     rows = task_split("train", 1, categories=("arithmetic", "classify"))
     config = get_preset("smoke").sft
-    trainer = SFTTrainer(model=model, args=sft_config(config, len(rows), "/tmp/labkit-sft-test"),
+    trainer = SFTTrainer(model=model, args=sft_config(config, len(rows), str(tmp_path)),
                          train_dataset=messages_dataset(rows), processing_class=tok)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     for row, ids, labels in zip(rows, batch["input_ids"], batch["labels"]):

@@ -12,6 +12,8 @@ The shortcut split for lab 01 lives in :mod:`labkit.world.shortcut`.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import random
 from collections import Counter
@@ -80,12 +82,13 @@ def entropy_stats(docs: Sequence[Doc], unigram_docs: Sequence[Doc] | None = None
     }
 
 
-def story_vocabulary() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def story_vocabulary() -> frozenset[str]:
     """Every word the stories and dialogues can contain: the words pretraining ever shows a model."""
     words = set(lexicon.all_words())
     for i in range(2000):  # the connecting words of the templates all turn up in a sample
         words.update(document("train", i, seed=12345).tokens)
-    return words - {EOS}
+    return frozenset(words - {EOS})
 
 
 def vocabulary() -> list[str]:
