@@ -79,6 +79,24 @@ def training_memory_gigabytes(parameters: float, bytes_per_value: int = 4, copie
     return parameters * bytes_per_value * copies / 1e9
 
 
+def training_state_megabytes(total_parameters: int, trainable_parameters: int, bytes_per_value: int = 4) -> float:
+    """Memory for every weight plus, for trainable weights only, a gradient and AdamW's two moments.
+
+    :func:`training_memory_gigabytes` with one copy of the frozen weights and four of the trainable
+    ones; activations are not counted. This is where LoRA saves: frozen weights need no gradient
+    and no optimiser state.
+    """
+    frozen = total_parameters - trainable_parameters
+    return 1000 * (training_memory_gigabytes(frozen, bytes_per_value, copies=1)
+                   + training_memory_gigabytes(trainable_parameters, bytes_per_value, copies=4))
+
+
+def pairwise_accuracy(preferred: torch.Tensor, other: torch.Tensor) -> float:
+    """Share of pairs where the preferred item scores higher than the other (ties count one half)."""
+    preferred, other = torch.as_tensor(preferred, dtype=torch.float64), torch.as_tensor(other, dtype=torch.float64)
+    return float(((preferred > other).double() + 0.5 * (preferred == other).double()).mean())
+
+
 def exact_match(reply: str, answer: str) -> bool:
     """True when the reply is the answer, word for word (surrounding and repeated spaces ignored)."""
     return reply.split() == answer.split()

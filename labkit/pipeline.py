@@ -162,31 +162,24 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
 
 def _reward_stage(preset: Preset, progress: bool, callback: Callable | None):
     """Train the reward model on the world's preference pairs; compare with the Bayes ceiling."""
-    from labkit.tokenizer import load_tokenizer
-    from labkit.train.reward import pair_scores, pairwise_accuracy, reward_model_from, train_reward
+    from labkit.train.reward import fit_reward_model
     from labkit.world import preferences as prefs
 
-    sft_dir = ensure("sft", preset, progress=progress)
-    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
-    train = prefs.preference_pairs("train", preset.reward.train_pairs, seed=preset.world_seed)
-    test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
-    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed,
-                          progress=progress, callback=callback)
-    accuracy = pairwise_accuracy(*pair_scores(model, tokenizer, test))
-    ceiling = prefs.bayes_ceiling(test)
+    fit = fit_reward_model(preset, preset.reward.train_pairs, progress=progress, callback=callback)
+    test, result = fit["test"], fit["result"]
     metrics = {
-        "accuracy": accuracy,
-        "bayes_ceiling": ceiling,
-        "share_of_ceiling": accuracy / ceiling,
+        "accuracy": fit["accuracy"],
+        "bayes_ceiling": fit["bayes_ceiling"],
+        "share_of_ceiling": fit["accuracy"] / fit["bayes_ceiling"],
         "gold_reward_accuracy": prefs.scorer_accuracy(test, prefs.gold_reward),
         "length_only_accuracy": prefs.scorer_accuracy(test, prefs.length_score),
         "keyword_only_accuracy": prefs.scorer_accuracy(test, prefs.keyword_score),
         "train_seconds": result.seconds,
         "steps": result.steps,
-        "train_pairs": len(train),
+        "train_pairs": preset.reward.train_pairs,
         "test_pairs": len(test),
     }
-    return model, tokenizer, metrics, result.history
+    return fit["model"], fit["tokenizer"], metrics, result.history
 
 
 STAGES: dict[str, tuple[list[str], Callable]] = {

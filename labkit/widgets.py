@@ -1,7 +1,9 @@
 """Interactive widgets (ipywidgets): explorers and run panels.
 
 * **Explorers** are instant: a slider moves, a little pure-math function runs, a number and a figure
-  change. :func:`neg_log_explorer` (−log p), :func:`temperature_explorer` (softmax temperature).
+  change. :func:`neg_log_explorer` (−log p), :func:`temperature_explorer` (softmax temperature),
+  :func:`bradley_terry_explorer`, :func:`lora_params_explorer`; the one-slider ones share
+  :class:`SliderExplorer`.
 * **Run panels** train for real: sliders choose a few settings, the *Train* button runs the
   training, curves grow live, and every finished run stays on the figure and in a table so runs
   can be compared. :func:`pretrain_panel` (lab 01).
@@ -53,34 +55,50 @@ def neg_log_values(p: float) -> dict[str, float]:
     return {"p": float(p), "nats": nats, "bits": nats_to_bits(nats)}
 
 
-class NegLogExplorer(W.VBox):
+class SliderExplorer(W.VBox):
+    """One slider, a line of numbers and a figure: moving the slider calls :meth:`update`.
+
+    A subclass says what to compute (``compute(value) -> dict``, raising a clear ``ValueError`` out
+    of range), how to show it (``readout_html(value, values)``) and what to draw
+    (``make_figure(value, values)``).
+    """
+
+    def __init__(self, slider: W.FloatSlider, value: float):
+        self.slider, self.readout, self.out, self.figure = slider, W.HTML(), W.Output(), None
+        slider.observe(lambda change: self.update(change["new"]), names="value")
+        super().__init__([slider, self.readout, self.out])
+        self.update(value)
+
+    def update(self, value: float) -> dict:
+        """Recompute for ``value`` (what the slider calls); returns :meth:`compute`'s numbers."""
+        values = self.compute(value)
+        if abs(self.slider.value - value) > 1e-12:
+            self.slider.value = value  # keeps slider and numbers in step when called from code
+        self.readout.value = self.readout_html(value, values)
+        self.figure = self.make_figure(value, values)
+        _show(self.out, self.figure)
+        return values
+
+
+class NegLogExplorer(SliderExplorer):
     """A slider over p(correct) in [0.01, 1] showing L = −ln p in nats and bits, and the curve."""
 
     P_MIN, P_MAX = 0.01, 1.0
 
     def __init__(self, p: float = 0.51):
-        _check_range("p (the probability slider)", p, self.P_MIN, self.P_MAX)
-        self.slider = W.FloatSlider(value=p, min=self.P_MIN, max=self.P_MAX, step=0.01,
-                                    description="p(correct)", readout_format=".2f",
-                                    continuous_update=True, layout=W.Layout(width="420px"))
-        self.readout = W.HTML()
-        self.out = W.Output()
-        self.figure = None
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
-        super().__init__([self.slider, self.readout, self.out])
-        self.update(p)
+        super().__init__(W.FloatSlider(value=p, min=self.P_MIN, max=self.P_MAX, step=0.01,
+                                       description="p(correct)", readout_format=".2f",
+                                       continuous_update=True, layout=W.Layout(width="420px")), p)
 
-    def update(self, p: float) -> dict[str, float]:
-        """Recompute for ``p`` (what the slider calls); returns :func:`neg_log_values`."""
+    def compute(self, p: float) -> dict[str, float]:
         _check_range("p (the probability slider)", p, self.P_MIN, self.P_MAX)
-        values = neg_log_values(p)
-        if abs(self.slider.value - p) > 1e-12:
-            self.slider.value = p  # keeps slider and numbers in step when called from code
-        self.readout.value = (f"<b>L = −ln {p:.2f} = {values['nats']:.3f} nats</b> "
-                              f"= {values['bits']:.3f} bits")
-        self.figure = plots.neg_log_figure(p)
-        _show(self.out, self.figure)
-        return values
+        return neg_log_values(p)
+
+    def readout_html(self, p: float, values: dict) -> str:
+        return f"<b>L = −ln {p:.2f} = {values['nats']:.3f} nats</b> = {values['bits']:.3f} bits"
+
+    def make_figure(self, p: float, values: dict):
+        return plots.neg_log_figure(p)
 
 
 def neg_log_explorer(p: float = 0.51) -> NegLogExplorer:
@@ -101,7 +119,7 @@ def temperature_softmax(logits: Sequence[float], temperature: float) -> list[flo
     return [w / total for w in weights]
 
 
-class TemperatureExplorer(W.VBox):
+class TemperatureExplorer(SliderExplorer):
     """A temperature slider over the next-token distribution after "May the force be".
 
     At T = 1 the probabilities are the model's own (0.51 / 0.21 / 0.13 and the rest for other
@@ -113,30 +131,22 @@ class TemperatureExplorer(W.VBox):
     PROBS = (0.51, 0.21, 0.13, 0.15)
 
     def __init__(self, temperature: float = 1.0):
-        _check_range("temperature", temperature, self.T_MIN, self.T_MAX)
         self.logits = [math.log(p) for p in self.PROBS]
-        self.slider = W.FloatSlider(value=temperature, min=self.T_MIN, max=self.T_MAX, step=0.05,
-                                    description="temperature", readout_format=".2f",
-                                    layout=W.Layout(width="420px"))
-        self.readout = W.HTML()
-        self.out = W.Output()
-        self.figure = None
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
-        super().__init__([self.slider, self.readout, self.out])
-        self.update(temperature)
+        super().__init__(W.FloatSlider(value=temperature, min=self.T_MIN, max=self.T_MAX, step=0.05,
+                                       description="temperature", readout_format=".2f",
+                                       layout=W.Layout(width="420px")), temperature)
 
-    def update(self, temperature: float) -> dict[str, float]:
-        """Recompute for ``temperature``; returns ``{word: probability}``."""
+    def compute(self, temperature: float) -> dict[str, float]:
+        """``{word: probability}`` at ``temperature``."""
         _check_range("temperature", temperature, self.T_MIN, self.T_MAX)
-        probs = temperature_softmax(self.logits, temperature)
-        if abs(self.slider.value - temperature) > 1e-12:
-            self.slider.value = temperature
-        self.readout.value = (f"T = {temperature:.2f}: " + ", ".join(
-            f"p({w}) = {p:.2f}" for w, p in zip(self.WORDS, probs)))
-        self.figure = plots.prob_bars(self.WORDS, probs,
-                                      f'Next word after "May the force be" at temperature {temperature:.2f}')
-        _show(self.out, self.figure)
-        return dict(zip(self.WORDS, probs))
+        return dict(zip(self.WORDS, temperature_softmax(self.logits, temperature)))
+
+    def readout_html(self, temperature: float, values: dict) -> str:
+        return f"T = {temperature:.2f}: " + ", ".join(f"p({w}) = {p:.2f}" for w, p in values.items())
+
+    def make_figure(self, temperature: float, values: dict):
+        return plots.prob_bars(self.WORDS, list(values.values()),
+                               f'Next word after "May the force be" at temperature {temperature:.2f}')
 
 
 def temperature_explorer(temperature: float = 1.0) -> TemperatureExplorer:
@@ -482,25 +492,24 @@ def bradley_terry_values(gap: float) -> dict[str, float]:
     return {"gap": gap, "probability": p, "loss": -math.log(p)}
 
 
-class BradleyTerryExplorer(W.VBox):
+class BradleyTerryExplorer(SliderExplorer):
     """A slider over the reward gap Δ: the preference probability σ(Δ) and the loss −log σ(Δ)."""
 
     def __init__(self, gap: float = 1.0):
-        self.slider = W.FloatSlider(value=gap, min=-6.0, max=6.0, step=0.1, description="reward gap Δ",
-                                    continuous_update=False)
-        self.slider.style.description_width = "100px"
-        self.text = W.HTML()
-        self.out = W.Output()
-        self.slider.observe(lambda change: self.update(change["new"]), names="value")
-        super().__init__([self.slider, self.text, self.out])
-        self.update(gap)
+        slider = W.FloatSlider(value=gap, min=-6.0, max=6.0, step=0.1, description="reward gap Δ",
+                               continuous_update=False)
+        slider.style.description_width = "100px"
+        super().__init__(slider, gap)
 
-    def update(self, gap: float) -> dict[str, float]:
-        values = bradley_terry_values(gap)
-        self.text.value = (f"Δ = {gap:+.1f}: P(chosen ≻ rejected) = <b>{values['probability']:.3f}</b>, "
-                           f"loss = <b>{values['loss']:.3f}</b> nats")
-        _show(self.out, plots.bradley_terry_figure(gap))
-        return values
+    def compute(self, gap: float) -> dict[str, float]:
+        return bradley_terry_values(gap)
+
+    def readout_html(self, gap: float, values: dict) -> str:
+        return (f"Δ = {gap:+.1f}: P(chosen ≻ rejected) = <b>{values['probability']:.3f}</b>, "
+                f"loss = <b>{values['loss']:.3f}</b> nats")
+
+    def make_figure(self, gap: float, values: dict):
+        return plots.bradley_terry_figure(gap)
 
 
 def bradley_terry_explorer(gap: float = 1.0) -> BradleyTerryExplorer:

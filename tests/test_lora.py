@@ -82,8 +82,8 @@ def test_new_token_rows_train_with_an_untied_frozen_head():
 
 
 def test_training_state_memory():
-    from labkit.train.sft import training_state_megabytes
+    from labkit.metrics import training_state_megabytes
 
     # 1M weights, all trainable: (1 + 3) × 4 bytes each; a tenth trainable: (1 + 0.3) × 4
-    assert training_state_megabytes(1_000_000, 1_000_000) == 16.0
-    assert abs(training_state_megabytes(1_000_000, 100_000) - 5.2) < 1e-12
+    assert training_state_megabytes(1_000_000, 1_000_000) == pytest.approx(16.0, abs=1e-12)
+    assert training_state_megabytes(1_000_000, 100_000) == pytest.approx(5.2, abs=1e-12)

@@ -76,7 +76,7 @@ def test_lab02_cites_the_figures_and_runs_every_demo():
     for figure in ["27,540", "1,000", "63.3", "78.8", "Generation, Open QA, Brainstorm, Chat"]:
         assert figure in text, f"lab 02 should mention {figure!r}"
     for call in ["loss_mask_table", 'pipeline.ensure("sft"', "demo_run(then", "imbalance_panel", "noise_panel",
-                 "ambiguous_brainstorm", "shifted_arithmetic", "accuracy_bars"]:
+                 "ambiguity_experiment", "shifted_arithmetic", "accuracy_bars"]:
         assert call in code, f"lab 02 should run {call}"
 
 

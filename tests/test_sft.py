@@ -74,14 +74,25 @@ def test_trl_trains_on_the_assistant_tokens_only(tmp_path):
         assert tok.decode(trained) == row["answer"] + " " + END
 
 
-def test_generate_replies_stop_at_the_end_of_turn():
+def test_generate_replies_stop_at_the_end_of_turn_and_return_only_the_reply():
     tok = _tokenizer()
     model = build_model(tiny_llama_config(len(tok), 32, 1, 2, 64, 256, tok), seed=0)
-    with torch.no_grad():  # make <|end|> the only likely token: every reply is empty
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[tok.convert_tokens_to_ids(END)] = 1.0
-    replies = generate_replies(model, tok, [[{"role": "user", "content": "name the goods sold at the bakery ."}]] * 3)
-    assert replies == ["", "", ""]
+    seen = {}
+    bakery, end, pad = tok.convert_tokens_to_ids(["bakery", END, "<pad>"])
+
+    def fake_generate(input_ids, attention_mask, eos_token_id, pad_token_id, **kwargs):
+        seen.update(prompt=input_ids.clone(), mask=attention_mask.clone(), eos=eos_token_id, pad=pad_token_id)
+        tail = torch.tensor([[bakery, end, pad]] * len(input_ids))
+        return torch.cat([input_ids, tail], dim=1)
+
+    model.generate = fake_generate
+    conversations = [[{"role": "user", "content": "name the goods sold at the bakery ."}],
+                     [{"role": "user", "content": "solve the problem ."}]]
+    assert generate_replies(model, tok, conversations) == ["bakery", "bakery"]
+    assert end in seen["eos"] and seen["pad"] == pad
+    # left padding: both prompts end with the assistant marker, where generation starts
+    assert (seen["prompt"][:, -1] == tok.convert_tokens_to_ids("<|assistant|>")).all()
+    assert seen["mask"][1, 0] == 0 and seen["mask"][0].all()
 
 
 def test_sft_stage_writes_its_metrics_and_report_keys(tmp_path):

@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
 from labkit import runtime
+from labkit.metrics import pairwise_accuracy
 from labkit.presets import RewardStageConfig
 from labkit.tokenizer import END
 from labkit.train.sft import TrainResult, _History, quiet_train
@@ -89,11 +90,6 @@ def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torc
             score(model, tokenizer, prompts, [p["rejected"] for p in pairs]))
 
 
-def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
-    """Share of pairs where the chosen response scores higher (ties count one half)."""
-    return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
-
-
 def calibration_table(model, tokenizer, pairs: list[dict], bins: int = 10, seed: int = 0):
     """How well the reward model's Bradley–Terry probabilities match the labels.
 
@@ -126,21 +122,35 @@ def length_bias(model, tokenizer, probe: list[dict]) -> float:
     return pairwise_accuracy(long, short)
 
 
-def reward_experiment(n_pairs: int, preset=None, progress: bool = False) -> dict:
-    """Train a reward model from the SFT checkpoint on ``n_pairs`` pairs; held-out accuracy and ceiling."""
+def fit_reward_model(preset, n_pairs: int, *, progress: bool = False, callback: Callable | None = None) -> dict:
+    """A reward model from the SFT checkpoint, trained on the first ``n_pairs`` training pairs.
+
+    Returns ``model``, ``tokenizer``, ``result`` (a :class:`TrainResult`), the held-out ``test`` pairs,
+    the model's held-out ``accuracy`` and the ``bayes_ceiling`` of those pairs. The ``reward``
+    stage and lab 04's data-size sweep both call it.
+    """
     from labkit import pipeline
-    from labkit.presets import get_preset
     from labkit.tokenizer import load_tokenizer
     from labkit.world import preferences as prefs
 
     if n_pairs < 1:
         raise ValueError(f"number of training pairs must be >= 1, got {n_pairs}")
-    preset = preset or get_preset()
     sft_dir = pipeline.ensure("sft", preset, progress=progress)
+    runtime.seed_everything(preset.seed)  # the new scalar head's random init: the same in every run
     model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
     train = prefs.preference_pairs("train", n_pairs, seed=preset.world_seed)
     test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
-    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress)
-    accuracy = pairwise_accuracy(*pair_scores(model, tokenizer, test))
-    return {"training pairs": n_pairs, "accuracy": accuracy, "bayes_ceiling": prefs.bayes_ceiling(test),
-            "seconds": result.seconds}
+    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress,
+                          callback=callback)
+    return {"model": model, "tokenizer": tokenizer, "result": result, "test": test,
+            "accuracy": pairwise_accuracy(*pair_scores(model, tokenizer, test)),
+            "bayes_ceiling": prefs.bayes_ceiling(test)}
+
+
+def reward_experiment(n_pairs: int, preset=None, progress: bool = False) -> dict:
+    """Lab 04's data-size sweep: held-out accuracy and ceiling of a reward model trained on ``n_pairs``."""
+    from labkit.presets import get_preset
+
+    fit = fit_reward_model(preset or get_preset(), n_pairs, progress=progress)
+    return {"training pairs": n_pairs, "accuracy": fit["accuracy"], "bayes_ceiling": fit["bayes_ceiling"],
+            "seconds": fit["result"].seconds}

@@ -236,16 +236,24 @@ def noise_experiment(examples_per_category: int, wrong_share: float, preset=None
             "exact_match": float(run["summary"].loc["overall", "exact_match"]), "seconds": run["seconds"]}
 
 
-# ---------------------------------------------------------------------- lab 03's LoRA runs
+def ambiguity_experiment(clear: bool, preset=None, progress: bool = True):
+    """Train on brainstorm answers in two conventions (shop order, alphabetical); exact match per convention.
 
-def training_state_megabytes(total_parameters: int, trainable_parameters: int, bytes_per_value: int = 4) -> float:
-    """Memory for the weights plus, for trainable ones only, a gradient and AdamW's two moments.
-
-    Activations are not counted. This is where LoRA saves: frozen weights need no gradient and no
-    optimiser state.
+    ``clear=False``: both conventions behind one instruction; ``clear=True``: each has its own.
     """
-    return (total_parameters + 3 * trainable_parameters) * bytes_per_value / 1e6
+    from labkit.presets import get_preset
+    from labkit.world.tasks import ambiguous_brainstorm
 
+    preset = preset or get_preset()
+    train = ambiguous_brainstorm("train", preset.lab02.per_category, clear=clear, seed=preset.world_seed)
+    held_out = ambiguous_brainstorm("validation", 2 * preset.lab02.eval_per_category, clear=clear,
+                                    seed=preset.world_seed)
+    scores = demo_run(train, held_out, preset, progress=progress)["scores"]
+    scores["convention"] = [r["convention"] for r in held_out]
+    return scores.groupby("convention").exact.mean()
+
+
+# ---------------------------------------------------------------------- lab 03's LoRA runs
 
 def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, callback: Callable | None = None) -> dict:
     """Fine-tune the pretrained model on lab 03's SFT mix with LoRA of ``rank`` (``None``: full).
@@ -256,7 +264,7 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
     """
     import torch
 
-    from labkit.metrics import instruction_scores, score_summary
+    from labkit.metrics import instruction_scores, score_summary, training_state_megabytes
     from labkit.models import count_parameters
     from labkit.presets import get_preset
     from labkit.world.tasks import task_mixture, task_split

@@ -130,12 +130,10 @@ def keyword_score(place: str, response: str) -> float:
 
 def scorer_accuracy(pairs: list[dict], scorer) -> float:
     """Pairwise accuracy of ``scorer(place, response)`` on labelled pairs (ties count one half)."""
-    total = 0.0
-    for p in pairs:
-        a = scorer(p["place"], p["chosen"][0]["content"])
-        b = scorer(p["place"], p["rejected"][0]["content"])
-        total += 1.0 if a > b else 0.5 if a == b else 0.0
-    return total / len(pairs)
+    from labkit.metrics import pairwise_accuracy
+
+    return pairwise_accuracy([scorer(p["place"], p["chosen"][0]["content"]) for p in pairs],
+                             [scorer(p["place"], p["rejected"][0]["content"]) for p in pairs])
 
 
 def equal_reward_pairs(n: int, seed: int = 0) -> list[dict]:
