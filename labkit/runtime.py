@@ -69,6 +69,37 @@ def versions() -> dict[str, str]:
     return out
 
 
+# Warnings a learner cannot act on, raised inside the libraries labkit drives (matched by message,
+# so any other warning still shows). Each names what labkit does that triggers it.
+_THIRD_PARTY_WARNINGS = (
+    # TRL's configs pass transformers' old argument name while transformers 5.x renames it.
+    (FutureWarning, r"`gradient_checkpointing` is deprecated"),
+    # peft and TRL read the old property name of a model while wrapping it.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
+def quiet_third_party() -> None:
+    """Silence third-party chatter in notebooks and scripts; labkit's own progress bars stay.
+
+    transformers and datasets write their own progress bars ("Loading weights", "Writing model
+    shards", "Tokenizing…") and info logs between the explanations and the results; here they are
+    switched off, with the FutureWarnings listed in ``_THIRD_PARTY_WARNINGS``. Called when labkit is
+    imported; call ``transformers.logging.set_verbosity_info()`` afterwards to see them again.
+    """
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    for category, message in _THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def require_hub(model_id: str | None, timeout: float = 3.0) -> None:
     """Fail at once, saying what to do, if ``model_id`` needs the Hugging Face Hub and it is unreachable.
 

@@ -8,7 +8,6 @@ that the chosen response scores above the rejected one: loss = −log σ(r_chose
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -26,16 +25,9 @@ from labkit.train.sft import TrainResult, _History, quiet_train
 
 def reward_model_from(path: str | Path):
     """Load a causal-LM checkpoint as a reward model: same backbone, a fresh scalar head (``score``)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report would only say that `score` is new, as intended
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+    # The load report would only say that `score` is new, as intended; labkit keeps transformers
+    # quiet (runtime.quiet_third_party).
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
     return model.to(runtime.device())
 
 
@@ -52,9 +44,7 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
         model.config.pad_token_id = tokenizer.pad_token_id
     steps = max(1, round(config.epochs * -(-len(pairs) // config.batch_size)))
     recorder = _History(callback, progress, desc="reward model")
-    datasets.disable_progress_bars()
-    with tempfile.TemporaryDirectory(prefix="labkit-rm-") as out, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
+    with tempfile.TemporaryDirectory(prefix="labkit-rm-") as out:
         args = RewardConfig(
             output_dir=out, max_steps=steps, per_device_train_batch_size=config.batch_size,
             learning_rate=config.lr, lr_scheduler_type="linear", warmup_steps=config.warmup_steps,
@@ -65,7 +55,6 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs),
                                 processing_class=tokenizer, callbacks=[recorder])
         seconds = quiet_train(trainer)
-    datasets.enable_progress_bars()
     model.eval()
     return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
 

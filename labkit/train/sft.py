@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -109,9 +108,7 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
     runtime.seed_everything(seed)
     recorder = _History(callback, progress)
     eos = END if END in tokenizer.get_vocab() else None  # a hub model keeps its own end-of-turn token
-    datasets.disable_progress_bars()  # the trainer's data preparation is quick; keep notebooks tidy
-    with tempfile.TemporaryDirectory(prefix="labkit-sft-") as out, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)  # TRL passes deprecated argument names
+    with tempfile.TemporaryDirectory(prefix="labkit-sft-") as out:  # quiet: see runtime.quiet_third_party
         trainer = SFTTrainer(
             model=model,
             args=sft_config(config, len(rows), out, seed, eos),
@@ -120,7 +117,6 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
             callbacks=[recorder],
         )
         seconds = quiet_train(trainer)
-    datasets.enable_progress_bars()
     model.eval()
     return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
 
