@@ -11,10 +11,11 @@ Renderers that embed plotly.js itself would add megabytes to every saved noteboo
 use a small template of their own (:data:`TEMPLATE`), since plotly's default one adds ~7 kB of
 JSON to every figure.
 
-Live curves. :class:`LiveLossPlot` is a callback for ``labkit.pipeline.ensure``,
-``labkit.train.pretrain.pretrain`` and ``quick_run``: after each evaluation it redraws one figure
-in place (an IPython display handle), so a notebook keeps a single, final figure, also when it is
-executed headless by nbval or nbclient.
+Live curves. :class:`LiveFigure` is the one mechanism for a figure that changes while a cell runs:
+an ``ipywidgets.Output`` area that is cleared and redrawn with the new figure. (Updating a plotly
+output through an IPython display handle does not redraw in JupyterLab: seen in a browser.) Every
+live plot and run panel draws through it. :class:`LiveLossPlot` is a training callback built on it
+for ``labkit.pipeline.ensure``, ``labkit.train.pretrain.pretrain`` and ``quick_run``.
 """
 from __future__ import annotations
 
@@ -165,18 +166,19 @@ _X_TITLES = {"step": "training step (optimiser updates)",
 
 def loss_figure(history_or_runs, floor: float | None = None, unigram: float | None = None,
                 title: str = "Pretraining loss", *, x: str = "step", mark_min_val: bool = False,
-                faded: Mapping[str, list[dict]] | None = None) -> go.Figure:
+                faded: Mapping[str, list[dict]] | None = None, y_title: str = LOSS_AXIS) -> go.Figure:
     """Train (dashed) and validation (solid) loss against ``x`` (``step``, ``tokens`` or ``seconds``).
 
     ``history_or_runs`` is a history as written by :func:`labkit.train.pretrain.pretrain` (a list of
     dicts with ``step``, ``tokens``, ``train_loss``, ``val_loss``) or a mapping ``label -> history``
     for several runs (one colour each). ``floor`` and ``unigram`` (nats/token) add labelled
     horizontal lines. ``mark_min_val`` marks each run's lowest validation loss. ``faded`` runs are
-    drawn thin and pale behind the others (earlier runs, for comparison).
+    drawn thin and pale behind the others (earlier runs, for comparison). ``y_title`` names the
+    loss and its unit (default ``loss (nats/token)``; a per-pair loss says so).
     """
     if x not in _X_TITLES:
         raise ValueError(f"x must be one of {list(_X_TITLES)}, got {x!r}")
-    fig = _figure(title, _X_TITLES[x], LOSS_AXIS, hovermode="x unified")
+    fig = _figure(title, _X_TITLES[x], y_title, hovermode="x unified")
     runs = _as_runs(history_or_runs)
     colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
     for label, history in [*(faded or {}).items(), *runs.items()]:
@@ -206,6 +208,50 @@ def loss_figure(history_or_runs, floor: float | None = None, unigram: float | No
     return fig
 
 
+class LiveFigure:
+    """A figure that redraws in place while Python keeps running: an Output area, cleared and redrawn.
+
+        live = LiveFigure()          # or embed ``live.out`` in a widget box (run panels do)
+        live.show(fig)               # first call displays the area, later calls replace the figure
+
+    JupyterLab, Notebook 7, VS Code and Colab redraw an ``ipywidgets.Output`` whenever the kernel
+    writes into it, also in the middle of a long cell, so the learner watches the curve grow. The
+    saved notebook keeps one figure (the last). Outside a notebook kernel (a script, a test) nothing
+    is displayed; the latest figure is kept in ``.figure`` and ``.draws`` counts the redraws.
+    """
+
+    def __init__(self, *, embedded: bool = False):
+        import ipywidgets
+
+        self.out = ipywidgets.Output()
+        self.figure: go.Figure | None = None
+        self.draws = 0
+        self._displayed = embedded  # an embedded area is shown by the widget box that holds it
+
+    def show(self, figure: go.Figure) -> None:
+        """Make ``figure`` the one shown (displaying the area on the first call)."""
+        self.figure = figure
+        self.draws += 1
+        if not _in_kernel():
+            return
+        _ensure_setup()
+        from IPython.display import clear_output, display
+
+        if not self._displayed:
+            display(self.out)
+            self._displayed = True
+        with self.out:
+            clear_output(wait=True)  # the old figure goes when the new one arrives: no flicker
+            display(figure)
+
+    def _ipython_display_(self):
+        """Showing the object itself (a cell's last line) displays its area."""
+        from IPython.display import display
+
+        self._displayed = True
+        display(self.out)
+
+
 class LiveLossPlot:
     """A training callback that redraws the loss curves in place after every evaluation.
 
@@ -213,38 +259,30 @@ class LiveLossPlot:
         labkit.pipeline.ensure("pretrain", callback=live)   # curves grow while it trains
         live(saved_history)                                  # or draw a finished run's history
 
-    In a notebook the first call displays the figure and later calls replace it through an IPython
-    display handle, so the saved notebook holds one figure, not one per evaluation. Outside a
-    notebook (a script, a test) nothing is displayed; the latest figure is kept in ``.figure``.
-    ``faded`` runs (``label -> history``) are drawn pale behind the live one.
+    Draws through a :class:`LiveFigure`, so the curve grows in JupyterLab while the run goes on and
+    the saved notebook holds one figure. ``faded`` runs (``label -> history``) are drawn pale behind
+    the live one; ``y_title`` names the loss and its unit (default: nats/token).
     """
 
     def __init__(self, floor: float | None = None, unigram: float | None = None,
                  title: str = "Pretraining loss (live)", *, x: str = "step", label: str = "",
-                 faded: Mapping[str, list[dict]] | None = None, mark_min_val: bool = False):
-        self.floor, self.unigram, self.title, self.x = floor, unigram, title, x
+                 faded: Mapping[str, list[dict]] | None = None, mark_min_val: bool = False,
+                 y_title: str = LOSS_AXIS):
+        self.floor, self.unigram, self.title, self.x, self.y_title = floor, unigram, title, x, y_title
         self.label, self.faded, self.mark_min_val = label, dict(faded or {}), mark_min_val
-        self.figure: go.Figure | None = None
+        self.live = LiveFigure()
         self.calls = 0
-        self._handle = None
+
+    @property
+    def figure(self) -> go.Figure | None:
+        """The figure drawn last (``None`` before the first call)."""
+        return self.live.figure
 
     def __call__(self, history: list[dict]) -> None:
         self.calls += 1
         runs = {self.label: list(history)} if self.label else list(history)
-        self.figure = loss_figure(runs, self.floor, self.unigram, self.title, x=self.x,
-                                  mark_min_val=self.mark_min_val, faded=self.faded)
-        if not _in_kernel():
-            return
-        _ensure_setup()
-        from IPython.display import display
-
-        # A plotly figure displays itself through its own hook, which ignores display ids; so we
-        # hand IPython the figure's mime bundle (its JSON for the chosen renderer) instead.
-        bundle = self.figure._repr_mimebundle_()
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)
-        else:
-            self._handle.update(bundle, raw=True)
+        self.live.show(loss_figure(runs, self.floor, self.unigram, self.title, x=self.x,
+                                   mark_min_val=self.mark_min_val, faded=self.faded, y_title=self.y_title))
 
 
 # ------------------------------------------------------------------------------- experiments

@@ -26,18 +26,6 @@ from labkit.losses import nats_to_bits, nll
 from labkit.presets import Preset, get_preset
 
 
-def _show(out: W.Output, fig) -> None:
-    """Replace what ``out`` shows by ``fig`` (only inside a notebook kernel)."""
-    if not plots._in_kernel():
-        return
-    plots._ensure_setup()
-    from IPython.display import clear_output, display
-
-    with out:
-        clear_output(wait=True)
-        display(fig)
-
-
 def _check_range(slider: str, value, low, high, integer: bool = False) -> None:
     """Raise a ValueError naming the slider and its allowed range if ``value`` is outside it."""
     kinds = (int,) if integer else (int, float)
@@ -64,9 +52,10 @@ class SliderExplorer(W.VBox):
     """
 
     def __init__(self, slider: W.FloatSlider, value: float):
-        self.slider, self.readout, self.out, self.figure = slider, W.HTML(), W.Output(), None
+        self.slider, self.readout, self.figure = slider, W.HTML(), None
+        self.live = plots.LiveFigure(embedded=True)
         slider.observe(lambda change: self.update(change["new"]), names="value")
-        super().__init__([slider, self.readout, self.out])
+        super().__init__([slider, self.readout, self.live.out])
         self.update(value)
 
     def update(self, value: float) -> dict:
@@ -76,7 +65,7 @@ class SliderExplorer(W.VBox):
             self.slider.value = value  # keeps slider and numbers in step when called from code
         self.readout.value = self.readout_html(value, values)
         self.figure = self.make_figure(value, values)
-        _show(self.out, self.figure)
+        self.live.show(self.figure)
         return values
 
 
@@ -200,8 +189,8 @@ class PretrainPanel(W.VBox):
         self.button = W.Button(description="Train", button_style="primary", icon="play")
         self.clear_button = W.Button(description="Clear runs", icon="trash")
         self.status = W.HTML("Choose settings and press <b>Train</b>. Each run trains a fresh model.")
-        self.plot_out = W.Output()
-        self.table_out = W.Output()
+        self.plot = plots.LiveFigure(embedded=True)
+        self.table = plots.LiveFigure(embedded=True)  # the runs table, redrawn the same way
         self.runs: list[dict] = []
         self.histories: dict[str, list[dict]] = {}
         self.stats: dict | None = None
@@ -210,7 +199,7 @@ class PretrainPanel(W.VBox):
         super().__init__([
             W.HTML(f"<b>Pretraining run panel</b> — preset <code>{p.name}</code>"),
             self.steps, self.d_model, self.docs,
-            W.HBox([self.button, self.clear_button]), self.status, self.plot_out, self.table_out])
+            W.HBox([self.button, self.clear_button]), self.status, self.plot.out, self.table.out])
 
     # -- the callbacks (plain methods, usable without a browser) --
 
@@ -253,7 +242,7 @@ class PretrainPanel(W.VBox):
         def on_eval(history):
             fig = plots.loss_figure({label: history}, self.stats["entropy_floor"],
                                     self.stats["unigram_entropy"], self.TITLE, faded=self.histories)
-            _show(self.plot_out, fig)
+            self.plot.show(fig)
             last = history[-1]
             self.status.value = (f"{label} — step {last['step']}/{steps}: train {last['train_loss']:.3f}, "
                                  f"validation {last['val_loss']:.3f} nats/token")
@@ -297,15 +286,10 @@ class PretrainPanel(W.VBox):
 
     def redraw(self) -> None:
         """Show the comparison figure and the table (inside a notebook)."""
-        _show(self.plot_out, self.figure())
-        if plots._in_kernel():
-            from IPython.display import clear_output, display
-
-            with self.table_out:
-                clear_output(wait=True)
-                display(self.runs_table().style.format(
-                    {"parameters": "{:,}", "docs": "{:,}", "train_loss": "{:.3f}", "val_loss": "{:.3f}",
-                     "gap_closed": "{:.1%}", "seconds": "{:.1f}"}))
+        self.plot.show(self.figure())
+        self.table.show(self.runs_table().style.format(
+            {"parameters": "{:,}", "docs": "{:,}", "train_loss": "{:.3f}", "val_loss": "{:.3f}",
+             "gap_closed": "{:.1%}", "seconds": "{:.1f}"}))
 
     def _on_train(self, _button) -> None:
         try:
@@ -327,21 +311,26 @@ class ExperimentPanel(W.VBox):
     """
 
     def __init__(self, title: str, sliders: dict[str, W.ValueWidget], run, x: str, metrics: list[str],
-                 y_title: str = "exact match (% of held-out examples)", live_curves: bool = False):
+                 y_title: str = "exact match (% of held-out examples)", live_curves: bool = False,
+                 formats: dict[str, str] | None = None, run_label=None):
         self.title, self.sliders, self.run_fn, self.x, self.metrics, self.y_title = title, sliders, run, x, metrics, y_title
+        # How the table shows each column (a format string); metrics are shares, shown in %.
+        self.formats = {**{m: "{:.1%}" for m in metrics}, "seconds": "{:.1f}", **(formats or {})}
+        # run_label(settings) -> the words a run is called by in legends (default: "name value, ...").
+        self.run_label = run_label or (lambda settings: ", ".join(f"{k} {v}" for k, v in settings.items()))
         self.live_curves = live_curves  # run(**settings, callback=...) feeds loss curves while training
         self.histories: dict[str, list[dict]] = {}
-        self.curve_out = W.Output()
+        self.curves = plots.LiveFigure(embedded=True)
         for slider in sliders.values():
             slider.style.description_width = "160px"
             slider.layout.width = "460px"
         self.button = W.Button(description="Train", button_style="primary", icon="play")
         self.status = W.HTML("Choose a setting and press <b>Train</b>. Each run fine-tunes the pretrained model afresh.")
-        self.plot_out, self.table_out = W.Output(), W.Output()
+        self.plot, self.table = plots.LiveFigure(embedded=True), plots.LiveFigure(embedded=True)
         self.runs: list[dict] = []
         self.button.on_click(self._on_train)
         super().__init__([W.HTML(f"<b>{title}</b>"), *sliders.values(), self.button, self.status,
-                          self.curve_out, self.plot_out, self.table_out])
+                          self.curves.out, self.plot.out, self.table.out])
 
     def train_once(self, **values) -> dict:
         """Run once with these slider values (default: the sliders'); add the result to the table."""
@@ -354,11 +343,11 @@ class ExperimentPanel(W.VBox):
         settings = {name: slider.value for name, slider in self.sliders.items()}
         self.button.disabled = True
         self.status.value = f"Training with {settings}…"
-        label = f"run {len(self.runs) + 1}: " + ", ".join(f"{k} {v}" for k, v in settings.items())
+        label = f"run {len(self.runs) + 1}: " + self.run_label(settings)
         extra = {}
         if self.live_curves:
             def on_log(history):
-                _show(self.curve_out, plots.loss_figure({label: history}, title=f"{self.title}: training loss",
+                self.curves.show(plots.loss_figure({label: history}, title=f"{self.title}: training loss",
                                                         faded=self.histories))
             extra["callback"] = on_log
         try:
@@ -378,6 +367,12 @@ class ExperimentPanel(W.VBox):
         """One row per finished run."""
         return pd.DataFrame(self.runs).set_index("run") if self.runs else pd.DataFrame()
 
+    def styled_table(self):
+        """:meth:`runs_table` formatted for reading: shares in %, seconds to 0.1 s, blanks as "—"."""
+        table = self.runs_table()
+        formats = {c: f for c, f in self.formats.items() if c in table.columns}
+        return table.style.format(formats, na_rep="—")
+
     def figure(self):
         """Each metric against the slider ``x``, one line per metric."""
         return plots.metric_lines(self.runs_table(), self.x, self.metrics, self.title, self.y_title)
@@ -388,14 +383,9 @@ class ExperimentPanel(W.VBox):
 
     def redraw(self) -> None:
         if self.histories:
-            _show(self.curve_out, self.curves_figure())
-        _show(self.plot_out, self.figure())
-        if plots._in_kernel():
-            from IPython.display import clear_output, display
-
-            with self.table_out:
-                clear_output(wait=True)
-                display(self.runs_table())
+            self.curves.show(self.curves_figure())
+        self.plot.show(self.figure())
+        self.table.show(self.styled_table())
 
     def _on_train(self, _button) -> None:
         try:
@@ -462,10 +452,10 @@ class LoRAParamsExplorer(W.VBox):
         self.n = W.IntSlider(value=n, min=1, max=8192, description="n (columns)", continuous_update=False)
         self.r = W.IntSlider(value=r, min=1, max=256, description="r (rank)", continuous_update=False)
         self.text = W.HTML()
-        self.out = W.Output()
+        self.live = plots.LiveFigure(embedded=True)
         for s in (self.m, self.n, self.r):
             s.observe(lambda _: self.update(), names="value")
-        super().__init__([self.m, self.n, self.r, self.text, self.out])
+        super().__init__([self.m, self.n, self.r, self.text, self.live.out])
         self.update()
 
     def update(self, m: int | None = None, n: int | None = None, r: int | None = None) -> dict:
@@ -476,7 +466,7 @@ class LoRAParamsExplorer(W.VBox):
         counts = lora_parameter_counts(m, n, r)  # raises a clear ValueError for a bad size
         self.text.value = (f"full update {m:,}×{n:,} = <b>{counts['full']:,}</b> numbers; LoRA "
                            f"{r}·({m:,}+{n:,}) = <b>{counts['lora']:,}</b> ({counts['ratio']:.3%} of full)")
-        _show(self.out, plots.lora_params_figure(m, n, r))
+        self.live.show(plots.lora_params_figure(m, n, r))
         return counts
 
 
