@@ -314,17 +314,18 @@ def sweep_figure(table, floor: float | None = None, unigram: float | None = None
 
 
 def accuracy_bars(table, title: str = "Shortcut learning: accuracy by evaluation set",
-                  chance: float | None = 0.5) -> go.Figure:
+                  chance: float | None = 0.5, legend: str = "trained on {}") -> go.Figure:
     """Grouped bars of accuracy (%) per evaluation set, one colour per training set.
 
     ``table`` rows need ``trained on``, ``evaluated on`` and ``accuracy`` (a rate in [0, 1]).
+    ``legend`` names each colour from its ``trained on`` value (e.g. ``"{} model"``).
     """
     rows = _rows(table)
     fig = _figure(title, "evaluation set", "accuracy (% of examples correct)", barmode="group")
     for i, trained_on in enumerate(dict.fromkeys(r["trained on"] for r in rows)):
         mine = [r for r in rows if r["trained on"] == trained_on]
         fig.add_trace(go.Bar(x=[r["evaluated on"] for r in mine], y=[100 * r["accuracy"] for r in mine],
-                             name=f"trained on {trained_on}", marker_color=COLORS[i % len(COLORS)],
+                             name=legend.format(trained_on), marker_color=COLORS[i % len(COLORS)],
                              text=[f"{100 * r['accuracy']:.1f} %" for r in mine], textposition="outside"))
     if chance is not None:
         fig.add_hline(y=100 * chance, line=dict(color=UNIGRAM_COLOR, dash="dash"),
@@ -334,13 +335,22 @@ def accuracy_bars(table, title: str = "Shortcut learning: accuracy by evaluation
 
 
 def metric_lines(table, x: str, metrics: Sequence[str], title: str,
-                 y_title: str = "exact match (% of held-out examples)") -> go.Figure:
-    """Rates (in [0, 1], drawn in %) against a setting ``x``: one line with markers per metric."""
+                 y_title: str = "exact match (% of held-out examples)", group: str | None = None) -> go.Figure:
+    """Rates (in [0, 1], drawn in %) against a setting ``x``: one line with markers per metric.
+
+    With ``group`` (another setting), one line per metric and value of that setting, so runs that
+    differ in two settings are not joined into one misleading line.
+    """
     rows = sorted(_rows(table), key=lambda r: r[x]) if len(table) else []
     fig = _figure(title, x, y_title)
-    for i, metric in enumerate(metrics):
-        fig.add_trace(go.Scatter(x=[r[x] for r in rows], y=[100 * r[metric] for r in rows], name=metric,
-                                 mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)])))
+    groups = list(dict.fromkeys(r[group] for r in rows)) if group else [None]
+    for i, (metric, value) in enumerate((m, g) for m in metrics for g in groups):
+        mine = [r for r in rows if group is None or r[group] == value]
+        name = metric if group is None else f"{metric}, {group} {value:,}" if isinstance(value, int) \
+            else f"{metric}, {group} {value}"
+        fig.add_trace(go.Scatter(x=[r[x] for r in mine], y=[100 * r[metric] for r in mine], name=name,
+                                 mode="lines+markers", line=dict(color=COLORS[i % len(COLORS)]),
+                                 marker=dict(size=9)))
     fig.update_yaxes(range=[0, 105])
     return fig
 
@@ -355,8 +365,8 @@ def lora_params_figure(m: int, n: int, r: int) -> go.Figure:
     fig.add_trace(go.Scatter(x=[r], y=[r * (m + n)], mode="markers+text", name=f"r = {r}",
                              text=[f"{r * (m + n):,}"], textposition="top left",
                              marker=dict(size=12, symbol="star", color=COLORS[1])))
-    fig.add_hline(y=m * n, line=dict(color=UNIGRAM_COLOR, dash="dash"),
-                  annotation_text=f"full update m·n = {m * n:,}", annotation_position="bottom right")
+    fig.add_trace(go.Scatter(x=[ranks[0], ranks[-1]], y=[m * n, m * n], mode="lines",
+                             name=f"full update m·n = {m * n:,}", line=dict(color=UNIGRAM_COLOR, dash="dash")))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
     return fig

@@ -249,7 +249,52 @@ def get_preset(name: str | None = None) -> Preset:
             f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}. "
             "Set LABKIT_PRESET to one of them, or call labkit.use_preset('cpu')."
         )
+    if key == "gpu" and not torch.cuda.is_available():
+        _warn_gpu_preset_on_cpu(PRESETS[key])
     return PRESETS[key]
+
+
+_warned_gpu_on_cpu = False
+
+
+# The cpu preset's pretraining took 217 s on a 2-core laptop CPU (`python -m labkit pipeline --preset
+# cpu --stages pretrain`, see the README); other presets are scaled from it by their compute.
+CPU_PRETRAIN_SECONDS = 217.0
+
+
+def pretrain_compute(preset: Preset) -> float:
+    """Training FLOPs of ``preset``'s pretraining, 6 · N · T (N: weights outside the embeddings).
+
+    Per block: attention 4·d² and the SwiGLU MLP 3·d·d_ff weights; T = batch_tokens × steps.
+    The rule of thumb ignores attention's own (context-length) cost: it is for comparing presets.
+    """
+    size = preset.model
+    weights = size.n_layers * (4 * size.d_model ** 2 + 3 * size.d_model * size.d_ff)
+    return 6.0 * weights * preset.pretrain.batch_tokens * preset.pretrain.steps
+
+
+def cpu_seconds_estimate(preset: Preset) -> float:
+    """Rough seconds ``preset``'s pretraining would take on a 2-core laptop CPU (compute ratio to cpu)."""
+    return CPU_PRETRAIN_SECONDS * pretrain_compute(preset) / pretrain_compute(PRESETS["cpu"])
+
+
+def _warn_gpu_preset_on_cpu(preset: Preset) -> None:
+    """Warn once that the gpu preset was chosen without a GPU, with the time it would take here."""
+    import warnings
+
+    global _warned_gpu_on_cpu
+    if _warned_gpu_on_cpu:
+        return
+    _warned_gpu_on_cpu = True
+    hours = cpu_seconds_estimate(preset) / 3600
+    warnings.warn(
+        f"The 'gpu' preset was chosen, but this machine has no CUDA GPU. Its pretraining alone "
+        f"({preset.pretrain.steps:,} steps of {preset.pretrain.batch_tokens:,} tokens) would take about "
+        f"{hours:,.0f} hours on a 2-core laptop CPU ({pretrain_compute(preset) / pretrain_compute(PRESETS['cpu']):,.0f} "
+        "times the compute of the 'cpu' preset, whose pretraining takes about 4 minutes there). Use the 'cpu' preset here "
+        "(LABKIT_PRESET=cpu, or labkit.use_preset('cpu')): it is sized for a laptop, each lab's main run "
+        "in minutes. On Colab, pick a GPU runtime (Runtime > Change runtime type) to use 'gpu'.",
+        UserWarning, stacklevel=3)
 
 
 def use_preset(name: str) -> Preset:

@@ -77,6 +77,7 @@ class NegLogExplorer(SliderExplorer):
     def __init__(self, p: float = 0.51):
         super().__init__(W.FloatSlider(value=p, min=self.P_MIN, max=self.P_MAX, step=0.01,
                                        description="p(correct)", readout_format=".2f",
+                                       style={"description_width": "initial"},
                                        continuous_update=True, layout=W.Layout(width="420px")), p)
 
     def compute(self, p: float) -> dict[str, float]:
@@ -123,6 +124,7 @@ class TemperatureExplorer(SliderExplorer):
         self.logits = [math.log(p) for p in self.PROBS]
         super().__init__(W.FloatSlider(value=temperature, min=self.T_MIN, max=self.T_MAX, step=0.05,
                                        description="temperature", readout_format=".2f",
+                                       style={"description_width": "initial"},
                                        layout=W.Layout(width="420px")), temperature)
 
     def compute(self, temperature: float) -> dict[str, float]:
@@ -312,8 +314,9 @@ class ExperimentPanel(W.VBox):
 
     def __init__(self, title: str, sliders: dict[str, W.ValueWidget], run, x: str, metrics: list[str],
                  y_title: str = "exact match (% of held-out examples)", live_curves: bool = False,
-                 formats: dict[str, str] | None = None, run_label=None):
+                 formats: dict[str, str] | None = None, run_label=None, group: str | None = None):
         self.title, self.sliders, self.run_fn, self.x, self.metrics, self.y_title = title, sliders, run, x, metrics, y_title
+        self.group = group  # a second setting: one line per value of it (see plots.metric_lines)
         # How the table shows each column (a format string); metrics are shares, shown in %.
         self.formats = {**{m: "{:.1%}" for m in metrics}, "seconds": "{:.1f}", **(formats or {})}
         # run_label(settings) -> the words a run is called by in legends (default: "name value, ...").
@@ -375,7 +378,8 @@ class ExperimentPanel(W.VBox):
 
     def figure(self):
         """Each metric against the slider ``x``, one line per metric."""
-        return plots.metric_lines(self.runs_table(), self.x, self.metrics, self.title, self.y_title)
+        table = self.runs_table().reset_index()
+        return plots.metric_lines(table, self.x, self.metrics, self.title, self.y_title, group=self.group)
 
     def curves_figure(self):
         """Every finished run's training-loss curve, overlaid."""
@@ -403,7 +407,8 @@ def imbalance_panel(preset: Preset | str | None = None) -> ExperimentPanel:
                            continuous_update=False)
     return ExperimentPanel("Data imbalance: arithmetic vs classify in one budget", {"arithmetic_share": slider},
                            lambda arithmetic_share: imbalance_experiment(arithmetic_share, preset),
-                           x="arithmetic share", metrics=["arithmetic", "classify"])
+                           x="arithmetic share", metrics=["arithmetic", "classify"],
+                           formats={"arithmetic share": "{:.0%}", "examples": "{:,}"})
 
 
 def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
@@ -419,7 +424,8 @@ def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     return ExperimentPanel("Quality vs quantity: label noise", sliders,
                            lambda examples_per_category, wrong_share: noise_experiment(
                                examples_per_category, wrong_share, preset),
-                           x="wrong share", metrics=["exact_match"])
+                           x="wrong share", metrics=["exact_match"], group="examples per category",
+                           formats={"examples per category": "{:,}", "wrong share": "{:.0%}"})
 
 
 def lora_panel(preset: Preset | str | None = None) -> ExperimentPanel:
@@ -440,7 +446,10 @@ def lora_panel(preset: Preset | str | None = None) -> ExperimentPanel:
         return row
 
     panel = ExperimentPanel("LoRA rank sweep", {"rank": slider}, run, x="trainable parameters",
-                            metrics=["exact_match"], live_curves=True)
+                            metrics=["exact_match"], live_curves=True,
+                            formats={"trainable parameters": "{:,}", "trainable share": "{:.1%}",
+                                     "training state MB": "{:.2f}", "peak GPU MB": "{:.0f}"},
+                            run_label=lambda s: "full fine-tuning" if s["rank"] == 0 else f"LoRA rank {s['rank']}")
     return panel
 
 

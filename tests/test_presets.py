@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 import labkit
@@ -40,3 +42,19 @@ def test_pretrain_config_validation_names_the_field():
 def test_presets_are_frozen():
     with pytest.raises(Exception):
         get_preset("cpu").seed = 3
+
+
+def test_gpu_preset_without_a_gpu_warns_with_the_cpu_time_and_the_preset_that_fits(monkeypatch):
+    from labkit import presets
+
+    monkeypatch.setattr(presets.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(presets, "_warned_gpu_on_cpu", False)
+    # 6 layers of 4·384² + 3·384·1024 weights, 4,000 × 32,768 tokens, against 2 × (4·128² + 3·128·384), 900 × 8,192.
+    ratio = (6 * (4 * 384**2 + 3 * 384 * 1024) * 4000 * 32768) / (2 * (4 * 128**2 + 3 * 128 * 384) * 900 * 8192)
+    assert presets.pretrain_compute(presets.PRESETS["gpu"]) / presets.pretrain_compute(presets.PRESETS["cpu"]) \
+        == pytest.approx(ratio) and round(ratio) == 443
+    with pytest.warns(UserWarning, match=r"about 27 hours on a 2-core laptop CPU .*Use the 'cpu' preset"):
+        assert presets.get_preset("gpu").name == "gpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per session, not at every call
+        presets.get_preset("gpu")
