@@ -404,3 +404,26 @@ def calibration_figure(table, title: str = "Reward model calibration on held-out
     fig.add_trace(go.Scatter(x=[r["predicted"] for r in rows], y=[r["gold"] for r in rows], mode="lines+markers",
                              name="gold probability (from the true reward)", line=dict(color=COLORS[1], dash="dot")))
     return fig
+
+
+def best_of_n_figure(table, best: float | None = None,
+                     title: str = "Best-of-n: proxy and gold reward vs KL to the SFT policy") -> go.Figure:
+    """Proxy (reward-model) and gold reward of best-of-n answers against the analytic KL, one point per n.
+
+    ``table`` has columns ``n``, ``proxy``, ``gold``, ``kl`` (as :func:`labkit.evaluate.best_of_n`
+    returns). The two rewards have different units, so the proxy gets the right-hand axis. ``best``:
+    the best achievable gold reward, drawn as a line.
+    """
+    rows = sorted(_rows(table), key=lambda r: r["n"])
+    fig = _figure(title, "KL(best-of-n ‖ SFT) = log n − (n − 1)/n (nats)", "gold reward (points per answer)",
+                  yaxis2=dict(title="proxy reward (reward-model score)", overlaying="y", side="right",
+                              showgrid=False, automargin=True))
+    kl, labels = [r["kl"] for r in rows], [f"n = {r['n']}" for r in rows]
+    fig.add_trace(go.Scatter(x=kl, y=[r["gold"] for r in rows], name="gold reward", mode="lines+markers+text",
+                             text=labels, textposition="bottom right", line=dict(color=FLOOR_COLOR)))
+    fig.add_trace(go.Scatter(x=kl, y=[r["proxy"] for r in rows], name="proxy reward (right axis)", yaxis="y2",
+                             mode="lines+markers", line=dict(color=COLORS[1], dash="dash")))
+    if best is not None:
+        fig.add_hline(y=best, line=dict(color=UNIGRAM_COLOR, dash="dot"),
+                      annotation_text=f"best achievable gold {best:.2f}", annotation_position="top left")
+    return fig
