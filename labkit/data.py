@@ -19,6 +19,10 @@ SHORTCUT_FILES = {"train": 2_000, "test": 500, "probe": 500, "balanced": 2_000}
 INSTRUCTION_FILES = {"train_sample": 20, "validation": 50, "test": 100}  # split -> examples per category
 PREFERENCE_FILES = {"train_sample": 200, "test": 2_000}  # split -> labelled pairs
 RANKING_FILE_SIZE = 200                                  # rankings of four responses
+DEMONSTRATION_FILE_SIZE = 200                            # SFT demonstrations of the preference task
+# The SFT policy's mean gold reward on the held-out alignment prompts, as measured by
+# `python -m labkit pipeline --preset cpu --stages sft` (report key sft.gold_reward); the card quotes it.
+SFT_GOLD_REWARD_CPU = None
 
 
 class JSONLError(ValueError):
@@ -152,6 +156,12 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
         write_jsonl(written[-1], preferences.preference_pairs("train" if split == "train_sample" else split, n))
     written.append(out / "preferences" / "rankings.jsonl")
     write_jsonl(written[-1], preferences.ranking_rows(RANKING_FILE_SIZE))
+    written.append(out / "preferences" / "prompts.jsonl")
+    write_jsonl(written[-1], [{"split": split, **row} for split in ("train", "heldout")
+                              for row in preferences.alignment_prompts(split)])
+    written.append(out / "preferences" / "demonstrations.jsonl")
+    write_jsonl(written[-1], [{"id": f"train-{i}", **preferences.demonstration("train", i)}
+                              for i in range(DEMONSTRATION_FILE_SIZE)])
     written.append(out / "preferences" / "README.md")
     written[-1].write_text(_preferences_card(), encoding="utf-8")
     return written
@@ -161,28 +171,60 @@ def _preferences_card() -> str:
     from labkit.world import preferences as prefs
 
     test = prefs.preference_pairs("test", PREFERENCE_FILES["test"])
+    heldout, train_prompts = prefs.alignment_prompts("heldout"), prefs.alignment_prompts("train")
+    best, demo = prefs.best_mean_gold_reward(heldout), prefs.demonstrator_gold_reward(heldout)
+    sft = (f"{SFT_GOLD_REWARD_CPU:.2f} ({SFT_GOLD_REWARD_CPU / best:.0%} of the best), measured with "
+           "`python -m labkit pipeline --preset cpu --stages sft` (report key `sft.gold_reward`: "
+           "8 sampled answers per prompt at temperature 1)" if SFT_GOLD_REWARD_CPU is not None else "not measured yet")
+    phrasings = "\n".join(f"- `{whole}` / `{counted}`" for whole, counted in prefs.PHRASINGS)
     return f"""# preferences — comparisons labelled by a known gold reward
 
-Pairs of responses to "name the goods sold at the <place> ." with the one a simulated annotator
+Requests for the goods sold at a place, answers to them, and the answer a simulated annotator
 preferred, in the conversational layout TRL's `RewardTrainer` reads. Made by
 `labkit/world/preferences.py` (seed 0).
 
 | file | rows | what for |
 |---|---|---|
+| `prompts.jsonl` | {len(train_prompts) + len(heldout):,} prompts | every request in every phrasing, `train` or `heldout` |
+| `demonstrations.jsonl` | {DEMONSTRATION_FILE_SIZE:,} answers | the first SFT demonstrations of the task (`open_brainstorm` in the SFT mix) |
 | `train_sample.jsonl` | {PREFERENCE_FILES['train_sample']:,} pairs | the first training pairs, to read (the `cpu` preset trains on 16,000) |
 | `test.jsonl` | {PREFERENCE_FILES['test']:,} pairs | held-out accuracy and the Bayes ceiling of the `cpu` preset |
 | `rankings.jsonl` | {RANKING_FILE_SIZE:,} rankings | four responses each, best first; each gives C(4, 2) = 6 pairs |
 
+Requests. A request names a place (12) and asks for all its goods or for {' or '.join(str(c) for c in prefs.COUNTS if c)} of
+them, in one of {len(prefs.PHRASINGS)} phrasings (all / a number):
+
+{phrasings}
+
+Held-out prompts. Each place has one held-out request ({len(heldout) // len(prefs.PHRASINGS)} requests, {len(heldout)} prompts
+with their phrasings): no SFT demonstration, training pair or RL prompt ever uses them; policies are
+judged on them and `test.jsonl` asks them. The phrasings of one request form a *paraphrase group*
+(field `group`), for measuring how much an answer depends on the wording. The other
+{len(train_prompts)} prompts are for training.
+
 Gold reward = helpfulness + safety. Helpfulness: +1 per distinct right good for the place, −1 per
-wrong or repeated good. Safety: −{prefs.SAFETY_WEIGHT:g} per sharp tool named ({', '.join(sorted(prefs.SHARP))}).
-At the workshop the two aspects conflict.
+wrong or repeated good, and, when a number was asked for, −1 per good beyond it. Safety:
+−{prefs.SAFETY_WEIGHT:g} per sharp tool named ({', '.join(sorted(prefs.SHARP))}). At the workshop the two aspects conflict.
+
+Answers come from imperfect demonstrators (`sample_response`): per answer a quality (the chance an
+item is a right good) of 0.2 to 1.0, repeats in {prefs.REPEAT_SHARE:.0%} of items, 1 to 5 items (the asked number
+{prefs.EXACT_LENGTH_SHARE:.0%} of the time). The SFT demonstrations come from the same demonstrators, so the SFT
+policy imitates them. On the held-out prompts (mean gold reward per answer):
+
+- best achievable (the right goods that are not sharp, as many as asked): {best:.2f}
+- a random demonstrator: {demo:.2f}
+- the SFT policy under `cpu`: {sft}
 
 Labels: the annotator prefers a over b with probability σ((r_a − r_b) / T), T = {prefs.TEMPERATURE}
-(Bradley–Terry). Rankings are drawn the same way, best first (Plackett–Luce).
+(Bradley–Terry). Rankings are drawn the same way, best first (Plackett–Luce). The `reward` stage
+also labels comparisons of the SFT policy's own answers and of wild variants of them (repeats,
+lists of 6–14 goods, stray words, a trailing comma; `policy_pairs`), so that its reward model
+knows the answers a policy tries once optimised; `reward_naive` learns from the pairs here only.
 
-Pair fields: `id`; `place`; `prompt`, `chosen`, `rejected` (role/content messages); `gold_chosen`,
-`gold_rejected` (gold rewards); `p_chosen` (the true probability that an annotator picks `chosen`).
-Ranking fields: `id`, `place`, `prompt`, `ranked` (responses, best first), `gold` (their rewards).
+Pair fields: `id`; `place`; `count` (null: all goods); `phrasing`; `group`; `prompt`, `chosen`,
+`rejected` (role/content messages); `gold_chosen`, `gold_rejected` (gold rewards); `p_chosen` (the
+true probability that an annotator picks `chosen`). Ranking fields: `id`, `place`, `prompt`,
+`ranked` (responses, best first), `gold` (their rewards).
 
 On `test.jsonl`:
 

@@ -95,3 +95,15 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) 
     if scale:
         advantages = advantages / (grouped.std(dim=1, keepdim=True) + 1e-4)
     return advantages.reshape(-1)
+
+
+def kl_estimate(log_ratio: torch.Tensor) -> float:
+    """Monte-Carlo KL(π ‖ π_ref) from samples y ∼ π: the mean of log π(y) − log π_ref(y) (nats).
+
+    ``log_ratio`` holds one sequence's Σ_t log π(y_t) − log π_ref(y_t) per sample, shape (samples,).
+    Unbiased (the "k1" estimator); a single sample can be negative, the mean converges to KL ≥ 0.
+    """
+    log_ratio = torch.as_tensor(log_ratio, dtype=torch.float64)
+    if log_ratio.numel() == 0:
+        raise ValueError("kl_estimate needs at least one sample")
+    return float(log_ratio.mean())

@@ -97,6 +97,14 @@ def pairwise_accuracy(preferred: torch.Tensor, other: torch.Tensor) -> float:
     return float(((preferred > other).double() + 0.5 * (preferred == other).double()).mean())
 
 
+def win_rate(policy_scores, reference_scores) -> float:
+    """Share of prompts where the policy's answer scores above the reference's (ties count one half).
+
+    The pairwise accuracy of the policy's scores against the reference's, pair by pair.
+    """
+    return pairwise_accuracy(policy_scores, reference_scores)
+
+
 def exact_match(reply: str, answer: str) -> bool:
     """True when the reply is the answer, word for word (surrounding and repeated spaces ignored)."""
     return reply.split() == answer.split()

@@ -21,7 +21,7 @@ from labkit.presets import Preset, get_preset
 from labkit.tokenizer import train_tokenizer
 from labkit.train.pretrain import Packed, pack_documents, pretrain
 
-CODE_VERSION = 2  # bump when a change to training code should invalidate cached checkpoints
+CODE_VERSION = 3  # bump when a change to training code should invalidate cached checkpoints
 
 
 @dataclass
@@ -117,17 +117,22 @@ def _pretrain_stage(preset: Preset, progress: bool, callback: Callable | None):
 
 def sft_rows(preset: Preset, split: str) -> list[dict]:
     """The instruction examples of ``split`` for ``preset`` (``train``, or ``test`` for evaluation)."""
-    from labkit.world.tasks import task_mixture, task_split
+    from labkit.world.tasks import exact_categories, task_mixture, task_split
 
     if split == "train":
         return task_mixture("train", preset.sft.train_examples, dict(preset.sft.category_weights),
                             seed=preset.world_seed)
-    return task_split(split, preset.sft.eval_per_category, seed=preset.world_seed)
+    # exact match judges the categories with one exact answer; the preference task has the gold reward
+    categories = exact_categories(c for c, weight in preset.sft.category_weights if weight > 0)
+    return task_split(split, preset.sft.eval_per_category, seed=preset.world_seed, categories=categories)
 
 
 def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
-    """Instruction-tune the pretrained model; measure exact match per category before and after."""
+    """Instruction-tune the pretrained model; measure exact match per category before and after,
+    and the gold reward of its sampled answers to the held-out alignment prompts."""
+    from labkit.evaluate import evaluate_policy
     from labkit.metrics import instruction_scores, score_summary
+    from labkit.world import preferences as prefs
     from labkit.models import refresh_embeddings
     from labkit.train.sft import tokens_new_to_the_model, train_sft
 
@@ -143,6 +148,9 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
                        progress=progress, callback=callback)
     scores = instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens)
     after = score_summary(scores)
+    heldout = prefs.alignment_prompts("heldout")
+    judged = evaluate_policy(model, tokenizer, heldout, samples_per_prompt=preset.sft.eval_samples,
+                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="SFT", progress=progress)
     metrics = {
         "exact_match": float(after.loc["overall", "exact_match"]),
         "json_valid": float(after.loc["classify", "json_valid"]),
@@ -156,21 +164,33 @@ def _sft_stage(preset: Preset, progress: bool, callback: Callable | None):
         "train_examples": len(train),
         "test_examples": len(test),
         "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+        "gold_reward": judged.gold_reward,
+        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
+        "demonstrator_gold_reward": prefs.demonstrator_gold_reward(heldout, seed=preset.world_seed),
+        "gold_helpfulness": judged.helpfulness,
+        "gold_safety": judged.safety,
+        "heldout_answers": len(judged.answers),
     }
     return model, tokenizer, metrics, result.history
 
 
-def _reward_stage(preset: Preset, progress: bool, callback: Callable | None):
-    """Train the reward model on the world's preference pairs; compare with the Bayes ceiling."""
+def _reward_stage(preset: Preset, progress: bool, callback: Callable | None, policy_pairs: int | None = None):
+    """Train the reward model the alignment stages use: on the world's preference pairs and on
+    comparisons of the SFT policy's own answers; compare with the Bayes ceilings."""
     from labkit.train.reward import fit_reward_model
     from labkit.world import preferences as prefs
 
-    fit = fit_reward_model(preset, preset.reward.train_pairs, progress=progress, callback=callback)
+    policy_pairs = preset.reward.policy_pairs if policy_pairs is None else policy_pairs
+    fit = fit_reward_model(preset, preset.reward.train_pairs, policy_pairs=policy_pairs, judge_policy_answers=True,
+                           progress=progress, callback=callback)
     test, result = fit["test"], fit["result"]
     metrics = {
         "accuracy": fit["accuracy"],
         "bayes_ceiling": fit["bayes_ceiling"],
         "share_of_ceiling": fit["accuracy"] / fit["bayes_ceiling"],
+        "policy_accuracy": fit["policy_accuracy"],
+        "policy_bayes_ceiling": fit["policy_bayes_ceiling"],
+        "policy_pairs": policy_pairs,
         "gold_reward_accuracy": prefs.scorer_accuracy(test, prefs.gold_reward),
         "length_only_accuracy": prefs.scorer_accuracy(test, prefs.length_score),
         "keyword_only_accuracy": prefs.scorer_accuracy(test, prefs.keyword_score),
@@ -182,11 +202,17 @@ def _reward_stage(preset: Preset, progress: bool, callback: Callable | None):
     return fit["model"], fit["tokenizer"], metrics, result.history
 
 
+def _reward_naive_stage(preset: Preset, progress: bool, callback: Callable | None):
+    """The in-distribution reward model: the demonstrators' comparisons only (lab 05 over-optimises it)."""
+    return _reward_stage(preset, progress, callback, policy_pairs=0)
+
+
 STAGES: dict[str, tuple[list[str], Callable]] = {
     # stage -> (prerequisites, trainer(preset, progress, callback) -> (model, tok, metrics, history))
     "pretrain": ([], _pretrain_stage),
     "sft": (["pretrain"], _sft_stage),
     "reward": (["sft"], _reward_stage),
+    "reward_naive": (["sft"], _reward_naive_stage),
 }
 
 
@@ -201,6 +227,7 @@ STAGE_FIELDS = {
     "pretrain": ["name", "world_seed", "n_train_docs", "n_val_docs", "model", "pretrain", "seed", "hub_model"],
     "sft": ["name", "world_seed", "sft", "seed"],
     "reward": ["name", "world_seed", "reward", "seed"],
+    "reward_naive": ["name", "world_seed", "reward", "seed"],
 }
 assert set(STAGE_FIELDS) == set(STAGES), "every stage needs its STAGE_FIELDS entry"
 
@@ -262,11 +289,13 @@ REPORT_KEYS = {
     "pretrain": ["seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss",
                  "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"],
     "sft": ["seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category",
+            "gold_reward", "best_gold_reward", "demonstrator_gold_reward", "gold_helpfulness", "gold_safety",
             "train_seconds", "steps", "train_examples", "test_examples"],
-    "reward": ["seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "gold_reward_accuracy",
-               "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs",
-               "test_pairs"],
+    "reward": ["seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy", "policy_bayes_ceiling",
+               "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps",
+               "train_pairs", "policy_pairs", "test_pairs"],
 }
+REPORT_KEYS["reward_naive"] = REPORT_KEYS["reward"]
 
 
 def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,

@@ -76,21 +76,24 @@ class SFTStageConfig:
     """Instruction tuning (SFT) with TRL's SFTTrainer, and how its result is evaluated."""
 
     train_examples: int = 18_000    # training examples in all; more = better answers, linear time
-    # Relative share of each task category in the training mix. The two easy ones (learned
-    # perfectly from little data) give half their share to the four hard ones; see lab 02's
-    # data-imbalance demo for why the mix matters.
+    # Relative share of each task category in the training mix. The two easy ones give half their
+    # share to the four hard ones; see lab 02's data-imbalance demo for why the mix matters.
+    # `open_brainstorm` is the preference task, answered by imperfect demonstrators (it replaces
+    # lab 02's exact `brainstorm`, which shares its prompt).
     category_weights: tuple[tuple[str, float], ...] = (
         ("classify", 1.25), ("closed_qa", 1.25), ("extract", 1.25), ("arithmetic", 1.25),
-        ("rewrite", 0.5), ("brainstorm", 0.5))
+        ("rewrite", 0.5), ("open_brainstorm", 0.5))
     eval_per_category: int = 100    # held-out (test split) examples per category for exact match
     epochs: float = 2.0             # passes over the training examples; more = better fit, linear time
     batch_size: int = 32            # examples per optimiser step
     lr: float = 3e-3                # peak learning rate (AdamW, linear decay); tiny models like it high
     warmup_steps: int = 10          # linear warm-up steps
     max_new_tokens: int = 24        # longest reply generated at evaluation (the longest answer is 13)
+    eval_samples: int = 8           # answers sampled per held-out alignment prompt (48 prompts) for the
+                                    # gold reward; more = a steadier mean, linear time
 
     def __post_init__(self):
-        for name in ("train_examples", "eval_per_category", "batch_size", "max_new_tokens"):
+        for name in ("train_examples", "eval_per_category", "batch_size", "max_new_tokens", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SFTStageConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs <= 0:
@@ -113,11 +116,20 @@ class RewardStageConfig:
     batch_size: int = 32          # pairs per optimiser step
     lr: float = 1e-3              # peak learning rate (AdamW, linear decay)
     warmup_steps: int = 10        # linear warm-up steps
+    # The `reward` stage's model also learns from comparisons of answers a policy gives: the SFT
+    # policy's own samples and wild variants of them (repeats, long lists, stray words), labelled
+    # by the annotator. `reward_naive` learns from the `train_pairs` only.
+    policy_pairs: int = 8000      # such comparisons added to training; more = steadier off the demonstrators'
+                                  # distribution, linear time
+    policy_samples: int = 16      # SFT answers sampled per training prompt (96 prompts) to build them
+    policy_eval_pairs: int = 2000  # held-out comparisons of policy-like answers (held-out prompts)
 
     def __post_init__(self):
-        for name in ("train_pairs", "eval_pairs", "batch_size"):
+        for name in ("train_pairs", "eval_pairs", "batch_size", "policy_samples", "policy_eval_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RewardStageConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy_pairs < 0:
+            raise ValueError(f"RewardStageConfig.policy_pairs must be >= 0, got {self.policy_pairs}")
         if self.epochs <= 0 or not (0 < self.lr < 1) or self.warmup_steps < 0:
             raise ValueError("RewardStageConfig: epochs > 0, lr in (0, 1), warmup_steps >= 0")
 
@@ -165,10 +177,14 @@ class Lab04Config:
 
     pair_counts: tuple[int, ...] = (250, 1000, 4000)  # training pairs of each run in the data-size sweep
     probe_pairs: int = 500                            # equal-gold-reward pairs probing the length bias
+    best_of_n: int = 64                               # largest n of the best-of-n table (n = 1, 2, 4, …);
+                                                      # that many SFT answers per held-out prompt
 
     def __post_init__(self):
         if not self.pair_counts or min(self.pair_counts) < 1 or self.probe_pairs < 1:
             raise ValueError("Lab04Config: pair_counts must be positive counts and probe_pairs >= 1")
+        if self.best_of_n < 1 or self.best_of_n & (self.best_of_n - 1):
+            raise ValueError(f"Lab04Config.best_of_n must be a power of two >= 1, got {self.best_of_n}")
 
 
 @dataclass(frozen=True)
@@ -209,11 +225,12 @@ PRESETS: dict[str, Preset] = {
         lab01=Lab01Config(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
                           shortcut_examples=200, shortcut_steps=10),
         sft=SFTStageConfig(train_examples=120, eval_per_category=4, epochs=1, batch_size=8,
-                           warmup_steps=1, max_new_tokens=16),
-        reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1),
+                           warmup_steps=1, max_new_tokens=16, eval_samples=1),
+        reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1,
+                                 policy_pairs=32, policy_samples=1, policy_eval_pairs=32),
         lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
         lab03=Lab03Config(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
-        lab04=Lab04Config(pair_counts=(8, 16), probe_pairs=16),
+        lab04=Lab04Config(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

@@ -20,6 +20,56 @@ def test_gold_aspects_count_right_wrong_and_sharp_goods():
     assert prefs.gold_reward("workshop", full) < prefs.gold_reward("workshop", "ropes , boxes")
 
 
+def test_a_requested_number_of_goods_penalises_extra_goods_and_the_best_answer_is_safe():
+    assert prefs.gold_aspects("bakery", "buns , cakes , pies", count=2) == {"helpfulness": 1.0, "safety": 0.0}
+    assert prefs.gold_aspects("bakery", "buns , buns", count=2) == {"helpfulness": 0.0, "safety": 0.0}
+    assert prefs.best_response("workshop") == "ropes , boxes" and prefs.best_gold_reward("workshop", 3) == 2.0
+    assert prefs.best_gold_reward("bakery") == 5.0 and prefs.best_gold_reward("bakery", 2) == 2.0
+    # stray words make an item wrong; a trailing comma adds nothing
+    assert prefs.gold_reward("bakery", "pies , cookies , 5 stayed loaves , loaves ,") == 3 - 1
+
+
+def test_held_out_prompts_are_never_trained_on_and_come_in_paraphrase_groups():
+    heldout, train = prefs.alignment_prompts("heldout"), prefs.alignment_prompts("train")
+    texts = {p["prompt"][0]["content"] for p in heldout}
+    assert len(texts) == len(heldout) == 48 and not texts & {p["prompt"][0]["content"] for p in train}
+    assert {p["place"] for p in heldout} == set(prefs.lx.PLACES)  # every place, the workshop too
+    groups = prefs.paraphrase_groups()
+    assert len(groups) == 12 and all(len({r["prompt"][0]["content"] for r in g}) == 4 for g in groups.values())
+    trained_on = [p["prompt"][0]["content"] for p in prefs.preference_pairs("train", 500)]
+    trained_on += [prefs.demonstration("train", i)["messages"][0]["content"] for i in range(500)]
+    assert not texts & set(trained_on)
+    assert {p["prompt"][0]["content"] for p in prefs.preference_pairs("test", 300)} <= texts
+    with pytest.raises(ValueError, match="heldout"):
+        prefs.alignment_prompts("test")
+
+
+def test_demonstrators_leave_room_for_alignment():
+    heldout = prefs.alignment_prompts("heldout")
+    demo, best = prefs.demonstrator_gold_reward(heldout), prefs.best_mean_gold_reward(heldout)
+    assert best == 3.25 and demo < 0.6 * best
+    rng = random.Random(0)
+    answers = [prefs.sample_response("workshop", rng) for _ in range(400)]
+    items = [a.split(" , ") for a in answers]
+    assert any(len(set(i)) < len(i) for i in items)                   # repeats
+    assert any(set(i) & prefs.SHARP for i in items)                   # sharp tools
+    assert {len(i) for i in items} == {1, 2, 3, 4, 5}                  # lists of every length
+    asked = [prefs.sample_response("bakery", rng, 2).split(" , ") for _ in range(400)]
+    assert 0.5 < sum(len(i) == 2 for i in asked) / 400 < 0.75          # the asked number, about half the time
+
+
+def test_wild_answers_are_what_demonstrators_never_write():
+    rng = random.Random(1)
+    wild = [prefs.wild_response("harbor", rng) for _ in range(400)]
+    demos = {prefs.sample_response("harbor", rng) for _ in range(4000)}
+    assert sum(w in demos for w in wild) < 0.1 * len(wild)
+    assert any(len(w.split(" , ")) > 5 for w in wild) and any(w.endswith(" ,") for w in wild)
+    assert any(max(w.split(" , ").count(x) for x in w.split(" , ")) >= 3 for w in wild)  # one good repeated
+    samples = [(prefs.alignment_prompts("train")[0], "fish , nets , ropes")] * 3
+    pairs = prefs.policy_pairs(samples, 50, "train")
+    assert all(p["chosen"] != p["rejected"] for p in pairs) and 0.8 < prefs.bayes_ceiling(pairs) <= 1
+
+
 def test_bradley_terry_probability_and_loss_agree():
     p = prefs.preference_probability(2.0, 1.0, temperature=1.0)
     assert p == pytest.approx(1 / (1 + math.exp(-1)))
@@ -69,5 +119,16 @@ def test_reward_stage_writes_accuracy_and_ceiling():
     assert {"seconds", "accuracy", "bayes_ceiling"} <= set(reward)
     assert 0 <= reward["accuracy"] <= 1 and 0.5 <= reward["bayes_ceiling"] <= 1
     assert reward["test_pairs"] == preset.reward.eval_pairs
+    assert 0 <= reward["policy_accuracy"] <= 1 and 0.5 <= reward["policy_bayes_ceiling"] <= 1
+    assert reward["policy_pairs"] == preset.reward.policy_pairs > 0
     model, tok, meta = checkpoint.load_checkpoint(pipeline.ensure("reward", preset))
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 1
+
+
+def test_the_naive_reward_model_learns_from_demonstrators_only():
+    preset = get_preset("smoke")
+    naive = pipeline.run(["reward_naive"], preset, progress=False)["stages"]["reward_naive"]
+    assert naive["policy_pairs"] == 0 and naive["train_pairs"] == preset.reward.train_pairs
+    assert pipeline.stage_dir("reward_naive", preset) != pipeline.stage_dir("reward", preset)
+    assert naive["policy_bayes_ceiling"] == pytest.approx(
+        pipeline.metrics("reward", preset)["metrics"]["policy_bayes_ceiling"])  # judged on the same pairs

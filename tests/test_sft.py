@@ -102,8 +102,10 @@ def test_sft_stage_writes_its_metrics_and_report_keys(tmp_path):
     assert {"seconds", "exact_match", "json_valid", "base_exact_match"} <= set(sft)
     for key in ("exact_match", "json_valid", "base_exact_match"):
         assert 0.0 <= sft[key] <= 1.0
-    assert set(sft["per_category"]) == {"classify", "closed_qa", "extract", "arithmetic", "rewrite", "brainstorm"}
-    assert sft["test_examples"] == 6 * preset.sft.eval_per_category
+    # exact match covers the categories with one exact answer; the preference task gets the gold reward
+    assert set(sft["per_category"]) == {"classify", "closed_qa", "extract", "arithmetic", "rewrite"}
+    assert sft["test_examples"] == 5 * preset.sft.eval_per_category
+    assert -10 < sft["gold_reward"] < sft["best_gold_reward"] == 3.25
     assert json.loads((tmp_path / "report.json").read_text())["stages"]["sft"] == sft
     assert "| sft | per_category.classify.exact_match |" in (tmp_path / "report.md").read_text()
     model, tok, meta = checkpoint.load_checkpoint(pipeline.ensure("sft", preset))

@@ -100,3 +100,18 @@ def test_shifted_arithmetic_is_outside_the_training_range():
         assert 10 <= have <= 19 and result == have - less
     for row in tasks.task_split("train", 200, categories=("arithmetic",)):
         assert int(row["answer"].split()[0]) <= 9
+
+
+def test_open_brainstorm_is_the_preference_task_with_imperfect_answers():
+    from labkit.world import preferences as prefs
+
+    rows = tasks.task_mixture("train", 400, {"open_brainstorm": 1.0})
+    heldout = {p["prompt"][0]["content"] for p in prefs.alignment_prompts("heldout")}
+    assert all(r["category"] == "open_brainstorm" and r["messages"][0]["content"] not in heldout for r in rows)
+    gold = [prefs.gold_reward(r["place"], r["answer"], r["count"]) for r in rows]
+    best = [prefs.best_gold_reward(r["place"], r["count"]) for r in rows]
+    assert sum(g == b for g, b in zip(gold, best)) < 0.2 * len(rows)  # demonstrators are rarely perfect
+    assert tasks.task_example("open_brainstorm", "test", 0)["messages"][0]["content"] in heldout
+    # the exact brainstorm of lab 02's demonstrations is unchanged: the shop's goods in order
+    assert tasks.task_example("brainstorm", "train", 0)["answer"].count(" , ") == 4
+    assert tasks.exact_categories(["classify", "open_brainstorm", "brainstorm"]) == ("classify", "brainstorm")

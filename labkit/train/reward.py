@@ -111,29 +111,64 @@ def length_bias(model, tokenizer, probe: list[dict]) -> float:
     return pairwise_accuracy(long, short)
 
 
-def fit_reward_model(preset, n_pairs: int, *, progress: bool = False, callback: Callable | None = None) -> dict:
+def policy_comparisons(preset, sft_model, tokenizer, split: str, n: int, *, progress: bool = False) -> list[dict]:
+    """``n`` annotator-labelled comparisons of the SFT policy's own answers (and wild variants of them).
+
+    The answers are sampled from ``sft_model`` on the ``train`` or ``heldout`` alignment prompts
+    (``preset.reward.policy_samples`` per prompt); see :func:`labkit.world.preferences.policy_pairs`.
+    """
+    from labkit.evaluate import sample_answers
+    from labkit.world import preferences as prefs
+
+    prompts = prefs.alignment_prompts(split)
+    samples = sample_answers(sft_model, tokenizer, prompts, n=preset.reward.policy_samples,
+                             seed=preset.seed + (split != "train"), max_new_tokens=preset.sft.max_new_tokens,
+                             progress=progress, desc=f"SFT answers ({split} prompts)")
+    return prefs.policy_pairs(list(zip(samples.prompts, samples.answers)), n, split, seed=preset.world_seed)
+
+
+def fit_reward_model(preset, n_pairs: int, *, policy_pairs: int = 0, judge_policy_answers: bool = False,
+                     progress: bool = False, callback: Callable | None = None) -> dict:
     """A reward model from the SFT checkpoint, trained on the first ``n_pairs`` training pairs.
 
-    Returns ``model``, ``tokenizer``, ``result`` (a :class:`TrainResult`), the held-out ``test`` pairs,
-    the model's held-out ``accuracy`` and the ``bayes_ceiling`` of those pairs. The ``reward``
-    stage and lab 04's data-size sweep both call it.
+    With ``policy_pairs`` it also learns from that many comparisons of the SFT policy's own answers
+    and wild variants of them (:func:`policy_comparisons`), the answers a policy will try once it is
+    optimised against the reward model. Returns ``model``, ``tokenizer``, ``result`` (a
+    :class:`TrainResult`), the held-out ``test`` pairs, the model's held-out ``accuracy`` and the
+    ``bayes_ceiling`` of those pairs; with ``judge_policy_answers`` also ``policy_test`` (held-out
+    comparisons of policy-like answers), ``policy_accuracy`` and ``policy_bayes_ceiling``. The
+    ``reward`` and ``reward_naive`` stages and lab 04's data-size sweep all call it.
     """
-    from labkit import pipeline
+    from labkit import checkpoint, pipeline
     from labkit.tokenizer import load_tokenizer
     from labkit.world import preferences as prefs
 
     if n_pairs < 1:
         raise ValueError(f"number of training pairs must be >= 1, got {n_pairs}")
     sft_dir = pipeline.ensure("sft", preset, progress=progress)
-    runtime.seed_everything(preset.seed)  # the new scalar head's random init: the same in every run
-    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
     train = prefs.preference_pairs("train", n_pairs, seed=preset.world_seed)
     test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
+    policy_test = []
+    if policy_pairs or judge_policy_answers:
+        sft_model, sft_tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=runtime.device())
+        if policy_pairs:
+            train = train + policy_comparisons(preset, sft_model, sft_tokenizer, "train", policy_pairs,
+                                               progress=progress)
+        if judge_policy_answers:
+            policy_test = policy_comparisons(preset, sft_model, sft_tokenizer, "heldout",
+                                             preset.reward.policy_eval_pairs, progress=progress)
+        del sft_model
+    runtime.seed_everything(preset.seed)  # the new scalar head's random init: the same in every run
+    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
     result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress,
                           callback=callback)
-    return {"model": model, "tokenizer": tokenizer, "result": result, "test": test,
-            "accuracy": pairwise_accuracy(*pair_scores(model, tokenizer, test)),
-            "bayes_ceiling": prefs.bayes_ceiling(test)}
+    fit = {"model": model, "tokenizer": tokenizer, "result": result, "test": test, "train_pairs": len(train),
+           "accuracy": pairwise_accuracy(*pair_scores(model, tokenizer, test)),
+           "bayes_ceiling": prefs.bayes_ceiling(test)}
+    if policy_test:
+        fit.update(policy_test=policy_test, policy_accuracy=pairwise_accuracy(*pair_scores(model, tokenizer, policy_test)),
+                   policy_bayes_ceiling=prefs.bayes_ceiling(policy_test))
+    return fit
 
 
 def reward_experiment(n_pairs: int, preset=None, progress: bool = False) -> dict:

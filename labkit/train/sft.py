@@ -263,7 +263,7 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
     from labkit.metrics import instruction_scores, score_summary, training_state_megabytes
     from labkit.models import count_parameters
     from labkit.presets import get_preset
-    from labkit.world.tasks import task_mixture, task_split
+    from labkit.world.tasks import exact_categories, task_mixture, task_split
 
     preset = preset or get_preset()
     lab = preset.lab03
@@ -284,8 +284,9 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = train_sft(model, tokenizer, rows, config, seed=preset.seed, progress=progress, callback=callback)
-    scores = instruction_scores(model, tokenizer, task_split("validation", lab.eval_per_category, preset.world_seed),
-                                max_new_tokens=preset.sft.max_new_tokens)
+    categories = exact_categories(c for c, weight in preset.sft.category_weights if weight > 0)
+    scores = instruction_scores(model, tokenizer, task_split("validation", lab.eval_per_category, preset.world_seed,
+                                                             categories), max_new_tokens=preset.sft.max_new_tokens)
     return {"rank": "full" if rank is None else int(rank), "trainable parameters": trainable,
             "trainable share": trainable / total,
             "exact_match": float(score_summary(scores).loc["overall", "exact_match"]),

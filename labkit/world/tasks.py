@@ -14,6 +14,11 @@ Categories (and the no_robots category each stands for):
 - ``arithmetic`` (Open QA, verifiable): a word problem with a numeric answer, ``the answer is 7 .``;
 - ``rewrite`` (Rewrite): retell a sentence about someone else (names and pronouns change);
 - ``brainstorm`` (Brainstorm): name the goods sold at a place, in the shop's order.
+
+One more category has no single answer: ``open_brainstorm`` (Brainstorm) is the preference task of
+:mod:`labkit.world.preferences`, requests in several phrasings answered by imperfect
+demonstrators. The ``sft`` stage trains on it in place of ``brainstorm`` (the two share a prompt)
+and judges it by the gold reward, not by exact match; lab 02's demonstrations use ``brainstorm``.
 """
 from __future__ import annotations
 
@@ -25,9 +30,11 @@ from labkit.world import lexicon as lx
 from labkit.world.corpus import write_document
 from labkit.world.writer import Writer
 
-CATEGORIES = ("classify", "closed_qa", "extract", "arithmetic", "rewrite", "brainstorm")
+CATEGORIES = ("classify", "closed_qa", "extract", "arithmetic", "rewrite", "brainstorm")  # exact answers
+OPEN_CATEGORIES = ("open_brainstorm",)  # no single answer: judged by the gold reward of the preference world
 NO_ROBOTS = {"classify": "Classify", "closed_qa": "Closed QA", "extract": "Extract",
-             "arithmetic": "Open QA", "rewrite": "Rewrite", "brainstorm": "Brainstorm"}
+             "arithmetic": "Open QA", "rewrite": "Rewrite", "brainstorm": "Brainstorm",
+             "open_brainstorm": "Brainstorm"}
 SPLITS = ("train", "validation", "test")
 
 # Sentiment words and how sure the label is when that word is the evidence.
@@ -133,12 +140,27 @@ _MAKERS = {"classify": _classify, "closed_qa": _closed_qa, "extract": _extract,
            "arithmetic": _arithmetic, "rewrite": _rewrite, "brainstorm": _brainstorm}
 
 
+def exact_categories(categories) -> tuple[str, ...]:
+    """The categories among ``categories`` whose examples have one exact answer (scored by exact match)."""
+    return tuple(c for c in categories if c in CATEGORIES)
+
+
+def _open_brainstorm(split: str, index: int, seed: int) -> dict:
+    """A preference-task demonstration: training requests for ``train``, held-out requests otherwise."""
+    from labkit.world.preferences import demonstration
+
+    row = demonstration("train" if split == "train" else "heldout", index, seed)
+    return {"id": f"{split}-open_brainstorm-{index}", "category": "open_brainstorm", **row}
+
+
 def task_example(category: str, split: str, index: int, seed: int = 0) -> dict:
     """Example ``index`` of ``category`` in ``split``: messages, category and the exact answer."""
-    if category not in _MAKERS:
-        raise ValueError(f"Unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
+    if category not in _MAKERS and category not in OPEN_CATEGORIES:
+        raise ValueError(f"Unknown category {category!r}; choose from {', '.join(CATEGORIES + OPEN_CATEGORIES)}")
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if category == "open_brainstorm":
+        return _open_brainstorm(split, index, seed)
     rng = random.Random(f"labkit-tasks/{seed}/{split}/{category}/{index}")
     prompt, answer = _MAKERS[category](rng)
     return {"id": f"{split}-{category}-{index}", "category": category,
@@ -157,7 +179,9 @@ def task_vocabulary() -> set[str]:
     words = set(INSTRUCTION_WORDS) | {str(n) for n in range(0, 25)}
     words |= set(POSITIVE) | set(NEGATIVE) | set(NEUTRAL)
     words |= {f'"{w}"' for w in [*POSITIVE, *NEGATIVE, *NEUTRAL]}
-    return words
+    from labkit.world.preferences import prompt_words
+
+    return words | prompt_words()
 
 
 # ------------------------------------------------------------------ variations for lab 02's demos

@@ -1,0 +1,219 @@
+"""Judging a policy on held-out prompts: one procedure and one result type for every alignment stage.
+
+:func:`evaluate_policy` samples answers to the held-out requests of the preference world
+(:func:`labkit.world.preferences.alignment_prompts`) with fixed settings and a seed, and reports:
+
+- the **gold reward** (and its two aspects, helpfulness and safety), the truth we know and the
+  policy never sees; the **proxy reward**, the reward model's score, when a reward model is given;
+- the **win rate** against a reference policy (the SFT model): the share of answers whose gold
+  reward beats the reference's answer to the same prompt, ties counting one half;
+- the **KL divergence** to the reference, KL(π ‖ π_ref) = E_{y∼π}[log π(y|x) − log π_ref(y|x)],
+  estimated on the policy's own samples: Σ_t log π(y_t | x, y_<t) − log π_ref(y_t | x, y_<t) per
+  answer (stop token included), averaged;
+- the mean answer length (words) and the share of distinct answers (low when a policy collapses
+  onto one answer).
+
+:func:`best_of_n` is the first, training-free alignment method: draw n answers from the SFT
+policy and keep the one the reward model likes best. Its KL to the SFT policy is known exactly,
+log n − (n − 1)/n (:func:`best_of_n_kl`), so proxy and gold reward can be drawn against it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from labkit.losses import kl_estimate
+from labkit.metrics import win_rate
+from labkit.world import preferences as prefs
+
+
+@dataclass
+class Samples:
+    """Sampled answers: one entry per answer, ``n`` consecutive answers per prompt."""
+
+    prompts: list[dict]            # the request row (place, count, prompt messages, ...) of each answer
+    answers: list[str]             # decoded answer text, special tokens removed
+    prompt_ids: list[list[int]]    # token ids of the rendered prompt (chat template + assistant marker)
+    answer_ids: list[list[int]]    # token ids sampled, up to and including the stop token
+
+
+def _stop_ids(tokenizer, stop_words=("<|end|>", "</s>")) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
+
+
+@torch.no_grad()
+def sample_answers(model, tokenizer, prompts: list[dict], *, n: int = 1, seed: int = 0, max_new_tokens: int = 24,
+                   temperature: float = 1.0, batch_size: int = 128, progress: bool = False,
+                   desc: str = "sampling") -> Samples:
+    """``n`` answers per prompt row (rows carry role/content ``prompt`` messages), sampled at ``temperature``.
+
+    Plain ancestral sampling (no top-k, no top-p), so the answers follow the model's own
+    distribution and log-probabilities computed later are those of the sampler. The same ``seed``,
+    ``batch_size`` and prompts give the same answers; the caller's random state is left untouched.
+    """
+    device = next(model.parameters()).device
+    stop = _stop_ids(tokenizer)
+    rows = [p for p in prompts for _ in range(n)]
+    was_training = model.training
+    model.eval()
+    out = Samples(prompts=rows, answers=[], prompt_ids=[], answer_ids=[])
+    starts = range(0, len(rows), batch_size)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
+            texts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+                     for r in rows[start:start + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                              add_special_tokens=False).to(device)
+            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True,
+                                       temperature=temperature, top_k=0, top_p=1.0, eos_token_id=stop,
+                                       pad_token_id=tokenizer.pad_token_id)
+            width = batch["input_ids"].shape[1]
+            for ids, mask, new in zip(batch["input_ids"], batch["attention_mask"], generated[:, width:].tolist()):
+                cut = next((i + 1 for i, t in enumerate(new) if t in stop), len(new))
+                out.prompt_ids.append(ids[mask.bool()].tolist())
+                out.answer_ids.append(new[:cut])
+                out.answers.append(tokenizer.decode(new[:cut], skip_special_tokens=True).strip())
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def sequence_logprobs(model, samples: Samples, *, batch_size: int = 128) -> torch.Tensor:
+    """log π(y | x) of every sampled answer under ``model``: the sum of its tokens' log-probabilities.
+
+    Each prompt + answer is scored in one forward pass (right-padded, so positions are the natural
+    ones); only the answer's tokens count.
+    """
+    device = next(model.parameters()).device
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    totals = []
+    for start in range(0, len(samples.answers), batch_size):
+        prompts = samples.prompt_ids[start:start + batch_size]
+        answers = samples.answer_ids[start:start + batch_size]
+        width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        is_answer = torch.zeros((len(prompts), width), dtype=torch.bool)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            ids[i, :len(p) + len(a)] = torch.tensor(p + a)
+            is_answer[i, len(p):len(p) + len(a)] = True
+            mask[i, :len(p) + len(a)] = 1
+        ids, mask, is_answer = ids.to(device), mask.to(device), is_answer.to(device)
+        logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+        token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+        totals.append((token_logp * is_answer[:, 1:]).sum(-1).cpu())
+    model.train(was_training)
+    return torch.cat(totals) if totals else torch.zeros(0)
+
+
+def gold_table(samples: Samples) -> pd.DataFrame:
+    """One row per answer: request, answer, its gold reward and aspects, length in words."""
+    rows = []
+    for request, answer in zip(samples.prompts, samples.answers):
+        aspects = prefs.gold_aspects(request["place"], answer, request["count"])
+        rows.append({"prompt": request["prompt"][-1]["content"], "group": request.get("group"),
+                     "answer": answer, "gold": aspects["helpfulness"] + aspects["safety"], **aspects,
+                     "words": len(answer.split())})
+    return pd.DataFrame(rows)
+
+
+def proxy_scores(reward_model, tokenizer, samples: Samples) -> torch.Tensor:
+    """The reward model's score of every sampled answer."""
+    from labkit.train.reward import score
+
+    return score(reward_model, tokenizer, [r["prompt"] for r in samples.prompts],
+                 [[{"role": "assistant", "content": a}] for a in samples.answers])
+
+
+@dataclass
+class PolicyEvaluation:
+    """How a policy did on held-out prompts (rewards are means per answer; rates in [0, 1])."""
+
+    name: str
+    gold_reward: float                 # mean gold reward (helpfulness + safety)
+    helpfulness: float                 # mean helpfulness aspect
+    safety: float                      # mean safety aspect (0 = no sharp tools named)
+    proxy_reward: float | None         # mean reward-model score (None without a reward model)
+    win_rate: float | None             # share of answers beating the reference's, gold reward, ties ½
+    kl: float | None                   # mean sequence KL(π ‖ π_ref) in nats, on the policy's samples
+    length: float                      # mean answer length in words
+    distinct: float                    # share of distinct answers among all sampled
+    answers: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # one row per answer
+
+    def row(self) -> pd.Series:
+        """The numbers as one pandas row (named after the policy), for a comparison table."""
+        return pd.Series({k: getattr(self, k) for k in ("gold_reward", "helpfulness", "safety", "proxy_reward",
+                                                        "win_rate", "kl", "length", "distinct")}, name=self.name)
+
+
+def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, reward_model=None,
+                    reward_tokenizer=None, samples_per_prompt: int = 4, seed: int = 0, max_new_tokens: int = 24,
+                    batch_size: int = 128, name: str = "policy", progress: bool = True) -> PolicyEvaluation:
+    """Sample ``samples_per_prompt`` answers per held-out prompt and judge them (see the module docstring).
+
+    ``reference`` (the SFT policy, same tokenizer) answers the same prompts with the same seed for
+    the win rate, and scores the policy's answers for the KL; without it both are ``None``.
+    """
+    settings = dict(n=samples_per_prompt, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    progress=progress)
+    samples = sample_answers(policy, tokenizer, prompts, desc=f"{name}: sampling", **settings)
+    table = gold_table(samples)
+    proxy = None
+    if reward_model is not None:
+        table["proxy"] = proxy_scores(reward_model, reward_tokenizer or tokenizer, samples).numpy()
+        proxy = float(table["proxy"].mean())
+    wins = kl = None
+    if reference is not None:
+        ref = gold_table(sample_answers(reference, tokenizer, prompts, desc="reference: sampling", **settings))
+        table["reference answer"], table["reference gold"] = ref["answer"].values, ref["gold"].values
+        wins = win_rate(table["gold"].tolist(), ref["gold"].tolist())
+        table["log_ratio"] = (sequence_logprobs(policy, samples, batch_size=batch_size)
+                              - sequence_logprobs(reference, samples, batch_size=batch_size)).numpy()
+        kl = kl_estimate(torch.tensor(table["log_ratio"].values))
+    return PolicyEvaluation(name=name, gold_reward=float(table["gold"].mean()),
+                            helpfulness=float(table["helpfulness"].mean()), safety=float(table["safety"].mean()),
+                            proxy_reward=proxy, win_rate=wins, kl=kl, length=float(table["words"].mean()),
+                            distinct=table["answer"].nunique() / len(table), answers=table)
+
+
+# ------------------------------------------------------------------------------------ best-of-n
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ π) = log n − (n − 1)/n nats, for answers with distinct scores (Stiennon et al., 2020)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: int = 64, reward_tokenizer=None,
+              seed: int = 0, max_new_tokens: int = 24, batch_size: int = 128, progress: bool = True) -> pd.DataFrame:
+    """Best-of-n sampling for n = 1, 2, 4, …, ``max_n``: keep the answer the reward model scores highest.
+
+    Samples ``max_n`` answers per prompt once; for each n they are cut into ``max_n / n`` groups of
+    n, the reward model's favourite of each group is kept, and its proxy (reward-model) and gold
+    rewards are averaged over groups and prompts. Returns one row per n: ``n``, ``proxy``,
+    ``gold``, ``kl`` (the analytic KL to the policy, nats).
+    """
+    if max_n < 1 or max_n & (max_n - 1):
+        raise ValueError(f"max_n must be a power of two >= 1, got {max_n}")
+    samples = sample_answers(policy, tokenizer, prompts, n=max_n, seed=seed, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, progress=progress, desc="best-of-n: sampling")
+    table = gold_table(samples)
+    proxy = proxy_scores(reward_model, reward_tokenizer or tokenizer, samples).view(len(prompts), max_n)
+    gold = torch.tensor(table["gold"].values, dtype=torch.float32).view(len(prompts), max_n)
+    rows, n = [], 1
+    while n <= max_n:
+        groups_proxy, groups_gold = proxy.view(len(prompts), -1, n), gold.view(len(prompts), -1, n)
+        pick = groups_proxy.argmax(-1, keepdim=True)
+        rows.append({"n": n, "proxy": float(groups_proxy.gather(-1, pick).mean()),
+                     "gold": float(groups_gold.gather(-1, pick).mean()), "kl": best_of_n_kl(n)})
+        n *= 2
+    return pd.DataFrame(rows)
