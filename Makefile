@@ -2,12 +2,15 @@
 #   make lab    install (first time) and open the workbook in JupyterLab
 #   make test   install (first time) and run every test, notebooks included
 # Headless equivalent of the workbook: make headless
+# Choose a preset for either with PRESET=smoke|cpu|gpu|hub (make lab: unset = gpu with CUDA, else cpu).
 PY ?= python3
 VENV ?= .venv
 # torch goes in first, so the ranges in requirements.txt don't pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-PRESET ?= cpu
+PRESET ?=
 BIN := $(VENV)/bin
+# JupyterLab refuses to start as root (as in many containers) unless told it may.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: install lab headless test data
 
@@ -21,10 +24,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed
 
 lab: install
-	$(BIN)/jupyter lab labs/00_start_here.ipynb
+	$(if $(PRESET),LABKIT_PRESET=$(PRESET)) $(BIN)/jupyter lab $(ROOT_FLAG) labs/00_start_here.ipynb
 
 headless: install
-	$(BIN)/python -m labkit pipeline --preset $(PRESET) --report runs/report-$(PRESET).json
+	$(BIN)/python -m labkit pipeline --preset $(or $(PRESET),cpu) --report runs/report-$(or $(PRESET),cpu).json
 
 test: install
 	LABKIT_PRESET=smoke $(BIN)/python -m pytest --nbval-lax -q tests labs
