@@ -1,7 +1,8 @@
 """Loss functions as small pure functions on probabilities, logits and log-probs.
 
 Each takes tensors (or floats where scalar), returns tensors, never mutates its inputs, and states
-its equation. Later labs add the Bradley–Terry, PPO, DPO and GRPO objectives here.
+its equation: next-token cross-entropy, softmax temperature, Bradley–Terry, and the PPO, DPO and
+GRPO objectives. The labs' explorers draw these same functions.
 """
 from __future__ import annotations
 
@@ -38,6 +39,25 @@ def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore
 def nats_to_bits(nats: float) -> float:
     """1 nat = 1/ln 2 ≈ 1.4427 bits (logs in base e vs base 2)."""
     return nats / math.log(2)
+
+
+def softmax_with_temperature(logits, temperature: float) -> list[float]:
+    """p_i = exp(z_i / T) / Σ_j exp(z_j / T): T < 1 sharpens the distribution, T > 1 flattens it.
+
+    ``logits`` is a sequence of floats; returns the probabilities as a list (T = 1: the softmax).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scaled = [z / temperature for z in logits]
+    top = max(scaled)
+    weights = [math.exp(s - top) for s in scaled]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def bradley_terry_probability(gap: float) -> float:
+    """P(y_w ≻ y_l) = σ(Δ) for a reward gap Δ = r(x, y_w) − r(x, y_l) (Bradley–Terry)."""
+    return 1.0 / (1.0 + math.exp(-gap))
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:

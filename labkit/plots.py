@@ -189,9 +189,9 @@ def loss_figure(history_or_runs, floor: float | None = None, unigram: float | No
         name = f"{label}: " if label else ""
         style = dict(color=colors[label], width=1.5 if is_faded else 2.5)
         opacity = 0.45 if is_faded else 1.0
-        fig.add_trace(go.Scatter(x=xs, y=[h["train_loss"] for h in history], mode="lines",
+        fig.add_trace(go.Scatter(x=xs, y=[h["train_loss"] for h in history], mode="lines+markers",
                                  name=f"{name}train", line=dict(dash="dash", **style), opacity=opacity,
-                                 legendgroup=label))
+                                 marker=dict(size=4), legendgroup=label))  # markers: one point shows too
         if not all("val_loss" in h for h in history):  # e.g. SFT logs training loss only
             continue
         fig.add_trace(go.Scatter(x=xs, y=[h["val_loss"] for h in history], mode="lines+markers",

@@ -210,3 +210,30 @@ def test_bradley_terry_explorer_values():
     assert explorer.update(2.0)["loss"] == pytest.approx(math.log1p(math.exp(-2.0)))
     with pytest.raises(ValueError, match="reward gap"):
         explorer.update(9.0)
+
+
+def test_run_panel_base_draws_live_curves_and_overlays_runs():
+    import ipywidgets as W
+
+    from labkit.widgets import RunPanel
+
+    def run(settings, on_history):
+        history = []
+        for step in (1, 2, 3):
+            history.append({"step": step, "train_loss": settings["lr"] * step})
+            on_history(history)
+        return {"lr": settings["lr"], "final": history[-1]["train_loss"], "history": history, "model": object()}
+
+    panel = RunPanel("demo", {"lr": W.FloatSlider(value=0.1, min=0.0, max=1.0, description="lr")}, run,
+                     curves=lambda runs, faded: plots.loss_figure(runs, title="demo loss", faded=faded),
+                     formats={"final": "{:.2f}"})
+    panel.train_once(lr=0.5)
+    assert panel.live_curves.draws == 3 + 1  # three live redraws, then the overlay of finished runs
+    panel.train_once(lr=0.25)
+    assert list(panel.runs_table()["final"]) == [1.5, 0.75] and "model" in panel.last
+    assert "model" not in panel.runs_table().columns
+    names = [t.name for t in panel.curves_figure().data]
+    assert names == ["run 1: lr 0.5: train", "run 2: lr 0.25: train"]
+    assert panel.styled_table().to_html().count("0.75") == 1
+    with pytest.raises(ValueError, match=r"lr must be a number between 0.0 and 1.0"):
+        panel.train_once(lr=3.0)

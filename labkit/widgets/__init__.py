@@ -1,0 +1,25 @@
+"""Interactive widgets (ipywidgets), in two kinds.
+
+* **Explorers** (:mod:`labkit.widgets.explorers`) are instant: a slider moves, a small pure function
+  from :mod:`labkit.losses` or :mod:`labkit.lora` runs, a number and a figure change.
+  :func:`neg_log_explorer` (−log p), :func:`temperature_explorer`, :func:`bradley_terry_explorer`,
+  :func:`lora_params_explorer`.
+* **Run panels** (:mod:`labkit.widgets.panels`) train for real, all on one base, :class:`RunPanel`:
+  sliders choose the settings, *Train* runs the training, curves grow live, and every finished run
+  stays on the figures and in a table so runs can be compared. :func:`pretrain_panel` (lab 01),
+  :func:`imbalance_panel` and :func:`noise_panel` (lab 02), :func:`lora_panel` (lab 03).
+
+Every callback is an ordinary method that works without a browser (``explorer.update(0.3)``,
+``panel.train_once(steps=100)``, ``panel.runs_table()``); the buttons and sliders only call them.
+That is how the tests drive the widgets, and how you can script them too.
+"""
+from labkit.widgets.explorers import (BradleyTerryExplorer, LoRAParamsExplorer, NegLogExplorer, SliderExplorer,
+                                      TemperatureExplorer, bradley_terry_explorer, lora_params_explorer,
+                                      neg_log_explorer, neg_log_values, temperature_explorer)
+from labkit.widgets.panels import (ExperimentPanel, PretrainPanel, RunPanel, imbalance_panel, lora_panel,
+                                   noise_panel, pretrain_panel)
+
+__all__ = ["BradleyTerryExplorer", "ExperimentPanel", "LoRAParamsExplorer", "NegLogExplorer", "PretrainPanel",
+           "RunPanel", "SliderExplorer", "TemperatureExplorer", "bradley_terry_explorer", "imbalance_panel",
+           "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values", "noise_panel",
+           "pretrain_panel", "temperature_explorer"]
