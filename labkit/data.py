@@ -139,7 +139,7 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
         written.append(out / "shortcut" / f"{split}.jsonl")
         write_jsonl(written[-1], shortcut.shortcut_split(split, n))
     written.append(out / "shortcut" / "README.md")
-    written[-1].write_text(shortcut.card(), encoding="utf-8")
+    written[-1].write_text(shortcut.card(SHORTCUT_FILES), encoding="utf-8")
 
     from labkit.world import tasks
 

@@ -15,7 +15,7 @@ Live curves. :class:`LiveFigure` is the one mechanism for a figure that changes 
 an ``ipywidgets.Output`` area that is cleared and redrawn with the new figure. (Updating a plotly
 output through an IPython display handle does not redraw in JupyterLab: seen in a browser.) Every
 live plot and run panel draws through it. :class:`LiveLossPlot` is a training callback built on it
-for ``labkit.pipeline.ensure``, ``labkit.train.pretrain.pretrain`` and ``quick_run``.
+for ``labkit.pipeline.ensure``, ``labkit.train.pretrain.pretrain`` and ``labkit.experiments.pretraining.quick_run``.
 """
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ LIVE_RUN = """
 import json, time
 from labkit import plots
 from labkit.presets import get_preset
-from labkit.train.pretrain import quick_run
+from labkit.experiments.pretraining import quick_run
 
 live = plots.LiveLossPlot(title="live curve test")
 def slow_callback(history):

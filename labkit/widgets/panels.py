@@ -245,7 +245,7 @@ class PretrainPanel(RunPanel):
     def _run(self, settings: dict, on_history) -> dict:
         from labkit import world
         from labkit.pipeline import gap_closed
-        from labkit.train.pretrain import quick_run
+        from labkit.experiments.pretraining import quick_run
 
         if self.stats is None:  # lines to draw before the first run ends (the floor is exact already)
             p = self.preset
@@ -299,7 +299,7 @@ class ExperimentPanel(RunPanel):
 
 def imbalance_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     """Lab 02: slide the share of arithmetic in a fixed SFT budget; see both tasks' exact match."""
-    from labkit.train.sft import imbalance_experiment
+    from labkit.experiments.instruction import imbalance_experiment
 
     preset = _as_preset(preset)
     slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="arithmetic share",
@@ -312,7 +312,7 @@ def imbalance_panel(preset: Preset | str | None = None) -> ExperimentPanel:
 
 def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     """Lab 02: quality vs quantity — training-set size and share of wrong answers, same compute."""
-    from labkit.train.sft import noise_experiment
+    from labkit.experiments.instruction import noise_experiment
 
     preset = _as_preset(preset)
     top = preset.lab02.per_category
@@ -333,7 +333,7 @@ def lora_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     Each run's row: rank, trainable parameters, exact match, seconds, training-state memory. The
     last run's model is kept in ``panel.last_model`` (for merging).
     """
-    from labkit.train.sft import lora_experiment
+    from labkit.experiments.instruction import lora_experiment
 
     preset = _as_preset(preset)
     slider = W.IntSlider(value=8, min=0, max=64, description="rank (0 = full)", continuous_update=False)

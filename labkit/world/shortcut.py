@@ -124,10 +124,8 @@ def shortcut_vocabulary() -> list[str]:
 SHORTCUT_VOCAB = tuple(shortcut_vocabulary())
 
 
-def card(sizes: dict[str, int] | None = None, seed: int = 0) -> str:
-    """The data card (markdown) of the committed shortcut files, with their measured statistics."""
-    if sizes is None:
-        from labkit.data import SHORTCUT_FILES as sizes
+def card(sizes: dict[str, int], seed: int = 0) -> str:
+    """The data card (markdown) of the shortcut files (``split -> examples``), with their measured statistics."""
     rows = []
     for split, n in sizes.items():
         examples = shortcut_split(split, n, seed)
