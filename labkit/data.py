@@ -22,7 +22,7 @@ RANKING_FILE_SIZE = 200                                  # rankings of four resp
 DEMONSTRATION_FILE_SIZE = 200                            # SFT demonstrations of the preference task
 # The SFT policy's mean gold reward on the held-out alignment prompts, as measured by
 # `python -m labkit pipeline --preset cpu --stages sft` (report key sft.gold_reward); the card quotes it.
-SFT_GOLD_REWARD_CPU = None
+SFT_GOLD_REWARD_CPU = -0.625
 
 
 class JSONLError(ValueError):
@@ -168,12 +168,13 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
 
 
 def _preferences_card() -> str:
+    from labkit.metrics import scorer_accuracy
     from labkit.world import preferences as prefs
 
     test = prefs.preference_pairs("test", PREFERENCE_FILES["test"])
     heldout, train_prompts = prefs.alignment_prompts("heldout"), prefs.alignment_prompts("train")
     best, demo = prefs.best_mean_gold_reward(heldout), prefs.demonstrator_gold_reward(heldout)
-    sft = (f"{SFT_GOLD_REWARD_CPU:.2f} ({SFT_GOLD_REWARD_CPU / best:.0%} of the best), measured with "
+    sft = (f"{SFT_GOLD_REWARD_CPU:.2f}, measured with "
            "`python -m labkit pipeline --preset cpu --stages sft` (report key `sft.gold_reward`: "
            "8 sampled answers per prompt at temperature 1)" if SFT_GOLD_REWARD_CPU is not None else "not measured yet")
     phrasings = "\n".join(f"- `{whole}` / `{counted}`" for whole, counted in prefs.PHRASINGS)
@@ -215,6 +216,9 @@ policy imitates them. On the held-out prompts (mean gold reward per answer):
 - a random demonstrator: {demo:.2f}
 - the SFT policy under `cpu`: {sft}
 
+The SFT policy is no better than the demonstrators it imitates; learning from comparisons (best-of-n
+with a reward model, PPO, DPO, GRPO) can take it towards the best.
+
 Labels: the annotator prefers a over b with probability σ((r_a − r_b) / T), T = {prefs.TEMPERATURE}
 (Bradley–Terry). Rankings are drawn the same way, best first (Plackett–Luce). The `reward` stage
 also labels comparisons of the SFT policy's own answers and of wild variants of them (repeats,
@@ -229,9 +233,9 @@ true probability that an annotator picks `chosen`). Ranking fields: `id`, `place
 On `test.jsonl`:
 
 - Bayes ceiling (mean of max(p, 1 − p), the best any reward model can expect): {prefs.bayes_ceiling(test):.4f}
-- the gold reward used as a scorer: {prefs.scorer_accuracy(test, prefs.gold_reward):.4f}
-- a length-only scorer (more goods is better): {prefs.scorer_accuracy(test, prefs.length_score):.4f}
-- a keyword-only scorer (no sharp tools): {prefs.scorer_accuracy(test, prefs.keyword_score):.4f}
+- the gold reward used as a scorer: {scorer_accuracy(test, prefs.gold_reward):.4f}
+- a length-only scorer (more goods is better): {scorer_accuracy(test, prefs.length_score):.4f}
+- a keyword-only scorer (no sharp tools): {scorer_accuracy(test, prefs.keyword_score):.4f}
 
 How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
 files equal the generator's output.
