@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from labkit.losses import kl_estimate
 from labkit.metrics import win_rate
+from labkit.models import reward_scores
 from labkit.world import preferences as prefs
 
 
@@ -127,9 +128,8 @@ def gold_table(samples: Samples) -> pd.DataFrame:
 
 def proxy_scores(reward_model, tokenizer, samples: Samples) -> torch.Tensor:
     """The reward model's score of every sampled answer."""
-    from labkit.train.reward import score
 
-    return score(reward_model, tokenizer, [r["prompt"] for r in samples.prompts],
+    return reward_scores(reward_model, tokenizer, [r["prompt"] for r in samples.prompts],
                  [[{"role": "assistant", "content": a}] for a in samples.answers])
 
 

@@ -105,6 +105,12 @@ def win_rate(policy_scores, reference_scores) -> float:
     return pairwise_accuracy(policy_scores, reference_scores)
 
 
+def scorer_accuracy(pairs: list[dict], scorer) -> float:
+    """Pairwise accuracy of ``scorer(place, response, count)`` on labelled pairs (ties count one half)."""
+    return pairwise_accuracy([scorer(p["place"], p["chosen"][0]["content"], p.get("count")) for p in pairs],
+                             [scorer(p["place"], p["rejected"][0]["content"], p.get("count")) for p in pairs])
+
+
 def exact_match(reply: str, answer: str) -> bool:
     """True when the reply is the answer, word for word (surrounding and repeated spaces ignored)."""
     return reply.split() == answer.split()

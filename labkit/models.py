@@ -197,3 +197,20 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], *, max_n
         replies += [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]
     model.train(was_training)
     return replies
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, prompts: list[list[dict]], responses: list[list[dict]], batch_size: int = 128) -> torch.Tensor:
+    """A reward model's score of each (prompt, response) conversation, as a 1-D float tensor.
+
+    ``model`` is a sequence-classification model with one label (:mod:`labkit.train.reward`); the
+    score is its output at the conversation's last token.
+    """
+    device = next(model.parameters()).device
+    texts = [tokenizer.apply_chat_template(p + r, tokenize=False) for p, r in zip(prompts, responses)]
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+        scores.append(model(**batch).logits[:, 0].float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)

@@ -1,4 +1,5 @@
 """The stage cache and the pretraining loop on the smoke preset (seconds)."""
+import dataclasses
 import json
 
 import pytest
@@ -64,7 +65,7 @@ def test_ensure_trains_once_then_uses_the_cache(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("should not retrain a cached stage")
 
-    monkeypatch.setitem(pipeline.STAGES, "pretrain", ([], fail))
+    monkeypatch.setitem(pipeline.STAGES, "pretrain", dataclasses.replace(pipeline.STAGES["pretrain"], train=fail))
     assert pipeline.ensure("pretrain", preset) == path
     model, tokenizer, meta2 = pipeline.load("pretrain", preset)
     assert meta2["metrics"] == meta["metrics"]
@@ -91,3 +92,26 @@ def test_report_has_the_contract_keys(tmp_path):
     assert "| pretrain | val_loss |" in (tmp_path / "report.md").read_text()
     p = saved["stages"]["pretrain"]
     assert p["entropy_floor"] < p["unigram_entropy"]
+
+
+def test_every_stage_is_declared_once_with_known_needs_and_preset_fields():
+    from labkit.presets import Preset
+    from labkit.stages import STAGES
+
+    preset_fields = {f.name for f in dataclasses.fields(Preset)}
+    seen = set()
+    for name, stage in STAGES.items():
+        assert stage.name == name
+        assert set(stage.needs) <= seen, f"{name} needs a stage declared after it"
+        assert set(stage.fields) <= preset_fields, f"{name} keys on fields the preset lacks"
+        assert "seconds" in stage.report and callable(stage.train)
+        seen.add(name)
+    assert pipeline.STAGES is STAGES  # the pipeline orchestrates the one registry
+
+
+def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
+    # Keys of the cpu preset's checkpoints before the stages were declared in labkit.stages: a
+    # refactor that changes them would retrain every learner's cached models.
+    cpu = get_preset("cpu")
+    assert pipeline.stage_key("pretrain", cpu) == "cff88f5781"
+    assert pipeline.stage_key("sft", cpu) == "c18f785bb0"

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from labkit import checkpoint, pipeline
+from labkit import checkpoint, metrics, pipeline
 from labkit.losses import bradley_terry_loss
 from labkit.presets import get_preset
 from labkit.world import preferences as prefs
@@ -98,10 +98,10 @@ def test_bayes_ceiling_is_neither_trivial_nor_noise_and_shortcuts_stay_below():
     pairs = prefs.preference_pairs("test", 2000)
     ceiling = prefs.bayes_ceiling(pairs)
     assert 0.80 < ceiling < 0.95
-    assert prefs.scorer_accuracy(pairs, prefs.length_score) < ceiling - 0.2
-    assert prefs.scorer_accuracy(pairs, prefs.keyword_score) < ceiling - 0.2
+    assert metrics.scorer_accuracy(pairs, prefs.length_score) < ceiling - 0.2
+    assert metrics.scorer_accuracy(pairs, prefs.keyword_score) < ceiling - 0.2
     # scoring with the gold reward itself gets close to the ceiling (it is the Bayes-optimal rule)
-    assert abs(prefs.scorer_accuracy(pairs, prefs.gold_reward) - ceiling) < 0.03
+    assert abs(metrics.scorer_accuracy(pairs, prefs.gold_reward) - ceiling) < 0.03
 
 
 def test_a_ranking_of_four_gives_six_pairs_best_first():

@@ -322,14 +322,6 @@ def keyword_score(place: str, response: str, count: int | None = None) -> float:
     return -float(sum(i in SHARP for i in _items(response)))
 
 
-def scorer_accuracy(pairs: list[dict], scorer) -> float:
-    """Pairwise accuracy of ``scorer(place, response, count)`` on labelled pairs (ties count one half)."""
-    from labkit.metrics import pairwise_accuracy
-
-    return pairwise_accuracy([scorer(p["place"], p["chosen"][0]["content"], p.get("count")) for p in pairs],
-                             [scorer(p["place"], p["rejected"][0]["content"], p.get("count")) for p in pairs])
-
-
 def equal_reward_pairs(n: int, seed: int = 0) -> list[dict]:
     """Pairs with the *same* gold reward but different lengths (no sharp tools): a probe for length bias.
 

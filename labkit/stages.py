@@ -1,0 +1,282 @@
+"""The pipeline's stages, each declared once: what it needs, what its checkpoint depends on, what it
+reports, and the function that trains it.
+
+A stage function takes the preset, the checkpoint directories of its prerequisites (``inputs``,
+already built by :mod:`labkit.pipeline`), whether to show progress, and a live-history callback;
+it prepares its data, calls its trainer from :mod:`labkit.train`, measures the result and returns
+:class:`StageOutput`. Adding a stage means: a function and a :class:`Stage` entry here, its trainer
+module in ``labkit/train/``, and its fields in :mod:`labkit.presets` — nothing else.
+:mod:`labkit.pipeline` only orchestrates (order, cache, report).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from labkit import checkpoint, runtime, world
+from labkit.evaluate import evaluate_policy
+from labkit.metrics import instruction_scores, nats_per_word, pairwise_accuracy, score_summary, scorer_accuracy
+from labkit.models import build_model, config_from_size, count_parameters, load_causal_lm, refresh_embeddings
+from labkit.presets import Preset, get_preset
+from labkit.tokenizer import load_tokenizer, train_tokenizer
+from labkit.train.pretrain import Packed, pack_documents, pretrain
+from labkit.train.reward import pair_scores, policy_comparisons, reward_model_from, train_reward
+from labkit.train.sft import tokens_new_to_the_model, train_sft
+from labkit.world import preferences as prefs
+from labkit.world.tasks import exact_categories, task_mixture, task_split
+
+
+class StageOutput(NamedTuple):
+    """What a stage function returns: the trained model and tokenizer, its metrics and history."""
+    model: object
+    tokenizer: object
+    metrics: dict
+    history: list
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, declared once."""
+    name: str
+    needs: tuple[str, ...]         # prerequisite stages, built first; their checkpoints come in `inputs`
+    fields: tuple[str, ...]        # Preset fields the checkpoint depends on (besides its needs' keys)
+    report: tuple[str, ...]        # metrics copied into the headless pipeline report
+    train: Callable[..., StageOutput]  # train(preset, inputs, progress, callback) -> StageOutput
+
+
+# ------------------------------------------------------------------------------- pretraining
+
+@dataclass
+class PretrainData:
+    """The tokenizer, packed train/validation rows and the corpus statistics for one preset."""
+    tokenizer: object
+    train: Packed
+    val: Packed
+    stats: dict  # entropy_floor, true_nll, unigram_entropy (nats/token), tokens, documents
+
+
+def encode_docs(tokenizer, docs: list[world.Doc]) -> list[list[int]]:
+    """Token ids of each document: ``<s>`` + its words + ``</s>``."""
+    ids = tokenizer([d.text for d in docs])["input_ids"]
+    return [row + [tokenizer.eos_token_id] for row in ids]
+
+
+def pretrain_data(preset: Preset | None = None, n_train: int | None = None) -> PretrainData:
+    """Generate the corpus for ``preset``, train the tokenizer on it and pack it into rows.
+
+    Cached in memory for the session (a few recent calls), so lab experiments that train several
+    small models on the same corpus don't regenerate it each time.
+    """
+    preset = preset or get_preset()
+    return dataclasses.replace(_pretrain_data(preset, n_train or preset.n_train_docs))
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrain_data(preset: Preset, n_train: int) -> PretrainData:
+    train_docs = world.corpus("train", n_train, preset.world_seed)
+    val_docs = world.corpus("validation", preset.n_val_docs, preset.world_seed)
+    tokenizer = train_tokenizer((d.text for d in train_docs), extra_words=world.vocabulary())
+    pad = tokenizer.pad_token_id
+    return PretrainData(
+        tokenizer=tokenizer,
+        train=pack_documents(encode_docs(tokenizer, train_docs), preset.model.max_len, pad),
+        val=pack_documents(encode_docs(tokenizer, val_docs), preset.model.max_len, pad),
+        stats=world.entropy_stats(val_docs, train_docs),
+    )
+
+
+def gap_closed(val_loss: float, stats: dict) -> float:
+    """Share of the distance from the unigram entropy down to the floor that a model has covered."""
+    return (stats["unigram_entropy"] - val_loss) / (stats["unigram_entropy"] - stats["entropy_floor"])
+
+
+def _train_pretrain(preset: Preset, progress: bool, callback: Callable | None):
+    data = pretrain_data(preset)
+    runtime.seed_everything(preset.seed)
+    config = config_from_size(preset.model, len(data.tokenizer), data.tokenizer)
+    model = build_model(config, seed=preset.seed).to(runtime.device())
+    result = pretrain(model, data.train, data.val, preset.pretrain, seed=preset.seed,
+                      callback=callback, progress=progress)
+    metrics = {
+        "val_loss": result.val_loss,
+        "train_loss": result.train_loss,
+        "entropy_floor": data.stats["entropy_floor"],
+        "unigram_entropy": data.stats["unigram_entropy"],
+        "true_nll": data.stats["true_nll"],
+        "gap_closed": gap_closed(result.val_loss, data.stats),
+        "train_seconds": result.seconds,
+        "tokens_seen": result.tokens_seen,
+        "parameters": count_parameters(model),
+    }
+    return model, data.tokenizer, metrics, result.history
+
+
+def _hub_pretrain(preset: Preset, progress: bool, callback: Callable | None):
+    """``hub`` preset: the 'pretrained model' is a real one from the Hub, measured on our corpus."""
+    runtime.require_hub(preset.hub_model)
+    model, tokenizer = load_causal_lm(preset.hub_model)
+    val_docs = world.corpus("validation", preset.n_val_docs, preset.world_seed)
+    stats = world.entropy_stats(val_docs, world.corpus("train", 2000, preset.world_seed))
+    val_loss = nats_per_word(model, tokenizer, [d.text for d in val_docs])
+    metrics = {"val_loss": val_loss, "entropy_floor": stats["entropy_floor"],
+               "unigram_entropy": stats["unigram_entropy"], "gap_closed": gap_closed(val_loss, stats),
+               "parameters": count_parameters(model), "model": str(preset.hub_model),
+               "unit": "nats per word (sub-word losses summed per word)"}
+    return model, tokenizer, metrics, []
+
+
+def train_pretrain_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Pretrain the tiny model from scratch (or, under ``hub``, measure a real model on our corpus)."""
+    if preset.hub_model:
+        return _hub_pretrain(preset, progress, callback)
+    return _train_pretrain(preset, progress, callback)
+
+
+# ------------------------------------------------------------------------------- instruction tuning
+
+def sft_rows(preset: Preset, split: str) -> list[dict]:
+    """The instruction examples of ``split`` for ``preset`` (``train``, or ``test`` for evaluation)."""
+    if split == "train":
+        return task_mixture("train", preset.sft.train_examples, dict(preset.sft.category_weights),
+                            seed=preset.world_seed)
+    # exact match judges the categories with one exact answer; the preference task has the gold reward
+    categories = exact_categories(c for c, weight in preset.sft.category_weights if weight > 0)
+    return task_split(split, preset.sft.eval_per_category, seed=preset.world_seed, categories=categories)
+
+
+def train_sft_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Instruction-tune the pretrained model; measure exact match per category before and after,
+    and the gold reward of its sampled answers to the held-out alignment prompts."""
+    model, tokenizer, _ = checkpoint.load_checkpoint(inputs["pretrain"])
+    test = sft_rows(preset, "test")
+    base = score_summary(instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens))
+    # Tokens pretraining never showed the model (chat markers, digits, JSON pieces) all collapsed to
+    # one direction; give them distinct vectors so fine-tuning can tell them apart (see lab 02).
+    refresh_embeddings(model, tokens_new_to_the_model(tokenizer), seed=preset.seed)
+    model.train()
+    train = sft_rows(preset, "train")
+    result = train_sft(model, tokenizer, train, preset.sft, seed=preset.seed,
+                       progress=progress, callback=callback)
+    scores = instruction_scores(model, tokenizer, test, max_new_tokens=preset.sft.max_new_tokens)
+    after = score_summary(scores)
+    heldout = prefs.alignment_prompts("heldout")
+    judged = evaluate_policy(model, tokenizer, heldout, samples_per_prompt=preset.sft.eval_samples,
+                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="SFT", progress=progress)
+    metrics = {
+        "exact_match": float(after.loc["overall", "exact_match"]),
+        "json_valid": float(after.loc["classify", "json_valid"]),
+        "base_exact_match": float(base.loc["overall", "exact_match"]),
+        "base_json_valid": float(base.loc["classify", "json_valid"]),
+        "per_category": {c: {"exact_match": float(after.loc[c, "exact_match"]),
+                             "base_exact_match": float(base.loc[c, "exact_match"])}
+                         for c in after.index if c != "overall"},
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+        "gold_reward": judged.gold_reward,
+        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
+        "demonstrator_gold_reward": prefs.demonstrator_gold_reward(heldout, seed=preset.world_seed),
+        "gold_helpfulness": judged.helpfulness,
+        "gold_safety": judged.safety,
+        "heldout_answers": len(judged.answers),
+    }
+    return model, tokenizer, metrics, result.history
+
+
+# ------------------------------------------------------------------------------- reward modelling
+
+def fit_reward_model(preset, sft_dir: Path, n_pairs: int, *, policy_pairs: int = 0, judge_policy_answers: bool = False,
+                     progress: bool = False, callback: Callable | None = None) -> dict:
+    """A reward model from the SFT checkpoint in ``sft_dir``, trained on the first ``n_pairs`` training pairs.
+
+    With ``policy_pairs`` it also learns from that many comparisons of the SFT policy's own answers
+    and wild variants of them (:func:`policy_comparisons`), the answers a policy will try once it is
+    optimised against the reward model. Returns ``model``, ``tokenizer``, ``result`` (a
+    :class:`TrainResult`), the held-out ``test`` pairs, the model's held-out ``accuracy`` and the
+    ``bayes_ceiling`` of those pairs; with ``judge_policy_answers`` also ``policy_test`` (held-out
+    comparisons of policy-like answers), ``policy_accuracy`` and ``policy_bayes_ceiling``. The
+    ``reward`` and ``reward_naive`` stages and lab 04's data-size sweep all call it.
+    """
+    if n_pairs < 1:
+        raise ValueError(f"number of training pairs must be >= 1, got {n_pairs}")
+    train = prefs.preference_pairs("train", n_pairs, seed=preset.world_seed)
+    test = prefs.preference_pairs("test", preset.reward.eval_pairs, seed=preset.world_seed)
+    policy_test = []
+    if policy_pairs or judge_policy_answers:
+        sft_model, sft_tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=runtime.device())
+        if policy_pairs:
+            train = train + policy_comparisons(preset, sft_model, sft_tokenizer, "train", policy_pairs,
+                                               progress=progress)
+        if judge_policy_answers:
+            policy_test = policy_comparisons(preset, sft_model, sft_tokenizer, "heldout",
+                                             preset.reward.policy_eval_pairs, progress=progress)
+        del sft_model
+    runtime.seed_everything(preset.seed)  # the new scalar head's random init: the same in every run
+    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
+    result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress,
+                          callback=callback)
+    fit = {"model": model, "tokenizer": tokenizer, "result": result, "test": test, "train_pairs": len(train),
+           "accuracy": pairwise_accuracy(*pair_scores(model, tokenizer, test)),
+           "bayes_ceiling": prefs.bayes_ceiling(test)}
+    if policy_test:
+        fit.update(policy_test=policy_test, policy_accuracy=pairwise_accuracy(*pair_scores(model, tokenizer, policy_test)),
+                   policy_bayes_ceiling=prefs.bayes_ceiling(policy_test))
+    return fit
+
+
+def train_reward_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None,
+                       policy_pairs: int | None = None):
+    """Train the reward model the alignment stages use: on the world's preference pairs and on
+    comparisons of the SFT policy's own answers; compare with the Bayes ceilings."""
+    policy_pairs = preset.reward.policy_pairs if policy_pairs is None else policy_pairs
+    fit = fit_reward_model(preset, inputs["sft"], preset.reward.train_pairs, policy_pairs=policy_pairs,
+                           judge_policy_answers=True, progress=progress, callback=callback)
+    test, result = fit["test"], fit["result"]
+    metrics = {
+        "accuracy": fit["accuracy"],
+        "bayes_ceiling": fit["bayes_ceiling"],
+        "share_of_ceiling": fit["accuracy"] / fit["bayes_ceiling"],
+        "policy_accuracy": fit["policy_accuracy"],
+        "policy_bayes_ceiling": fit["policy_bayes_ceiling"],
+        "policy_pairs": policy_pairs,
+        "gold_reward_accuracy": scorer_accuracy(test, prefs.gold_reward),
+        "length_only_accuracy": scorer_accuracy(test, prefs.length_score),
+        "keyword_only_accuracy": scorer_accuracy(test, prefs.keyword_score),
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "train_pairs": preset.reward.train_pairs,
+        "test_pairs": len(test),
+    }
+    return fit["model"], fit["tokenizer"], metrics, result.history
+
+
+def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """The in-distribution reward model: the demonstrators' comparisons only (lab 05 over-optimises it)."""
+    return train_reward_stage(preset, inputs, progress, callback, policy_pairs=0)
+
+
+# ------------------------------------------------------------------------------- the registry
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in [
+    Stage("pretrain", needs=(),
+          fields=("name", "world_seed", "n_train_docs", "n_val_docs", "model", "pretrain", "seed", "hub_model"),
+          report=("seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss", "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"),
+          train=train_pretrain_stage),
+    Stage("sft", needs=("pretrain",),
+          fields=("name", "world_seed", "sft", "seed"),
+          report=("seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category", "gold_reward", "best_gold_reward", "demonstrator_gold_reward", "gold_helpfulness", "gold_safety", "train_seconds", "steps", "train_examples", "test_examples"),
+          train=train_sft_stage),
+    Stage("reward", needs=("sft",),
+          fields=("name", "world_seed", "reward", "seed"),
+          report=("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy", "policy_bayes_ceiling", "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs", "policy_pairs", "test_pairs"),
+          train=train_reward_stage),
+    Stage("reward_naive", needs=("sft",),
+          fields=("name", "world_seed", "reward", "seed"),
+          report=("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy", "policy_bayes_ceiling", "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs", "policy_pairs", "test_pairs"),
+          train=train_reward_naive_stage),
+]}
