@@ -7,7 +7,6 @@ that the chosen response scores above the rejected one: loss = −log σ(r_chose
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ from labkit.metrics import pairwise_accuracy
 from labkit.models import reward_scores
 from labkit.presets import RewardStageConfig
 from labkit.tokenizer import END
-from labkit.train.sft import TrainResult, _History, quiet_train
+from labkit.train.common import TrainResult, common_args, run_trl, total_steps
 
 
 def reward_model_from(path: str | Path):
@@ -40,24 +39,19 @@ def pairs_dataset(pairs: list[dict]) -> datasets.Dataset:
 def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig, *, seed: int = 0,
                  progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fit ``model`` (a sequence-classification model with one label) to ``pairs`` in place."""
-    runtime.seed_everything(seed)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    steps = max(1, round(config.epochs * -(-len(pairs) // config.batch_size)))
-    recorder = _History(callback, progress, desc="reward model")
-    with tempfile.TemporaryDirectory(prefix="labkit-rm-") as out:
-        args = RewardConfig(
-            output_dir=out, max_steps=steps, per_device_train_batch_size=config.batch_size,
-            learning_rate=config.lr, lr_scheduler_type="linear", warmup_steps=config.warmup_steps,
-            weight_decay=0.0, logging_steps=max(1, steps // 40), save_strategy="no", report_to="none",
-            disable_tqdm=True, seed=seed, data_seed=seed, dataloader_num_workers=0,
-            use_cpu=runtime.device().type == "cpu", max_length=None,
-            eos_token=END if END in tokenizer.get_vocab() else None)
-        trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs),
-                                processing_class=tokenizer, callbacks=[recorder])
-        seconds = quiet_train(trainer)
-    model.eval()
-    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+
+    def make_trainer(output_dir, callbacks):
+        args = RewardConfig(max_length=None, eos_token=END if END in tokenizer.get_vocab() else None,
+                            **common_args(output_dir=output_dir,
+                                          steps=total_steps(len(pairs), config.batch_size, config.epochs),
+                                          batch_size=config.batch_size, lr=config.lr,
+                                          warmup_steps=config.warmup_steps, seed=seed))
+        return RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
+                             callbacks=callbacks)
+
+    return run_trl(make_trainer, model, seed=seed, progress=progress, callback=callback, desc="reward model")
 
 
 def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,20 +8,14 @@ one the trained model stops on.
 """
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import datasets
-from tqdm.auto import tqdm
-from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import SFTConfig, SFTTrainer
 
-from labkit import runtime
 from labkit.presets import SFTStageConfig
 from labkit.tokenizer import END
+from labkit.train.common import TrainResult, common_args, run_trl, total_steps
 
 
 def messages_dataset(rows: list[dict]) -> datasets.Dataset:
@@ -29,104 +23,28 @@ def messages_dataset(rows: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
 
 
-class _History(TrainerCallback):
-    """Collects the trainer's logged losses, shows one progress bar, and feeds ``callback``.
-
-    Replaces the trainer's own printing (which writes every log dict into the notebook).
-    """
-
-    def __init__(self, callback: Callable | None, progress: bool, desc: str = "SFT"):
-        self.history: list[dict] = []
-        self.callback = callback
-        self.progress = progress
-        self.desc = desc
-        self.bar = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.progress:
-            self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.history.append({"step": state.global_step, "train_loss": float(logs["loss"])})
-            if self.bar is not None:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
-            if self.callback is not None:
-                self.callback(self.history)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-
-
-@dataclass
-class TrainResult:
-    """What a TRL training run left: its logged losses, wall time and steps."""
-
-    history: list[dict] = field(default_factory=list)  # {"step", "train_loss"} per logging step
-    seconds: float = 0.0                                # wall time of trainer.train()
-    steps: int = 0                                      # optimiser steps taken
-
-
 def sft_config(config: SFTStageConfig, n_examples: int, output_dir: str, seed: int = 0,
                eos_token: str | None = END) -> SFTConfig:
     """The TRL ``SFTConfig`` for our stage config: assistant-only loss, stop on ``<|end|>``, no saving."""
-    steps_per_epoch = max(1, -(-n_examples // config.batch_size))
-    total = max(1, round(config.epochs * steps_per_epoch))
     return SFTConfig(
-        output_dir=output_dir,
         assistant_only_loss=True,       # loss on the assistant's tokens only (the mask in lab 02)
         eos_token=eos_token,            # the token that ends an assistant turn
         max_length=None,                # our conversations are short; never truncate an answer away
-        per_device_train_batch_size=config.batch_size,
-        max_steps=total,
-        learning_rate=config.lr,
-        lr_scheduler_type="linear",
-        warmup_steps=config.warmup_steps,
-        weight_decay=0.0,
-        logging_steps=max(1, total // 40),
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,              # our own bar (see _History) instead of printed log dicts
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        use_cpu=runtime.device().type == "cpu",
-        bf16=False,
-        fp16=False,
+        **common_args(output_dir=output_dir, steps=total_steps(n_examples, config.batch_size, config.epochs),
+                      batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps, seed=seed),
     )
 
 
 def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, seed: int = 0,
               progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the conversations in ``rows`` with TRL's ``SFTTrainer``."""
-    runtime.seed_everything(seed)
-    recorder = _History(callback, progress)
     eos = END if END in tokenizer.get_vocab() else None  # a hub model keeps its own end-of-turn token
-    with tempfile.TemporaryDirectory(prefix="labkit-sft-") as out:  # quiet: see runtime.quiet_third_party
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_config(config, len(rows), out, seed, eos),
-            train_dataset=messages_dataset(rows),
-            processing_class=tokenizer,
-            callbacks=[recorder],
-        )
-        seconds = quiet_train(trainer)
-    model.eval()
-    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
 
+    def make_trainer(output_dir, callbacks):
+        return SFTTrainer(model=model, args=sft_config(config, len(rows), output_dir, seed, eos),
+                          train_dataset=messages_dataset(rows), processing_class=tokenizer, callbacks=callbacks)
 
-def quiet_train(trainer) -> float:
-    """Run ``trainer.train()`` without the trainer's own printing (our ``_History`` bar reports); seconds."""
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    start = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - start
+    return run_trl(make_trainer, model, seed=seed, progress=progress, callback=callback, desc="SFT")
 
 
 def tokens_new_to_the_model(tokenizer) -> list[int]:

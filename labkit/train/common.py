@@ -1,0 +1,122 @@
+"""What every TRL-based trainer shares: the common arguments, one progress bar and history, quiet
+training, and one result type.
+
+SFT and reward modelling use it now; DPO and GRPO (TRL's ``DPOTrainer`` and ``GRPOTrainer``) plug
+into the same three pieces: :func:`common_args` for the arguments every stage sets the same way,
+:func:`run_trl` to build a trainer, train it quietly and collect its history, and
+:class:`TrainResult` for what comes back.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from labkit import runtime
+
+
+@dataclass
+class TrainResult:
+    """What a training run left: its logged losses, wall time and steps."""
+
+    history: list[dict] = field(default_factory=list)  # {"step", "train_loss", ...} per logging step
+    seconds: float = 0.0                                # wall time of the training loop
+    steps: int = 0                                      # optimiser steps taken
+
+
+class History(TrainerCallback):
+    """Collects the trainer's logged losses, shows one progress bar, and feeds ``callback``.
+
+    Replaces the trainer's own printing (which writes every log dict into the notebook).
+    """
+
+    def __init__(self, callback: Callable | None, progress: bool, desc: str):
+        self.history: list[dict] = []
+        self.callback = callback
+        self.progress = progress
+        self.desc = desc
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.progress:
+            self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.history.append({"step": state.global_step, "train_loss": float(logs["loss"])})
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+            if self.callback is not None:
+                self.callback(self.history)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
+    """Optimiser steps for ``epochs`` passes over ``n_examples`` in batches of ``batch_size`` (>= 1)."""
+    return max(1, round(epochs * max(1, -(-n_examples // batch_size))))
+
+
+def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warmup_steps: int,
+                seed: int) -> dict:
+    """Keyword arguments every labkit stage gives a TRL config (``SFTConfig``, ``RewardConfig``, …).
+
+    A linear schedule after warm-up, no weight decay, about 40 logged points per run, nothing saved
+    (labkit saves its own checkpoints), no reporting services, our own progress bar, seeded data
+    order, and the CPU when there is no GPU.
+    """
+    return dict(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_steps,
+        weight_decay=0.0,
+        logging_steps=max(1, steps // 40),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,              # our own bar (see History) instead of printed log dicts
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=runtime.device().type == "cpu",
+        bf16=False,
+        fp16=False,
+    )
+
+
+def quiet_train(trainer) -> float:
+    """Run ``trainer.train()`` without the trainer's own printing (our ``History`` bar reports); seconds."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    start = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - start
+
+
+def run_trl(make_trainer: Callable, model, *, seed: int, progress: bool, callback: Callable | None,
+            desc: str) -> TrainResult:
+    """Build a TRL trainer with ``make_trainer(output_dir, callbacks)``, train it quietly, return the result.
+
+    The run is seeded, shows one progress bar named ``desc``, feeds ``callback(history)`` at every
+    logged step, and leaves ``model`` in eval mode.
+    """
+    runtime.seed_everything(seed)
+    recorder = History(callback, progress, desc)
+    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
+        trainer = make_trainer(out, [recorder])
+        seconds = quiet_train(trainer)
+    model.eval()
+    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
