@@ -69,12 +69,13 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 
 def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warmup_steps: int,
-                seed: int) -> dict:
+                seed: int, bf16: bool = False) -> dict:
     """Keyword arguments every labkit stage gives a TRL config (``SFTConfig``, ``RewardConfig``, …).
 
     A linear schedule after warm-up, no weight decay, about 40 logged points per run, nothing saved
     (labkit saves its own checkpoints), no reporting services, our own progress bar, seeded data
-    order, and the CPU when there is no GPU.
+    order, and the CPU when there is no GPU. ``bf16`` trains under bfloat16 autocast; it is only
+    used where the device supports it (:func:`labkit.runtime.bf16_supported`).
     """
     return dict(
         output_dir=output_dir,
@@ -92,7 +93,7 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
         data_seed=seed,
         dataloader_num_workers=0,
         use_cpu=runtime.device().type == "cpu",
-        bf16=False,
+        bf16=bf16 and runtime.bf16_supported(),
         fp16=False,
     )
 
