@@ -1,8 +1,9 @@
-"""Datasets: the world's files in ``datasets/``, reading JSONL safely, and chat formatting.
+"""Datasets: the world's files in ``datasets/``, reading JSONL safely, and adapters for hub layouts.
 
 Files are JSON Lines (one JSON object per line), the format ``datasets.load_dataset("json", ...)``
 reads and the Hugging Face Hub uses for instruction and preference data. ``build_datasets`` writes
 them from the generator; a test checks the committed files are exactly what it writes.
+:func:`from_hh_rlhf` turns Anthropic's hh-rlhf transcripts into prompt / chosen / rejected messages.
 """
 from __future__ import annotations
 

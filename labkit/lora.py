@@ -49,14 +49,18 @@ def lora_parameter_counts(m: int, n: int, r: int) -> dict:
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update: y = base(x) + x Aᵀ Bᵀ · alpha/r."""
+    """A frozen ``nn.Linear`` plus a trainable low-rank update: y = base(x) + x Aᵀ Bᵀ · alpha/r.
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None):
+    ``alpha`` is fixed (16, as in :func:`peft_lora` and the LoRA paper) rather than tied to the rank,
+    so that changing r changes the update's capacity, not its scale.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float = 16):
         super().__init__()
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.base = base.requires_grad_(False)
-        self.scaling = (alpha if alpha is not None else 2 * rank) / rank
+        self.scaling = alpha / rank
         self.lora_A = nn.Parameter(torch.randn(rank, base.in_features) / base.in_features ** 0.5)
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))  # zero: starts as the base
 
@@ -73,7 +77,7 @@ class LoRALinear(nn.Module):
         return merged
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None,
+def add_lora(model: nn.Module, rank: int, alpha: float = 16,
              target: tuple[str, ...] = ("q_proj", "v_proj")) -> nn.Module:
     """Freeze ``model`` and wrap every ``nn.Linear`` whose name ends with one of ``target`` (in place)."""
     model.requires_grad_(False)

@@ -12,6 +12,31 @@ from dataclasses import dataclass, field
 import torch
 
 
+def _at_least(config, minimum: float, *names: str) -> None:
+    """Raise a ValueError naming the first field of ``config`` below ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{type(config).__name__}.{name} must be >= {minimum}, got {value!r}")
+
+
+def _inside(config, low: float, high: float, *names: str) -> None:
+    """Raise a ValueError naming the first field of ``config`` outside the open interval (low, high)."""
+    for name in names:
+        value = getattr(config, name)
+        if not low < value < high:
+            raise ValueError(f"{type(config).__name__}.{name} must lie strictly between {low} and {high}, "
+                             f"got {value!r}")
+
+
+def _positive_tuple(config, name: str) -> None:
+    """Raise a ValueError unless the field ``name`` is a non-empty tuple of numbers >= 1."""
+    values = getattr(config, name)
+    if not values or min(values) < 1:
+        raise ValueError(f"{type(config).__name__}.{name} must be a non-empty tuple of numbers >= 1, "
+                         f"got {values!r}")
+
+
 @dataclass(frozen=True)
 class ModelSize:
     """A tiny Llama-architecture model, built from scratch."""
@@ -23,9 +48,7 @@ class ModelSize:
     max_len: int = 256      # longest sequence in tokens (context window); a story must fit
 
     def __post_init__(self):
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelSize.{name} must be a positive integer, got {getattr(self, name)}")
+        _at_least(self, 1, "d_model", "n_layers", "n_heads", "d_ff", "max_len")
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelSize.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
@@ -42,18 +65,14 @@ class PretrainConfig:
     eval_every: int = 45        # steps between validation evaluations (each one costs time)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"PretrainConfig.steps must be >= 1, got {self.steps}")
-        if not (0 < self.lr < 1):
-            raise ValueError(f"PretrainConfig.lr must lie in (0, 1), got {self.lr}")
-        if self.batch_tokens < 16:
-            raise ValueError(f"PretrainConfig.batch_tokens must be >= 16, got {self.batch_tokens}")
-        if self.warmup < 0 or self.eval_every < 1:
-            raise ValueError("PretrainConfig.warmup must be >= 0 and eval_every >= 1")
+        _at_least(self, 1, "steps", "eval_every")
+        _at_least(self, 16, "batch_tokens")
+        _at_least(self, 0, "warmup", "weight_decay")
+        _inside(self, 0, 1, "lr")
 
 
 @dataclass(frozen=True)
-class Lab01Config:
+class PretrainDemosConfig:
     """Sizes of lab 01's side experiments (each a real training run)."""
 
     memorise_docs: int = 60             # documents in the tiny corpus of the memorisation run
@@ -64,11 +83,8 @@ class Lab01Config:
     shortcut_steps: int = 300           # its optimiser steps
 
     def __post_init__(self):
-        for name in ("memorise_docs", "memorise_steps", "sweep_steps", "shortcut_examples", "shortcut_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Lab01Config.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.sweep_widths or min(self.sweep_widths) < 1:
-            raise ValueError("Lab01Config.sweep_widths must be a non-empty tuple of positive widths")
+        _at_least(self, 1, "memorise_docs", "memorise_steps", "sweep_steps", "shortcut_examples", "shortcut_steps")
+        _positive_tuple(self, "sweep_widths")
 
 
 @dataclass(frozen=True)
@@ -93,17 +109,13 @@ class SFTStageConfig:
                                     # gold reward; more = a steadier mean, linear time
 
     def __post_init__(self):
-        for name in ("train_examples", "eval_per_category", "batch_size", "max_new_tokens", "eval_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SFTStageConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0:
-            raise ValueError(f"SFTStageConfig.epochs must be > 0, got {self.epochs}")
-        if not (0 < self.lr < 1):
-            raise ValueError(f"SFTStageConfig.lr must lie in (0, 1), got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"SFTStageConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _at_least(self, 1, "train_examples", "eval_per_category", "batch_size", "max_new_tokens", "eval_samples")
+        _at_least(self, 0, "warmup_steps")
+        _inside(self, 0, float("inf"), "epochs")
+        _inside(self, 0, 1, "lr")
         if not self.category_weights or any(w < 0 for _, w in self.category_weights):
-            raise ValueError("SFTStageConfig.category_weights must be (category, weight >= 0) pairs")
+            raise ValueError("SFTStageConfig.category_weights must be (category, weight >= 0) pairs, "
+                             f"got {self.category_weights!r}")
 
 
 @dataclass(frozen=True)
@@ -125,17 +137,14 @@ class RewardStageConfig:
     policy_eval_pairs: int = 2000  # held-out comparisons of policy-like answers (held-out prompts)
 
     def __post_init__(self):
-        for name in ("train_pairs", "eval_pairs", "batch_size", "policy_samples", "policy_eval_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RewardStageConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.policy_pairs < 0:
-            raise ValueError(f"RewardStageConfig.policy_pairs must be >= 0, got {self.policy_pairs}")
-        if self.epochs <= 0 or not (0 < self.lr < 1) or self.warmup_steps < 0:
-            raise ValueError("RewardStageConfig: epochs > 0, lr in (0, 1), warmup_steps >= 0")
+        _at_least(self, 1, "train_pairs", "eval_pairs", "batch_size", "policy_samples", "policy_eval_pairs")
+        _at_least(self, 0, "policy_pairs", "warmup_steps")
+        _inside(self, 0, float("inf"), "epochs")
+        _inside(self, 0, 1, "lr")
 
 
 @dataclass(frozen=True)
-class Lab02Config:
+class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
     per_category: int = 2000      # training examples per category in a demo run (~10 s per category)
@@ -143,15 +152,12 @@ class Lab02Config:
     eval_per_category: int = 50   # held-out examples per category for each demo's scores
 
     def __post_init__(self):
-        for name in ("per_category", "eval_per_category"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Lab02Config.{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0:
-            raise ValueError(f"Lab02Config.epochs must be > 0, got {self.epochs}")
+        _at_least(self, 1, "per_category", "eval_per_category")
+        _inside(self, 0, float("inf"), "epochs")
 
 
 @dataclass(frozen=True)
-class Lab03Config:
+class LoRASweepConfig:
     """Lab 03's LoRA runs: each fine-tunes the pretrained model on the same SFT mix, budget and seed."""
 
     train_examples: int = 6000              # examples per run (the sft stage's mix, fewer of them)
@@ -162,17 +168,14 @@ class Lab03Config:
     eval_per_category: int = 50             # held-out examples per category for each run's exact match
 
     def __post_init__(self):
-        for name in ("train_examples", "eval_per_category"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Lab03Config.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.ranks or min(self.ranks) < 1:
-            raise ValueError("Lab03Config.ranks must be a non-empty tuple of ranks >= 1")
-        if self.epochs <= 0 or not (0 < self.lr < 1) or not (0 < self.lora_lr < 1):
-            raise ValueError("Lab03Config: epochs must be > 0 and learning rates in (0, 1)")
+        _at_least(self, 1, "train_examples", "eval_per_category")
+        _positive_tuple(self, "ranks")
+        _inside(self, 0, float("inf"), "epochs")
+        _inside(self, 0, 1, "lr", "lora_lr")
 
 
 @dataclass(frozen=True)
-class Lab04Config:
+class RewardDemosConfig:
     """Lab 04's extra reward-model runs and probes."""
 
     pair_counts: tuple[int, ...] = (250, 1000, 4000)  # training pairs of each run in the data-size sweep
@@ -181,10 +184,10 @@ class Lab04Config:
                                                       # that many SFT answers per held-out prompt
 
     def __post_init__(self):
-        if not self.pair_counts or min(self.pair_counts) < 1 or self.probe_pairs < 1:
-            raise ValueError("Lab04Config: pair_counts must be positive counts and probe_pairs >= 1")
+        _positive_tuple(self, "pair_counts")
+        _at_least(self, 1, "probe_pairs")
         if self.best_of_n < 1 or self.best_of_n & (self.best_of_n - 1):
-            raise ValueError(f"Lab04Config.best_of_n must be a power of two >= 1, got {self.best_of_n}")
+            raise ValueError(f"RewardDemosConfig.best_of_n must be a power of two >= 1, got {self.best_of_n}")
 
 
 @dataclass(frozen=True)
@@ -197,18 +200,17 @@ class Preset:
     n_val_docs: int = 1_000          # held-out documents for validation loss and the floor
     model: ModelSize = field(default_factory=ModelSize)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    lab01: Lab01Config = field(default_factory=Lab01Config)
+    pretrain_demos: PretrainDemosConfig = field(default_factory=PretrainDemosConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
-    lab02: Lab02Config = field(default_factory=Lab02Config)
-    lab03: Lab03Config = field(default_factory=Lab03Config)
-    lab04: Lab04Config = field(default_factory=Lab04Config)
+    sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
+    lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
+    reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
     def __post_init__(self):
-        if self.n_train_docs < 1 or self.n_val_docs < 1:
-            raise ValueError(f"Preset {self.name!r}: n_train_docs and n_val_docs must be >= 1")
+        _at_least(self, 1, "n_train_docs", "n_val_docs")
 
     def replace(self, **changes) -> "Preset":
         """A copy with some fields changed, e.g. ``preset.replace(n_train_docs=500)``."""
@@ -222,15 +224,15 @@ PRESETS: dict[str, Preset] = {
         n_val_docs=50,
         model=ModelSize(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=256),
         pretrain=PretrainConfig(steps=12, batch_tokens=2048, lr=3e-3, warmup=2, eval_every=6),
-        lab01=Lab01Config(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
+        pretrain_demos=PretrainDemosConfig(memorise_docs=20, memorise_steps=10, sweep_widths=(16, 32), sweep_steps=4,
                           shortcut_examples=200, shortcut_steps=10),
         sft=SFTStageConfig(train_examples=120, eval_per_category=4, epochs=1, batch_size=8,
                            warmup_steps=1, max_new_tokens=16, eval_samples=1),
         reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1,
                                  policy_pairs=32, policy_samples=1, policy_eval_pairs=32),
-        lab02=Lab02Config(per_category=6, epochs=1, eval_per_category=3),
-        lab03=Lab03Config(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
-        lab04=Lab04Config(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),
+        sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
+        lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
+        reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

@@ -1,4 +1,8 @@
-"""Reward functions: rules that score a response (the world's gold reward arrives with lab 04)."""
+"""Rule rewards: functions that score a response by a rule, such as its final numeric answer.
+
+The preference world's hidden gold reward lives with the world (:mod:`labkit.world.preferences`);
+learned rewards are reward models (:mod:`labkit.train.reward`).
+"""
 from __future__ import annotations
 
 import re

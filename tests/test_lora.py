@@ -38,7 +38,7 @@ def test_lora_linear_starts_as_the_base_and_merges_exactly():
     with torch.no_grad():
         layer.lora_B.normal_()
     assert not torch.allclose(layer(x), base(x))
-    torch.testing.assert_close(layer.merge()(x), layer(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(layer.merge()(x), layer(x), atol=1e-6, rtol=1e-6)  # float32 rounding only
     assert [n for n, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
 
 

@@ -58,3 +58,18 @@ def test_gpu_preset_without_a_gpu_warns_with_the_cpu_time_and_the_preset_that_fi
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per session, not at every call
         presets.get_preset("gpu")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: PretrainConfig(lr=1.5), r"PretrainConfig.lr must lie strictly between 0 and 1, got 1.5"),
+    (lambda: PretrainConfig(warmup=-1), r"PretrainConfig.warmup must be >= 0, got -1"),
+    (lambda: ModelSize(n_layers=0), r"ModelSize.n_layers must be >= 1, got 0"),
+    (lambda: labkit.presets.RewardStageConfig(epochs=0), r"RewardStageConfig.epochs must lie strictly between 0"),
+    (lambda: labkit.presets.RewardStageConfig(warmup_steps=-2), r"RewardStageConfig.warmup_steps must be >= 0"),
+    (lambda: labkit.presets.LoRASweepConfig(lora_lr=2.0), r"LoRASweepConfig.lora_lr must lie strictly between"),
+    (lambda: labkit.presets.LoRASweepConfig(ranks=()), r"LoRASweepConfig.ranks must be a non-empty tuple"),
+    (lambda: labkit.presets.RewardDemosConfig(best_of_n=6), r"RewardDemosConfig.best_of_n must be a power of two"),
+])
+def test_each_validator_names_the_wrong_field_and_its_range(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

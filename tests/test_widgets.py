@@ -77,7 +77,7 @@ def test_panel_ranges_come_from_the_preset():
     preset = get_preset("cpu")
     assert cpu.steps.max == preset.pretrain.steps and cpu.steps.min == cpu.steps.step
     assert cpu.d_model.max == 2 * preset.model.d_model
-    assert cpu.docs.options[0] == preset.lab01.memorise_docs and cpu.docs.options[-1] == preset.n_train_docs
+    assert cpu.docs.options[0] == preset.pretrain_demos.memorise_docs and cpu.docs.options[-1] == preset.n_train_docs
 
 
 def test_panel_trains_for_real_and_collects_runs(panel):
@@ -177,7 +177,7 @@ def test_imbalance_panel_trains_for_real_under_smoke():
 
     panel = imbalance_panel("smoke")
     row = panel.train_once(arithmetic_share=0.75)
-    assert row["examples"] == 2 * get_preset("smoke").lab02.per_category
+    assert row["examples"] == 2 * get_preset("smoke").sft_demos.per_category
     assert 0 <= row["arithmetic"] <= 1 and 0 <= row["classify"] <= 1
 
 

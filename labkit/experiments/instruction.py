@@ -42,7 +42,7 @@ def demo_run(train_rows: list[dict], eval_rows: list[dict], preset=None, *, mode
     preset = preset or get_preset()
     if model is None:
         model, tokenizer = fresh_from_pretrained(preset)
-    config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": epochs or preset.lab02.epochs})
+    config = SFTStageConfig(**{**preset.sft.__dict__, "epochs": epochs or preset.sft_demos.epochs})
     model.train()
     result = train_sft(model, tokenizer, train_rows, config, seed=preset.seed, progress=progress)
     scores = instruction_scores(model, tokenizer, eval_rows, max_new_tokens=preset.sft.max_new_tokens)
@@ -55,15 +55,15 @@ def demo_run(train_rows: list[dict], eval_rows: list[dict], preset=None, *, mode
 def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = False) -> dict:
     """Train on a fixed budget of arithmetic + classify examples with this share of arithmetic.
 
-    The budget is ``2 × lab02.per_category`` examples; returns exact match on each category.
+    The budget is ``2 × sft_demos.per_category`` examples; returns exact match on each category.
     """
     if not 0 <= arithmetic_share <= 1:
         raise ValueError(f"arithmetic share must lie in [0, 1], got {arithmetic_share}")
     preset = preset or get_preset()
-    n = 2 * preset.lab02.per_category
+    n = 2 * preset.sft_demos.per_category
     train = task_mixture("train", n, {"arithmetic": arithmetic_share, "classify": 1 - arithmetic_share},
                          seed=preset.world_seed)
-    test = task_split("validation", preset.lab02.eval_per_category, preset.world_seed, ("arithmetic", "classify"))
+    test = task_split("validation", preset.sft_demos.eval_per_category, preset.world_seed, ("arithmetic", "classify"))
     run = demo_run(train, test, preset, progress=progress)
     summary = run["summary"]
     return {"arithmetic share": arithmetic_share, "examples": len(train),
@@ -85,9 +85,9 @@ def noise_experiment(examples_per_category: int, wrong_share: float, preset=None
     preset = preset or get_preset()
     train = with_wrong_answers(task_split("train", examples_per_category, preset.world_seed, NOISE_CATEGORIES),
                                wrong_share, seed=preset.seed)
-    test = task_split("validation", preset.lab02.eval_per_category, preset.world_seed, NOISE_CATEGORIES)
+    test = task_split("validation", preset.sft_demos.eval_per_category, preset.world_seed, NOISE_CATEGORIES)
     run = demo_run(train, test, preset, progress=progress,
-                   epochs=preset.lab02.epochs * preset.lab02.per_category / max(examples_per_category, 1))
+                   epochs=preset.sft_demos.epochs * preset.sft_demos.per_category / max(examples_per_category, 1))
     return {"examples per category": examples_per_category, "wrong share": wrong_share,
             "exact_match": float(run["summary"].loc["overall", "exact_match"]), "seconds": run["seconds"]}
 
@@ -98,8 +98,8 @@ def ambiguity_experiment(clear: bool, preset=None, progress: bool = True):
     ``clear=False``: both conventions behind one instruction; ``clear=True``: each has its own.
     """
     preset = preset or get_preset()
-    train = ambiguous_brainstorm("train", preset.lab02.per_category, clear=clear, seed=preset.world_seed)
-    held_out = ambiguous_brainstorm("validation", 2 * preset.lab02.eval_per_category, clear=clear,
+    train = ambiguous_brainstorm("train", preset.sft_demos.per_category, clear=clear, seed=preset.world_seed)
+    held_out = ambiguous_brainstorm("validation", 2 * preset.sft_demos.eval_per_category, clear=clear,
                                     seed=preset.world_seed)
     scores = demo_run(train, held_out, preset, progress=progress)["scores"]
     scores["convention"] = [r["convention"] for r in held_out]
@@ -118,7 +118,7 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
 
 
     preset = preset or get_preset()
-    lab = preset.lab03
+    lab = preset.lora_sweep
     if rank is not None and (int(rank) != rank or rank < 1):
         raise ValueError(f"LoRA rank must be an integer >= 1 (or None for full fine-tuning), got {rank}")
     model, tokenizer = fresh_from_pretrained(preset)

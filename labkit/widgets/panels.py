@@ -206,15 +206,15 @@ class PretrainPanel(RunPanel):
     def __init__(self, preset: Preset | None = None):
         self.preset = p = preset or get_preset()
         self.stats: dict | None = None  # the corpus's floor and unigram entropy (lines on the figure)
-        step_size = max(1, p.lab01.sweep_steps // 10)
-        self.steps = W.IntSlider(value=min(p.lab01.sweep_steps, p.pretrain.steps), min=step_size,
+        step_size = max(1, p.pretrain_demos.sweep_steps // 10)
+        self.steps = W.IntSlider(value=min(p.pretrain_demos.sweep_steps, p.pretrain.steps), min=step_size,
                                  max=p.pretrain.steps, step=step_size, description="steps",
                                  continuous_update=False)
-        middle = sorted(p.lab01.sweep_widths)[len(p.lab01.sweep_widths) // 2]
+        middle = sorted(p.pretrain_demos.sweep_widths)[len(p.pretrain_demos.sweep_widths) // 2]
         self.d_model = W.IntSlider(value=min(max(middle - middle % WIDTH_STEP, WIDTH_STEP), 2 * p.model.d_model),
                                    min=WIDTH_STEP, max=2 * p.model.d_model, step=WIDTH_STEP,
                                    description="d_model", continuous_update=False)
-        self.docs = W.SelectionSlider(options=_docs_options(p.lab01.memorise_docs, p.n_train_docs),
+        self.docs = W.SelectionSlider(options=_docs_options(p.pretrain_demos.memorise_docs, p.n_train_docs),
                                       value=p.n_train_docs, description="train docs", continuous_update=False)
         super().__init__(f"Pretraining run panel — preset {p.name}",
                          {"steps": self.steps, "d_model": self.d_model, "docs": self.docs}, self._run,
@@ -315,7 +315,7 @@ def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     from labkit.experiments.instruction import noise_experiment
 
     preset = _as_preset(preset)
-    top = preset.lab02.per_category
+    top = preset.sft_demos.per_category
     sliders = {"examples_per_category": W.IntSlider(value=top, min=max(1, top // 8), max=top, step=max(1, top // 8),
                                                     description="examples per category", continuous_update=False),
                "wrong_share": W.FloatSlider(value=0.0, min=0.0, max=0.9, step=0.1, description="wrong answers",
