@@ -45,12 +45,15 @@ class RunPanel(W.VBox):
                  curves: Callable | None = None, summary: Callable | None = None,
                  formats: dict[str, str] | None = None, columns: list[str] | None = None,
                  run_label: Callable | None = None, check: Callable | None = None,
+                 headline: list[str] | None = None,
                  intro: str = "Choose settings and press <b>Train</b>. Each run trains a fresh model."):
         self.title, self.sliders, self.run_fn = title, dict(sliders), run
         self.curves_fn, self.summary_fn, self.check_fn = curves, summary, check
         self.formats = {"seconds": "{:.1f}", **(formats or {})}
         self.columns = columns
-        self.run_label = run_label or (lambda settings: ", ".join(f"{k} {v}" for k, v in settings.items()))
+        self.run_label = run_label or (lambda settings: ", ".join(
+            f"{self.sliders[k].description} {v}" for k, v in settings.items()))
+        self.headline = headline  # the results the status line reports when a run ends (default: formatted ones)
         self.runs: list[dict] = []
         self.histories: dict[str, list[dict]] = {}
         self.last: dict = {}  # the latest run's non-numeric results (e.g. the trained model)
@@ -132,11 +135,9 @@ class RunPanel(W.VBox):
                          if k in ("step", "train_loss", "val_loss"))
 
     def _done_text(self, row: dict) -> str:
-        shown = []
-        for key, value in row.items():
-            if key in self.formats and isinstance(value, (int, float)) and key not in self.sliders:
-                shown.append(f"{key} {self.formats[key].format(value)}")
-        return ", ".join(shown)
+        keys = self.headline if self.headline is not None else [k for k in row if k in self.formats]
+        return ", ".join(f"{key} {self.formats.get(key, '{}').format(row[key])}" for key in keys
+                         if isinstance(row.get(key), (int, float)))
 
     def runs_table(self) -> pd.DataFrame:
         """One row per finished run (index ``run``): its settings and results."""
@@ -221,6 +222,7 @@ class PretrainPanel(RunPanel):
                          curves=self._curves, columns=self.COLUMNS, check=self._check,
                          formats={"parameters": "{:,}", "docs": "{:,}", "train_loss": "{:.3f}",
                                   "val_loss": "{:.3f}", "gap_closed": "{:.1%}"},
+                         headline=["val_loss", "gap_closed"],
                          run_label=lambda s: f"{s['steps']} steps, d_model {s['d_model']}, {s['docs']:,} docs")
 
     @staticmethod
@@ -285,7 +287,7 @@ class ExperimentPanel(RunPanel):
             return run(**settings, callback=on_history) if live_curves else run(**settings)
 
         super().__init__(title, sliders, run_settings, summary=self._summary,
-                         curves=self._curves if live_curves else None, run_label=run_label,
+                         curves=self._curves if live_curves else None, run_label=run_label, headline=self.metrics,
                          formats={**{m: "{:.1%}" for m in metrics}, **(formats or {})},
                          intro="Choose a setting and press <b>Train</b>. Each run fine-tunes the pretrained "
                                "model afresh.")
