@@ -95,5 +95,6 @@ def test_lab04_expands_a_ranking_and_shows_the_ceiling():
     for figure in ["C(K, 2)", "4 answers give 6", "σ(r(x, y_w) − r(x, y_l))"]:
         assert figure in text, f"lab 04 should mention {figure!r}"
     for call in ["ranking_to_pairs", "bradley_terry_explorer", 'pipeline.ensure("reward"', "bayes_ceiling",
-                 "calibration_figure", "reward_experiment", "length_bias", "from_hh_rlhf"]:
+                 "calibration_figure", "reward_experiment", "length_bias", "from_hh_rlhf", "evaluate.best_of_n(",
+                 '"reward_naive"', "best_of_n_figure"]:
         assert call in code, f"lab 04 should run {call}"
