@@ -29,14 +29,6 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def bf16_supported() -> bool:
-    """Whether the device can train under bfloat16 autocast (CPUs and recent GPUs; not a T4 or MPS)."""
-    where = device()
-    if where.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return where.type == "cpu"
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch so the same seed gives the same run."""
     random.seed(seed)

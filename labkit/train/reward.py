@@ -47,8 +47,7 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
                             **common_args(output_dir=output_dir,
                                           steps=total_steps(len(pairs), config.batch_size, config.epochs),
                                           batch_size=config.batch_size, lr=config.lr,
-                                          warmup_steps=config.warmup_steps, seed=seed,
-                                          bf16=True))  # TRL's RewardConfig default, which the measured runs used
+                                          warmup_steps=config.warmup_steps, seed=seed))
         return RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
                              callbacks=callbacks)
 
