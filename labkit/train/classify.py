@@ -24,6 +24,7 @@ from transformers import LlamaForSequenceClassification
 
 from labkit import runtime
 from labkit.models import tiny_llama_config
+from labkit.train.common import TrainResult
 from labkit.tokenizer import train_tokenizer
 from labkit.world.shortcut import LABELS, shortcut_vocabulary
 
@@ -36,12 +37,11 @@ MAX_LEN = 32     # longest description in tokens (they have about 20)
 
 
 @dataclass
-class ClassifierRun:
-    """The result of :func:`train_classifier`."""
+class ClassifierRun(TrainResult):
+    """The result of :func:`train_classifier`: its history ({'step', 'loss', <eval set>: accuracy}),
+    the accuracies after training, and the trained model with its tokenizer."""
 
-    history: list[dict] = field(default_factory=list)  # {'step', 'loss', <eval set name>: accuracy, ...}
     final: dict[str, float] = field(default_factory=dict)  # eval set name -> accuracy after training
-    seconds: float = 0.0                                # wall time of the training loop
     model: LlamaForSequenceClassification | None = None
     tokenizer: object = None
 
@@ -130,7 +130,7 @@ def train_classifier(train_examples: Sequence[dict], *, steps: int, batch_size: 
         (s + 1) / warmup, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))))
     order = torch.Generator().manual_seed(seed)  # which examples each batch draws
 
-    run = ClassifierRun(model=model, tokenizer=tokenizer)
+    run = ClassifierRun(model=model, tokenizer=tokenizer, steps=steps)
     start = time.perf_counter()
     model.train()
     for step in tqdm(range(1, steps + 1), desc="classifier", disable=not progress):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from labkit.presets import PretrainConfig
+from labkit.train.common import TrainResult
 
 IGNORE = -100  # label value the loss skips (padding and document starts)
 
@@ -100,13 +101,11 @@ def evaluate(model, data: Packed, batch_rows: int = 64) -> float:
 
 
 @dataclass
-class PretrainResult:
-    """What a run leaves behind: the curve and the final numbers."""
+class PretrainResult(TrainResult):
+    """What a pretraining run leaves behind: the curve (one dict per evaluation) and the final numbers."""
 
-    history: list[dict] = field(default_factory=list)  # one dict per evaluation
     val_loss: float = float("nan")                     # final held-out loss, nats/token
     train_loss: float = float("nan")                   # final loss on the training rows, nats/token
-    seconds: float = 0.0                               # wall time of the training loop
     tokens_seen: int = 0                               # predicted tokens processed in training
     parameters: int = 0                                # model size (set by quick_run)
 
@@ -172,4 +171,5 @@ def pretrain(
     last = result.history[-1]
     result.val_loss, result.train_loss = last["val_loss"], last["train_loss"]
     result.seconds = last["seconds"]
+    result.steps = cfg.steps
     return result
