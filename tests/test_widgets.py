@@ -4,6 +4,7 @@ import math
 import pytest
 
 from labkit import plots, widgets
+from labkit.experiments import Run
 from labkit.presets import get_preset
 
 
@@ -157,7 +158,7 @@ def test_experiment_panel_runs_checks_ranges_and_tabulates():
 
     def run(share):
         calls.append(share)
-        return {"share": share, "accuracy": 1 - share}
+        return Run(row={"share": share, "accuracy": 1 - share})
 
     panel = ExperimentPanel("demo", {"share": W.FloatSlider(value=0.5, min=0.0, max=1.0, description="share")},
                             run, x="share", metrics=["accuracy"])
@@ -222,7 +223,8 @@ def test_run_panel_base_draws_live_curves_and_overlays_runs():
         for step in (1, 2, 3):
             history.append({"step": step, "train_loss": settings["lr"] * step})
             on_history(history)
-        return {"lr": settings["lr"], "final": history[-1]["train_loss"], "history": history, "model": object()}
+        return Run(row={"lr": settings["lr"], "final": history[-1]["train_loss"]}, history=history,
+                   outputs={"model": object()})
 
     panel = RunPanel("demo", {"lr": W.FloatSlider(value=0.1, min=0.0, max=1.0, description="lr")}, run,
                      curves=lambda runs, faded: plots.loss_figure(runs, title="demo loss", faded=faded),

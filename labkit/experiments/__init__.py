@@ -9,3 +9,19 @@ trainer and measures the result.
 * :mod:`labkit.experiments.instruction` — lab 02's SFT demonstrations (forgetting, imbalance, label
   noise, ambiguity) and lab 03's LoRA rank runs.
 """
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Run:
+    """One run of a lab experiment: a row for a runs table, its training curve, and what it produced.
+
+    Every experiment function returns one; the run panels put ``row`` in their table, draw
+    ``history`` and keep ``outputs`` (e.g. the trained model) at hand.
+    """
+
+    row: dict                                           # settings and results (numbers, short strings)
+    history: list[dict] = field(default_factory=list)   # logged training points ({"step", "train_loss"})
+    outputs: dict = field(default_factory=dict)         # trained model and tokenizer, per-example scores, …

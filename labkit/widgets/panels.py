@@ -15,6 +15,7 @@ import ipywidgets as W
 import pandas as pd
 
 from labkit import plots
+from labkit.experiments import Run
 from labkit.presets import Preset, get_preset
 from labkit.widgets.explorers import check_range
 
@@ -27,9 +28,9 @@ class RunPanel(W.VBox):
     """Sliders, a Train button, live curves, overlaid runs and a results table.
 
     ``run(settings, on_history)`` trains once with ``settings`` (slider name -> value), calls
-    ``on_history(history)`` whenever its logged history grows (a list of dicts), and returns the
-    run's row: numbers for the table, plus optionally ``"history"`` (kept for the curves) and any
-    other objects (kept in :attr:`last`, e.g. the trained model). Everything else is optional:
+    ``on_history(history)`` whenever its logged history grows (a list of dicts), and returns a
+    :class:`labkit.experiments.Run`: its row goes into the table, its history onto the curves, its
+    outputs (e.g. the trained model) into :attr:`last`. Everything else is optional:
 
     * ``curves(runs, faded)`` builds the training-curve figure from ``label -> history`` mappings;
     * ``summary(table)`` builds a figure of the runs table (e.g. accuracy against a setting);
@@ -119,12 +120,13 @@ class RunPanel(W.VBox):
             self.status.value = f"{label} — training… {self._progress_text(history[-1]) if history else ''}"
 
         try:
-            row = dict(self.run_fn(settings, on_history))
+            result: Run = self.run_fn(settings, on_history)
         finally:
             self.button.disabled = False
-        if "history" in row:
-            self.histories[label] = list(row.pop("history"))
-        self.last = {k: row.pop(k) for k in list(row) if not isinstance(row[k], (int, float, str, type(None)))}
+        row = dict(result.row)
+        if result.history:
+            self.histories[label] = list(result.history)
+        self.last = dict(result.outputs)
         self.runs.append({"run": len(self.runs) + 1, **row})
         self.status.value = f"{label} — done in {time.perf_counter() - start:.1f} s: {self._done_text(row)}"
         self.redraw()
@@ -256,11 +258,11 @@ class PretrainPanel(RunPanel):
                                         d_model=int(settings["d_model"]), steps=int(settings["steps"]),
                                         callback=on_history, progress=False)
         self.stats = stats
-        return {"steps": int(settings["steps"]), "d_model": int(settings["d_model"]),
-                "parameters": int(result.parameters), "docs": int(settings["docs"]),
-                "train_loss": result.train_loss, "val_loss": result.val_loss,
-                "gap_closed": gap_closed(result.val_loss, stats), "seconds": result.seconds,
-                "history": result.history}
+        return Run(row={"steps": int(settings["steps"]), "d_model": int(settings["d_model"]),
+                        "parameters": int(result.parameters), "docs": int(settings["docs"]),
+                        "train_loss": result.train_loss, "val_loss": result.val_loss,
+                        "gap_closed": gap_closed(result.val_loss, stats), "seconds": result.seconds},
+                   history=result.history)
 
 
 def pretrain_panel(preset: Preset | str | None = None) -> PretrainPanel:
@@ -273,7 +275,7 @@ def pretrain_panel(preset: Preset | str | None = None) -> PretrainPanel:
 class ExperimentPanel(RunPanel):
     """A run panel for an experiment scored by a few rates: a metric-vs-setting plot and a table.
 
-    ``run(**settings)`` (with ``callback=`` when ``live_curves``) trains and returns the row. The
+    ``run(**settings)`` (with ``callback=`` when ``live_curves``) trains and returns a ``Run``. The
     summary figure plots the ``metrics`` columns (rates in [0, 1], drawn in %) against the column
     ``x``; with ``group``, one line per value of that column.
     """
