@@ -426,4 +426,7 @@ def best_of_n_figure(table, best: float | None = None,
     if best is not None:
         fig.add_hline(y=best, line=dict(color=UNIGRAM_COLOR, dash="dot"),
                       annotation_text=f"best achievable gold {best:.2f}", annotation_position="top left")
+    # the right-hand axis needs the room the legend usually takes: legend above the plot instead
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.0),
+                      margin=dict(l=70, r=90, t=90, b=60))
     return fig
