@@ -111,7 +111,7 @@ def _train_pretrain(preset: Preset, progress: bool, callback: Callable | None):
         "tokens_seen": result.tokens_seen,
         "parameters": count_parameters(model),
     }
-    return model, data.tokenizer, metrics, result.history
+    return StageOutput(model, data.tokenizer, metrics, result.history)
 
 
 def _hub_pretrain(preset: Preset, progress: bool, callback: Callable | None):
@@ -125,7 +125,7 @@ def _hub_pretrain(preset: Preset, progress: bool, callback: Callable | None):
                "unigram_entropy": stats["unigram_entropy"], "gap_closed": gap_closed(val_loss, stats),
                "parameters": count_parameters(model), "model": str(preset.hub_model),
                "unit": "nats per word (sub-word losses summed per word)"}
-    return model, tokenizer, metrics, []
+    return StageOutput(model, tokenizer, metrics, [])
 
 
 def train_pretrain_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
@@ -185,7 +185,7 @@ def train_sft_stage(preset: Preset, inputs: dict[str, Path], progress: bool, cal
         "gold_safety": judged.safety,
         "heldout_answers": len(judged.answers),
     }
-    return model, tokenizer, metrics, result.history
+    return StageOutput(model, tokenizer, metrics, result.history)
 
 
 # ------------------------------------------------------------------------------- reward modelling
@@ -252,7 +252,7 @@ def train_reward_stage(preset: Preset, inputs: dict[str, Path], progress: bool, 
         "train_pairs": preset.reward.train_pairs,
         "test_pairs": len(test),
     }
-    return fit["model"], fit["tokenizer"], metrics, result.history
+    return StageOutput(fit["model"], fit["tokenizer"], metrics, result.history)
 
 
 def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
@@ -262,21 +262,24 @@ def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: 
 
 # ------------------------------------------------------------------------------- the registry
 
+REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy",
+                 "policy_bayes_ceiling", "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy",
+                 "train_seconds", "steps", "train_pairs", "policy_pairs", "test_pairs")
+
 STAGES: dict[str, Stage] = {stage.name: stage for stage in [
     Stage("pretrain", needs=(),
           fields=("name", "world_seed", "n_train_docs", "n_val_docs", "model", "pretrain", "seed", "hub_model"),
-          report=("seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss", "gap_closed", "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"),
+          report=("seconds", "val_loss", "entropy_floor", "unigram_entropy", "train_loss", "gap_closed",
+                  "true_nll", "train_seconds", "tokens_seen", "parameters", "model", "unit"),
           train=train_pretrain_stage),
     Stage("sft", needs=("pretrain",),
           fields=("name", "world_seed", "sft", "seed"),
-          report=("seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category", "gold_reward", "best_gold_reward", "demonstrator_gold_reward", "gold_helpfulness", "gold_safety", "train_seconds", "steps", "train_examples", "test_examples"),
+          report=("seconds", "exact_match", "json_valid", "base_exact_match", "base_json_valid", "per_category",
+                  "gold_reward", "best_gold_reward", "demonstrator_gold_reward", "gold_helpfulness", "gold_safety",
+                  "train_seconds", "steps", "train_examples", "test_examples"),
           train=train_sft_stage),
-    Stage("reward", needs=("sft",),
-          fields=("name", "world_seed", "reward", "seed"),
-          report=("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy", "policy_bayes_ceiling", "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs", "policy_pairs", "test_pairs"),
+    Stage("reward", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
           train=train_reward_stage),
-    Stage("reward_naive", needs=("sft",),
-          fields=("name", "world_seed", "reward", "seed"),
-          report=("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy", "policy_bayes_ceiling", "gold_reward_accuracy", "length_only_accuracy", "keyword_only_accuracy", "train_seconds", "steps", "train_pairs", "policy_pairs", "test_pairs"),
+    Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
           train=train_reward_naive_stage),
 ]}
