@@ -4,6 +4,7 @@
     python -m labkit data build            # (re)write datasets/ from the generator
     python -m labkit data check            # verify datasets/ equals the generator's output
     python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
+    python -m labkit notebooks checked     # store the outputs of the cells nbval compares
 """
 from __future__ import annotations
 
@@ -54,6 +55,48 @@ def _bench(args) -> int:
     return 0
 
 
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+
+def is_checked(cell) -> bool:
+    """True for a code cell whose output nbval compares (a line that is exactly the marker)."""
+    return cell.cell_type == "code" and any(line.strip() == CHECK_MARKER for line in cell.source.splitlines())
+
+
+def _notebooks(args) -> int:
+    """Run each notebook top to bottom under the smoke preset, then keep only the checked cells' outputs.
+
+    Those outputs (worked figures, exact tables) are what ``pytest --nbval-lax`` compares, so a
+    change that moves a figure fails the tests. Every other cell is saved without output.
+    """
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from labkit import runtime
+
+    os.environ["LABKIT_PRESET"] = "smoke"  # the kernel inherits it, as under `make test`
+    paths = [Path(p) for p in args.paths] or sorted((runtime.repo_root() / "labs").glob("*.ipynb"))
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        metadata = dict(nb.metadata)  # the kernel would add its language details: keep the file's own
+        NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        kept = 0
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            if is_checked(cell):
+                kept += 1
+            else:
+                cell.outputs, cell.execution_count = [], None
+        nb.metadata = nbformat.from_dict({k: v for k, v in metadata.items() if k != "widgets"})
+        nbformat.write(nb, path)
+        print(f"{path}: outputs kept in {kept} checked cell(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from labkit.data import DATASETS_DIR
     from labkit.presets import PRESETS
@@ -80,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--preset", default="cpu", help="preset whose model and data are used")
     b.add_argument("--steps", type=int, default=30, help="steps timed for each loop")
     b.set_defaults(func=_bench)
+
+    n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT)")
+    n.add_argument("action", choices=["checked"])
+    n.add_argument("paths", nargs="*", help="notebooks (default: every lab in labs/)")
+    n.set_defaults(func=_notebooks)
 
     args = parser.parse_args(argv)
     try:

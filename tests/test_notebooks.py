@@ -1,14 +1,17 @@
 """Notebook hygiene: committed clean, thin, and carrying the curriculum's worked figures.
 
-Notebooks are committed without outputs or execution counts (every cell, no exception), so a
-diff shows only what a person wrote. The worked figures they print are asserted in the unit tests
-(tests/test_lab01_figures.py); nbval executes every cell under the smoke preset.
+Cells marked ``# NBVAL_CHECK_OUTPUT`` (worked figures, exact tables) are committed *with* their
+output and execution count, so ``pytest --nbval-lax`` compares what they print with what is stored
+(nbval skips a cell without a stored execution count); ``python -m labkit notebooks checked``
+stores them. Every other cell is committed without output, so a diff shows only what a person wrote.
 """
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from labkit.cli import is_checked
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
@@ -20,15 +23,31 @@ def test_the_first_labs_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_without_outputs_or_execution_counts(path):
+def test_only_checked_cells_carry_output(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert "widgets" not in nb.metadata, "saved widget state: clear it before committing"
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        assert cell.outputs == [], f"cell {i} has outputs: clear them before committing"
-        assert cell.execution_count is None, f"cell {i} has an execution count"
+        if is_checked(cell):
+            assert cell.outputs and cell.execution_count is not None, \
+                f"cell {i} is checked by nbval but has no stored output: run `python -m labkit notebooks checked`"
+            for output in cell.outputs:
+                assert output.output_type in ("stream", "execute_result"), f"cell {i}: {output.output_type} output"
+                assert not output.get("name") == "stderr", f"cell {i} stores stderr"
+                assert not set(output.get("data", {})) - {"text/plain", "text/html"}, \
+                    f"cell {i} stores a non-text output (an image or a widget): nbval should compare text only"
+        else:
+            assert cell.outputs == [], f"cell {i} has outputs: clear them before committing"
+            assert cell.execution_count is None, f"cell {i} has an execution count"
+
+
+def test_the_marker_reader_needs_the_whole_line():
+    cell = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)")
+    assert is_checked(cell)
+    assert not is_checked(nbformat.v4.new_code_cell("x = 1  # not # NBVAL_CHECK_OUTPUT"))
+    assert not is_checked(nbformat.v4.new_markdown_cell("# NBVAL_CHECK_OUTPUT"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
