@@ -89,7 +89,7 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
         report_to="none",
         disable_tqdm=True,              # our own bar (see History) instead of printed log dicts
         # TRL turns on activation (gradient) checkpointing by default: it recomputes activations in
-        # the backward pass to save memory, ~20 % slower. Our models fit easily; the maths is the same.
+        # the backward pass to save memory (TRL says ~20 % slower). Our models fit easily; same maths.
         gradient_checkpointing=False,
         seed=seed,
         data_seed=seed,
