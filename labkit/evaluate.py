@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from labkit.losses import kl_estimate
 from labkit.metrics import win_rate
-from labkit.models import reward_scores
+from labkit.models import reward_scores, stop_token_ids
 from labkit.world import preferences as prefs
 
 
@@ -42,11 +42,6 @@ class Samples:
     answer_ids: list[list[int]]    # token ids sampled, up to and including the stop token
 
 
-def _stop_ids(tokenizer, stop_words=("<|end|>", "</s>")) -> list[int]:
-    vocab = tokenizer.get_vocab()
-    return sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
-
-
 @torch.no_grad()
 def sample_answers(model, tokenizer, prompts: list[dict], *, n: int = 1, seed: int = 0, max_new_tokens: int = 24,
                    temperature: float = 1.0, batch_size: int = 128, progress: bool = False,
@@ -58,7 +53,7 @@ def sample_answers(model, tokenizer, prompts: list[dict], *, n: int = 1, seed: i
     ``batch_size`` and prompts give the same answers; the caller's random state is left untouched.
     """
     device = next(model.parameters()).device
-    stop = _stop_ids(tokenizer)
+    stop = stop_token_ids(tokenizer)
     rows = [p for p in prompts for _ in range(n)]
     was_training = model.training
     model.eval()
@@ -128,9 +123,8 @@ def gold_table(samples: Samples) -> pd.DataFrame:
 
 def proxy_scores(reward_model, tokenizer, samples: Samples) -> torch.Tensor:
     """The reward model's score of every sampled answer."""
-
     return reward_scores(reward_model, tokenizer, [r["prompt"] for r in samples.prompts],
-                 [[{"role": "assistant", "content": a}] for a in samples.answers])
+                         [[{"role": "assistant", "content": a}] for a in samples.answers])
 
 
 @dataclass

@@ -168,6 +168,12 @@ def refresh_embeddings(model, token_ids: list[int], seed: int = 0) -> None:
     weight[ids] = fresh / fresh.norm(dim=-1, keepdim=True) * norm
 
 
+def stop_token_ids(tokenizer, stop_words: tuple[str, ...] = ("<|end|>", "</s>")) -> list[int]:
+    """Ids of the tokens a reply stops on: ``stop_words`` the tokenizer knows, plus its end-of-sequence token."""
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
+
+
 @torch.no_grad()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 24,
                      batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0,
@@ -179,8 +185,7 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], *, max_n
     any of ``stop_words`` that the tokenizer knows. Greedy unless ``do_sample``. Returns the decoded
     replies without special tokens, stripped.
     """
-    vocab = tokenizer.get_vocab()
-    stop_ids = sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
+    stop_ids = stop_token_ids(tokenizer, stop_words)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -8,7 +8,7 @@ from transformers import LlamaForSequenceClassification
 
 from labkit import evaluate, world
 from labkit.metrics import win_rate
-from labkit.models import build_model, tiny_llama_config
+from labkit.models import build_model, stop_token_ids, tiny_llama_config
 from labkit.tokenizer import train_tokenizer
 from labkit.world import preferences as prefs
 
@@ -50,7 +50,7 @@ def test_sampling_is_deterministic_for_a_seed_and_leaves_the_callers_rng_alone(t
 
 def _exact_kl_two_tokens(policy, reference, tok, prompt):
     """KL(π ‖ π_ref) over every answer of at most two tokens (stop after one, or any two), by enumeration."""
-    stop = set(evaluate._stop_ids(tok))
+    stop = set(stop_token_ids(tok))
     text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     vocab = len(tok)
