@@ -123,8 +123,7 @@ def gold_table(samples: Samples) -> pd.DataFrame:
 
 def proxy_scores(reward_model, tokenizer, samples: Samples) -> torch.Tensor:
     """The reward model's score of every sampled answer."""
-    return reward_scores(reward_model, tokenizer, [r["prompt"] for r in samples.prompts],
-                         [[{"role": "assistant", "content": a}] for a in samples.answers])
+    return reward_model_fn(reward_model, tokenizer)(samples.prompts, samples.answers)
 
 
 @dataclass
@@ -166,8 +165,11 @@ def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, r
         proxy = float(table["proxy"].mean())
     wins = kl = None
     if reference is not None:
-        ref = gold_table(sample_answers(reference, tokenizer, prompts, desc="reference: sampling", **settings))
+        ref_samples = sample_answers(reference, tokenizer, prompts, desc="reference: sampling", **settings)
+        ref = gold_table(ref_samples)
         table["reference answer"], table["reference gold"] = ref["answer"].values, ref["gold"].values
+        if reward_model is not None:
+            table["reference proxy"] = proxy_scores(reward_model, reward_tokenizer or tokenizer, ref_samples).numpy()
         wins = win_rate(table["gold"].tolist(), ref["gold"].tolist())
         table["log_ratio"] = (sequence_logprobs(policy, samples, batch_size=batch_size)
                               - sequence_logprobs(reference, samples, batch_size=batch_size)).numpy()
@@ -176,6 +178,22 @@ def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, r
                             helpfulness=float(table["helpfulness"].mean()), safety=float(table["safety"].mean()),
                             proxy_reward=proxy, win_rate=wins, kl=kl, length=float(table["words"].mean()),
                             distinct=table["answer"].nunique() / len(table), answers=table)
+
+
+# ------------------------------------------------------------------------------------ reward functions
+
+def gold_reward_fn(rows: list[dict], answers: list[str]) -> torch.Tensor:
+    """The world's gold reward of each answer to its request row: the truth, which RL may also train on."""
+    return torch.tensor([prefs.gold_reward(r["place"], a, r["count"]) for r, a in zip(rows, answers)],
+                        dtype=torch.float32)
+
+
+def reward_model_fn(reward_model, tokenizer):
+    """A reward function ``(rows, answers) -> scores`` that asks ``reward_model`` (the proxy)."""
+    def score(rows: list[dict], answers: list[str]) -> torch.Tensor:
+        return reward_scores(reward_model, tokenizer, [r["prompt"] for r in rows],
+                             [[{"role": "assistant", "content": a}] for a in answers])
+    return score
 
 
 # ------------------------------------------------------------------------------------ best-of-n

@@ -127,3 +127,76 @@ def kl_estimate(log_ratio: torch.Tensor) -> float:
     if log_ratio.numel() == 0:
         raise ValueError("kl_estimate needs at least one sample")
     return float(log_ratio.mean())
+
+
+# ------------------------------------------------------------------------------------ PPO for language models
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is true (answer tokens; padding excluded)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Normalise ``values`` to mean 0 and standard deviation 1 over the masked entries (padding stays 0).
+
+    PPO whitens the advantages of a batch, so the step size does not depend on the reward's scale.
+    With ``shift_mean=False`` only the scale changes (the mean is added back).
+    """
+    mask = mask.to(values.dtype)
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def kl_penalty_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                       mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards of the RLHF objective E[r] − β·KL(π ‖ π_ref), as PPO optimises it.
+
+    Every answer token t pays −β·(log π(y_t) − log π_ref(y_t)); the last answer token also gets the
+    sequence's score r(x, y). Summed over an answer this is r − β·log π(y|x)/π_ref(y|x), whose mean
+    over samples y ∼ π is the objective. Shapes: ``scores`` (batch,); the others (batch, tokens),
+    answers left-aligned, ``mask`` true on answer tokens. Returns ``(rewards, kl)``, both (batch,
+    tokens): the per-token rewards and the per-token log-ratios.
+    """
+    if beta < 0:
+        raise ValueError(f"beta (the KL coefficient) must be >= 0, got {beta}")
+    mask = mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -beta * kl
+    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
+    return rewards * mask, kl
+
+
+def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+                   lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al., 2016) over each answer's tokens.
+
+        δ_t = r_t + γ·V_{t+1} − V_t   (V after the last token is 0: the episode ends)
+        A_t = δ_t + γλ·A_{t+1}          returns R_t = A_t + V_t (the value head's targets)
+
+    λ = 1 gives the Monte-Carlo return minus V_t (unbiased, noisy); λ = 0 the one-step TD error
+    (low variance, leans on the value head). Shapes (batch, tokens), answers left-aligned, ``mask``
+    true on answer tokens. Returns ``(advantages, returns)``, zero on padding.
+    """
+    mask = mask.to(values.dtype)
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   clip: float) -> torch.Tensor:
+    """The value head's clipped squared error, ½·max((V − R)², (V_clip − R)²), V_clip within ±clip of the old V."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)

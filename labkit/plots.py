@@ -430,3 +430,59 @@ def best_of_n_figure(table, best: float | None = None,
     fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0.0),
                       margin=dict(l=70, r=90, t=90, b=60))
     return fig
+
+
+def ppo_clip_figure(eps: float = 0.2, advantage: float = 2.0) -> go.Figure:
+    """PPO's clipped objective L^CLIP = min(r·A, clip(r, 1−ε, 1+ε)·A) against the ratio r, for A > 0 and A < 0.
+
+    Two panels (A = +advantage, A = −advantage): the objective (solid), the unclipped r·A (dashed),
+    the flat region where its gradient is zero shaded (A > 0: r > 1+ε; A < 0: r < 1−ε), dotted lines
+    at 1−ε and 1+ε, and markers at the lecture's two ratios 0.3/0.2 = 1.5 and 0.2/0.3 = 2/3.
+    The curve is :func:`labkit.losses.ppo_clip_objective` itself, evaluated on 201 ratios.
+    """
+    import torch
+    from plotly.subplots import make_subplots
+
+    from labkit.losses import ppo_clip_objective
+
+    a = abs(float(advantage))
+    if not 0 < a < math.inf:
+        raise ValueError(f"advantage must be a non-zero finite number, got {advantage!r}")
+    r_max = 2.5
+    xs = [round(i * r_max / 200, 4) for i in range(201)]
+    worked = [1.5, 2 / 3]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=[f"A > 0 (A = +{a:g})", f"A < 0 (A = −{a:g})"])
+    for col, adv in ((1, a), (2, -a)):
+        ys = ppo_clip_objective(torch.tensor(xs), torch.tensor(adv), eps).tolist()
+        marks = ppo_clip_objective(torch.tensor(worked), torch.tensor(adv), eps).tolist()
+        sign = "+" if adv > 0 else "−"
+        fig.add_trace(go.Scatter(x=xs, y=[round(v * adv, 4) for v in xs], mode="lines",
+                                 name=f"unclipped r·A (A = {sign}{a:g})", line=dict(color=UNIGRAM_COLOR, dash="dash"),
+                                 hovertemplate="r = %{x:.3f}<br>r·A = %{y:.3f}<extra></extra>"),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=xs, y=[round(v, 4) for v in ys], mode="lines",
+                                 name=f"L^CLIP (A = {sign}{a:g})", line=dict(color=COLORS[col - 1], width=3),
+                                 hovertemplate="r = %{x:.3f}<br>L^CLIP = %{y:.3f}<extra></extra>"),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=worked, y=marks, mode="markers+text", name=f"worked ratios (A = {sign}{a:g})",
+                                 marker=dict(size=11, color=COLORS[2]),
+                                 text=[f"r = {r:.3g} → {m:.3f}" for r, m in zip(worked, marks)],
+                                 textposition="bottom right" if adv > 0 else "top right",
+                                 hovertemplate="r = %{x:.3f}<br>L^CLIP = %{y:.3f}<extra></extra>"),
+                      row=1, col=col)
+        flat = (1 + eps, r_max) if adv > 0 else (0.0, 1 - eps)
+        fig.add_vrect(x0=flat[0], x1=flat[1], fillcolor=COLORS[4], opacity=0.15, line_width=0,
+                      annotation_text="flat: no gradient", annotation_position="top left" if adv > 0 else "top right",
+                      row=1, col=col)
+        for x, label, side in ((1 - eps, "1−ε", "bottom left"), (1 + eps, "1+ε", "bottom right")):
+            fig.add_vline(x=x, line=dict(color="#444", dash="dot", width=1.5), annotation_text=f"{label} = {x:.2f}",
+                          annotation_position=side, annotation_font_size=11, row=1, col=col)
+    fig.update_layout(template=TEMPLATE, title=dict(text=f"PPO's clipped objective at ε = {eps:.2f}: "
+                                                         "the min makes clipping one-sided", x=0.02),
+                      showlegend=False, margin=dict(l=70, r=30, t=90, b=60))
+    fig.update_xaxes(title_text="probability ratio r = π_θ / π_old (no unit)", range=[0, r_max])
+    fig.update_yaxes(title_text="clipped objective L^CLIP (units of the advantage A)")
+    fig.update_yaxes(range=[-0.4, a * r_max + 0.4], row=1, col=1)
+    fig.update_yaxes(range=[-a * r_max - 0.4, 0.4], row=1, col=2)
+    return fig

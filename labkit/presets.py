@@ -144,6 +144,39 @@ class RewardStageConfig:
 
 
 @dataclass(frozen=True)
+class PPOStageConfig:
+    """PPO (labkit's own trainer, :mod:`labkit.train.ppo`) against the reward model, from the SFT policy."""
+
+    iterations: int = 60            # rounds of (sample a batch, then update on it); more = further from SFT
+    prompts_per_batch: int = 32     # training prompts per rollout (there are 96)
+    samples_per_prompt: int = 4     # answers sampled per prompt; batch = prompts x samples
+    max_new_tokens: int = 16        # longest answer sampled (the best answers are 5 tokens)
+    ppo_epochs: int = 4             # passes over each rollout batch; more = more reuse, more clipping
+    minibatch_size: int = 32        # answers per gradient step within an epoch
+    lr: float = 3e-4                # learning rate (AdamW) of full fine-tuning
+    lora_lr: float = 3e-3           # learning rate with LoRA adapters (they start at zero and like more)
+    lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r on one frozen base
+    eps: float = 0.2                # clip range ε of the policy ratio; larger = bigger steps per batch
+    value_clip: float = 0.2         # clip range of the value head's change per batch
+    beta: float = 0.05              # KL coefficient β; larger = stays closer to the SFT policy
+    gamma: float = 1.0              # discount per token (1: the only reward that matters comes at the end)
+    lam: float = 0.95               # GAE's λ; 1 = Monte-Carlo returns, 0 = one-step TD (leans on the critic)
+    vf_coef: float = 0.1            # weight of the value loss beside the policy loss
+    max_grad_norm: float = 1.0      # gradient clipping
+    eval_every: int = 10            # iterations between held-out evaluations (gold, proxy, KL)
+    eval_samples: int = 2           # answers per held-out prompt (48 prompts) at each of them
+    final_eval_samples: int = 8     # answers per held-out prompt for the stage's report
+
+    def __post_init__(self):
+        _at_least(self, 1, "iterations", "prompts_per_batch", "samples_per_prompt", "max_new_tokens", "ppo_epochs",
+                  "minibatch_size", "eval_every", "eval_samples", "final_eval_samples")
+        _at_least(self, 0, "lora_rank", "beta", "value_clip", "vf_coef", "max_grad_norm")
+        _inside(self, 0, 1, "lr", "lora_lr", "eps")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            raise ValueError(f"PPOStageConfig.gamma and lam must lie in [0, 1], got {self.gamma!r} and {self.lam!r}")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -203,6 +236,7 @@ class Preset:
     pretrain_demos: PretrainDemosConfig = field(default_factory=PretrainDemosConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
+    ppo: PPOStageConfig = field(default_factory=PPOStageConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -230,6 +264,8 @@ PRESETS: dict[str, Preset] = {
                            warmup_steps=1, max_new_tokens=16, eval_samples=1),
         reward=RewardStageConfig(train_pairs=64, eval_pairs=32, batch_size=16, warmup_steps=1,
                                  policy_pairs=32, policy_samples=1, policy_eval_pairs=32),
+        ppo=PPOStageConfig(iterations=3, prompts_per_batch=4, samples_per_prompt=2, max_new_tokens=8, ppo_epochs=1,
+                           minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

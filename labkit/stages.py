@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from labkit import checkpoint, runtime, world
-from labkit.evaluate import evaluate_policy
+from labkit.evaluate import evaluate_policy, gold_reward_fn, reward_model_fn
 from labkit.metrics import instruction_scores, nats_per_word, pairwise_accuracy, score_summary, scorer_accuracy
 from labkit.models import build_model, config_from_size, count_parameters, load_causal_lm, refresh_embeddings
 from labkit.presets import Preset, get_preset
 from labkit.tokenizer import load_tokenizer, train_tokenizer
+from labkit.train.ppo import train_ppo
 from labkit.train.pretrain import Packed, pack_documents, pretrain
 from labkit.train.reward import pair_scores, policy_comparisons, reward_model_from, train_reward
 from labkit.train.sft import tokens_new_to_the_model, train_sft
@@ -260,6 +261,81 @@ def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: 
     return train_reward_stage(preset, inputs, progress, callback, policy_pairs=0)
 
 
+# ------------------------------------------------------------------------------- PPO
+
+def heldout_judge(preset: Preset, tokenizer, reference, reward_model, reward_tokenizer, *, samples_per_prompt: int,
+                  seed: int = 1) -> Callable:
+    """``judge(policy) -> dict``: gold, proxy, KL and win rate vs ``reference`` on the held-out prompts.
+
+    Sampling as in the SFT stage's evaluation (its ``max_new_tokens``), ``samples_per_prompt``
+    answers per prompt; the same seed at every call, so changes come from the policy alone.
+    """
+    heldout = prefs.alignment_prompts("heldout")
+
+    def judge(policy) -> dict:
+        judged = evaluate_policy(policy, tokenizer, heldout, reference, reward_model=reward_model,
+                                 reward_tokenizer=reward_tokenizer, samples_per_prompt=samples_per_prompt, seed=seed,
+                                 max_new_tokens=preset.sft.max_new_tokens, progress=False)
+        return {"gold": judged.gold_reward, "proxy": judged.proxy_reward, "kl": judged.kl, "win_rate": judged.win_rate}
+    return judge
+
+
+def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, progress: bool = False,
+            callback: Callable | None = None) -> dict:
+    """PPO from the SFT checkpoint against the reward model in ``reward_dir`` (``config``: default the preset's).
+
+    Trains on the training prompts, evaluates on the held-out prompts every ``eval_every`` iterations
+    (proxy, gold, KL, win rate vs SFT), and once more at the end with more samples. Returns
+    ``result`` (:class:`~labkit.train.ppo.PPOResult`), ``evaluation`` (the final
+    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer`` and ``metrics`` (the stage's report).
+    The ``ppo`` stage and lab 05's run panel both call it.
+    """
+    config = config or preset.ppo
+    device = runtime.device()
+    policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+    reference, _, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward_dir, device=device)
+    judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
+                          samples_per_prompt=config.eval_samples)
+    result = train_ppo(policy, tokenizer, prefs.alignment_prompts("train"), reward_model_fn(reward_model, reward_tokenizer),
+                       config, reference=None if config.lora_rank else reference, gold_fn=gold_reward_fn,
+                       eval_fn=judge, seed=preset.seed, progress=progress, callback=callback)
+    heldout = prefs.alignment_prompts("heldout")
+    final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
+                            reward_tokenizer=reward_tokenizer, samples_per_prompt=config.final_eval_samples,
+                            seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="PPO", progress=progress)
+    metrics = {
+        "gold_reward": final.gold_reward,
+        "sft_gold_reward": float(final.answers["reference gold"].mean()),
+        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
+        "win_rate": final.win_rate,
+        "kl": final.kl,
+        "proxy_reward": final.proxy_reward,
+        "sft_proxy_reward": float(final.answers["reference proxy"].mean()),
+        "helpfulness": final.helpfulness,
+        "safety": final.safety,
+        "length": final.length,
+        "distinct": final.distinct,
+        "train_seconds": result.seconds,
+        "rollout_seconds": result.rollout_seconds,
+        "update_seconds": result.update_seconds,
+        "sampled_tokens": result.sampled_tokens,
+        "iterations": result.steps,
+        "trainable_parameters": result.trainable_parameters,
+        "lora_rank": config.lora_rank,
+        "beta": config.beta,
+        "eps": config.eps,
+        "evaluations": result.evaluations,
+    }
+    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics}
+
+
+def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Align the SFT policy with PPO against the reward model; judge it on held-out prompts by the gold reward."""
+    run = run_ppo(preset, inputs["sft"], inputs["reward"], progress=progress, callback=callback)
+    return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
+
+
 # ------------------------------------------------------------------------------- the registry
 
 REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy",
@@ -282,4 +358,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           train=train_reward_stage),
     Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
           train=train_reward_naive_stage),
+    Stage("ppo", needs=("sft", "reward"), fields=("name", "world_seed", "ppo", "seed"),
+          report=("seconds", "gold_reward", "sft_gold_reward", "best_gold_reward", "win_rate", "kl", "proxy_reward",
+                  "sft_proxy_reward", "length", "distinct", "train_seconds", "iterations", "trainable_parameters",
+                  "lora_rank", "beta", "eps"),
+          train=train_ppo_stage),
 ]}

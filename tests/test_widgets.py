@@ -239,3 +239,121 @@ def test_run_panel_base_draws_live_curves_and_overlays_runs():
     assert panel.styled_table().to_html().count("0.75") == 1
     with pytest.raises(ValueError, match=r"lr must be a number between 0.0 and 1.0"):
         panel.train_once(lr=3.0)
+
+
+PPO_COLUMNS = ["P_cur", "P_prev", "ratio", "unclipped r·A", "clipped ratio", "clipped·A", "objective (min)",
+               "d objective / d ratio", "clip binds?"]
+
+
+def test_ppo_clip_table_lecture_worked_figures():
+    table = widgets.ppo_clip_table(0.2, 2.0)
+    assert list(table.columns) == PPO_COLUMNS and len(table) == 2
+    up, down = table.iloc[0], table.iloc[1]
+    assert (up["P_cur"], up["P_prev"], down["P_cur"], down["P_prev"]) == (0.3, 0.2, 0.2, 0.3)
+    # (0.3, 0.2): r = 1.5 → min(3.0, 1.2·2 = 2.4) = 2.4, flat: the upper clip binds
+    assert up["ratio"] == pytest.approx(1.5)
+    assert up["unclipped r·A"] == pytest.approx(3.0)
+    assert up["clipped ratio"] == pytest.approx(1.2)
+    assert up["clipped·A"] == pytest.approx(2.4)
+    assert up["objective (min)"] == pytest.approx(2.4)
+    assert up["d objective / d ratio"] == 0.0 and up["clip binds?"]
+    # (0.2, 0.3): r = 2/3 → min(4/3, 0.8·2 = 1.6) = 4/3 (the lecture rounds to 1.34), gradient still A = 2
+    assert down["ratio"] == pytest.approx(2 / 3)
+    assert down["unclipped r·A"] == pytest.approx(4 / 3)
+    assert down["clipped ratio"] == pytest.approx(0.8)
+    assert down["clipped·A"] == pytest.approx(1.6)
+    assert down["objective (min)"] == pytest.approx(4 / 3)
+    assert down["d objective / d ratio"] == pytest.approx(2.0) and not down["clip binds?"]
+
+
+def test_ppo_clip_table_negative_advantage_clips_the_other_side():
+    table = widgets.ppo_clip_table(0.2, -2.0)
+    up, down = table.iloc[0], table.iloc[1]
+    # A < 0, r = 1.5: min(−3.0, −2.4) = −3.0, the upper clip does not bind, gradient A = −2
+    assert up["unclipped r·A"] == pytest.approx(-3.0) and up["clipped·A"] == pytest.approx(-2.4)
+    assert up["objective (min)"] == pytest.approx(-3.0)
+    assert up["d objective / d ratio"] == pytest.approx(-2.0) and not up["clip binds?"]
+    # A < 0, r = 2/3: min(−4/3, −1.6) = −1.6, the lower clip binds, gradient 0
+    assert down["unclipped r·A"] == pytest.approx(-4 / 3) and down["clipped·A"] == pytest.approx(-1.6)
+    assert down["objective (min)"] == pytest.approx(-1.6)
+    assert down["d objective / d ratio"] == 0.0 and down["clip binds?"]
+
+
+def test_ppo_clip_table_gradient_column_is_a_or_zero():
+    for eps in (0.05, 0.2, 0.3, 0.45):
+        for advantage in (2.0, -2.0, 0.5):
+            table = widgets.ppo_clip_table(eps, advantage)
+            grads = list(table["d objective / d ratio"])
+            assert all(g == 0.0 or g == pytest.approx(advantage) for g in grads)
+            assert list(table["clip binds?"]) == [g == 0.0 for g in grads]
+            # A > 0 can only flatten r = 1.5 (above 1+ε); A < 0 can only flatten r = 2/3 (below 1−ε)
+            assert not table["clip binds?"].iloc[1 if advantage > 0 else 0]
+
+
+@pytest.mark.parametrize("eps, advantage, message", [
+    (0.6, 2.0, r"ε \(the clip range\) must be a number between 0.05 and 0.5 \(the slider's range\)"),
+    (0.01, 2.0, r"ε \(the clip range\) must be a number between 0.05 and 0.5"),
+    ("0.2", 2.0, r"ε \(the clip range\) must be a number"),
+    (0.2, 0.0, r"advantage A must be a non-zero finite number"),
+    (0.2, math.inf, r"advantage A must be a non-zero finite number"),
+    (0.2, math.nan, r"advantage A must be a non-zero finite number"),
+])
+def test_ppo_clip_table_rejects_bad_settings(eps, advantage, message):
+    with pytest.raises(ValueError, match=message):
+        widgets.ppo_clip_table(eps, advantage)
+
+
+def test_ppo_clip_explorer_slider_updates_readout_and_figure():
+    explorer = widgets.ppo_clip_explorer()
+    slider = explorer.slider
+    assert (slider.min, slider.max, slider.step, slider.value) == (0.05, 0.5, 0.01, 0.2)
+    assert slider.continuous_update is False
+    values = explorer.compute(0.2)
+    assert values["eps"] == 0.2
+    assert values["positive"]["objective (min)"].iloc[0] == pytest.approx(2.4)
+    assert values["negative"]["objective (min)"].iloc[1] == pytest.approx(-1.6)
+    html = explorer.readout.value
+    assert "<table" in html and html.count("2.400") >= 2 and "1.333" in html
+    assert "only the upper clip 1+ε = 1.20 can bind" in html and "gradient is still 2.000" in html
+    assert "does not apply when A &gt; 0" in html and "only the lower clip 1−ε = 0.80 can bind" in html
+    assert "ε = 0.20" in explorer.figure.layout.title.text
+
+    slider.value = 0.3                                  # what dragging the slider does
+    at_03 = explorer.compute(0.3)["positive"].iloc[0]
+    assert at_03["clipped ratio"] == pytest.approx(1.3)
+    assert at_03["objective (min)"] == pytest.approx(2.6)   # min(3.0, 1.3·2 = 2.6): still clipped
+    assert "2.600" in explorer.readout.value and "2.400" not in explorer.readout.value
+    assert "ε = 0.30" in explorer.figure.layout.title.text
+    assert explorer.figure.layout.shapes[0].x0 == pytest.approx(1.3)  # the flat region moved with ε
+
+    widest = explorer.update(0.5)["positive"].iloc[0]   # 1+ε = 1.5 reaches r = 1.5: no longer flat
+    assert slider.value == 0.5
+    assert widest["objective (min)"] == pytest.approx(3.0) and widest["d objective / d ratio"] == pytest.approx(2.0)
+    assert not widest["clip binds?"]
+    with pytest.raises(ValueError, match=r"ε \(the clip range\) must be a number between 0.05 and 0.5"):
+        explorer.update(0.7)
+    assert slider.value == 0.5                           # a rejected value leaves the slider alone
+
+
+def test_ppo_clip_figure_panels_shading_and_markers():
+    fig = plots.ppo_clip_figure(0.2)
+    _titled(fig)
+    assert "ε = 0.20" in fig.layout.title.text
+    assert fig.layout.xaxis.title.text.startswith("probability ratio r = π_θ / π_old")
+    assert fig.layout.xaxis2.title.text == fig.layout.xaxis.title.text
+    assert fig.layout.yaxis.title.text.startswith("clipped objective L^CLIP")
+    labels = [a.text for a in fig.layout.annotations]
+    assert "A > 0 (A = +2)" in labels and "A < 0 (A = −2)" in labels
+    assert labels.count("flat: no gradient") == 2
+    shaded = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert [(s.xref, s.x0, s.x1) for s in shaded] == [("x", pytest.approx(1.2), 2.5), ("x2", 0.0, pytest.approx(0.8))]
+    dotted = [s for s in fig.layout.shapes if s.type == "line"]
+    assert sorted(round(s.x0, 2) for s in dotted) == [0.8, 0.8, 1.2, 1.2]
+    assert all(s.line.dash == "dot" for s in dotted)
+    curves = [t for t in fig.data if t.mode == "lines"]
+    assert len(curves) == 4 and all(50 <= len(t.x) <= 300 for t in curves)
+    assert {t.line.dash for t in curves} == {"dash", None}               # unclipped dashed, objective solid
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert [list(t.x) for t in markers] == [[1.5, pytest.approx(2 / 3)]] * 2
+    assert list(markers[0].y) == pytest.approx([2.4, 4 / 3]) and list(markers[1].y) == pytest.approx([-3.0, -1.6])
+    assert len(fig.to_json()) < 20_000

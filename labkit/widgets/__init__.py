@@ -3,7 +3,7 @@
 * **Explorers** (:mod:`labkit.widgets.explorers`) are instant: a slider moves, a small pure function
   from :mod:`labkit.losses` or :mod:`labkit.lora` runs, a number and a figure change.
   :func:`neg_log_explorer` (−log p), :func:`temperature_explorer`, :func:`bradley_terry_explorer`,
-  :func:`lora_params_explorer`.
+  :func:`lora_params_explorer`, :func:`ppo_clip_explorer` (lab 05's clip range ε).
 * **Run panels** (:mod:`labkit.widgets.panels`) train for real, all on one base, :class:`RunPanel`:
   sliders choose the settings, *Train* runs the training, curves grow live, and every finished run
   stays on the figures and in a table so runs can be compared. :func:`pretrain_panel` (lab 01),
@@ -13,13 +13,14 @@ Every callback is an ordinary method that works without a browser (``explorer.up
 ``panel.train_once(steps=100)``, ``panel.runs_table()``); the buttons and sliders only call them.
 That is how the tests drive the widgets, and how you can script them too.
 """
-from labkit.widgets.explorers import (BradleyTerryExplorer, LoRAParamsExplorer, NegLogExplorer, SliderExplorer,
-                                      TemperatureExplorer, bradley_terry_explorer, lora_params_explorer,
-                                      neg_log_explorer, neg_log_values, temperature_explorer)
+from labkit.widgets.explorers import (BradleyTerryExplorer, LoRAParamsExplorer, NegLogExplorer, PPOClipExplorer,
+                                      SliderExplorer, TemperatureExplorer, bradley_terry_explorer,
+                                      lora_params_explorer, neg_log_explorer, neg_log_values, ppo_clip_explorer,
+                                      ppo_clip_table, temperature_explorer)
 from labkit.widgets.panels import (ExperimentPanel, PretrainPanel, RunPanel, imbalance_panel, lora_panel,
                                    noise_panel, pretrain_panel)
 
-__all__ = ["BradleyTerryExplorer", "ExperimentPanel", "LoRAParamsExplorer", "NegLogExplorer", "PretrainPanel",
-           "RunPanel", "SliderExplorer", "TemperatureExplorer", "bradley_terry_explorer", "imbalance_panel",
-           "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values", "noise_panel",
-           "pretrain_panel", "temperature_explorer"]
+__all__ = ["BradleyTerryExplorer", "ExperimentPanel", "LoRAParamsExplorer", "NegLogExplorer", "PPOClipExplorer",
+           "PretrainPanel", "RunPanel", "SliderExplorer", "TemperatureExplorer", "bradley_terry_explorer",
+           "imbalance_panel", "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values",
+           "noise_panel", "ppo_clip_explorer", "ppo_clip_table", "pretrain_panel", "temperature_explorer"]

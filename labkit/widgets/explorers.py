@@ -10,7 +10,7 @@ import math
 import ipywidgets as W
 
 from labkit import plots
-from labkit.losses import bradley_terry_probability, nats_to_bits, nll, softmax_with_temperature
+from labkit.losses import bradley_terry_probability, nats_to_bits, nll, ppo_clip_objective, softmax_with_temperature
 
 
 def check_range(slider: str, value, low, high, integer: bool = False) -> None:
@@ -150,6 +150,82 @@ class BradleyTerryExplorer(SliderExplorer):
 def bradley_terry_explorer(gap: float = 1.0) -> BradleyTerryExplorer:
     """The Bradley–Terry explorer of lab 04."""
     return BradleyTerryExplorer(gap)
+
+
+# ------------------------------------------------------------------------------- PPO clip range
+
+PPO_WORKED_CASES = ((0.3, 0.2), (0.2, 0.3))  # the lecture's (P_cur, P_prev): ratios 1.5 and 2/3
+
+
+def ppo_clip_table(eps: float, advantage: float = 2.0):
+    """The lecture's two PPO worked cases at clip range ``eps`` and ``advantage`` A, one row each.
+
+    For (P_cur, P_prev) = (0.3, 0.2) and (0.2, 0.3), i.e. r = 1.5 and r = 2/3: the unclipped term
+    r·A, the clipped ratio clip(r, 1−ε, 1+ε) and clipped·A, the objective min(r·A, clipped·A) from
+    :func:`labkit.losses.ppo_clip_objective`, its gradient d objective / d r from autograd, and
+    whether the clip binds (gradient zero). With ε = 0.2, A = 2: r = 1.5 → min(3.0, 2.4) = 2.4,
+    gradient 0 (clipped); r = 2/3 → min(4/3, 1.6) = 4/3, gradient 2 (not clipped).
+    """
+    import pandas as pd
+    import torch
+
+    check_range("ε (the clip range)", eps, 0.05, 0.5)
+    if isinstance(advantage, bool) or not isinstance(advantage, (int, float)) or not math.isfinite(advantage) \
+            or advantage == 0:
+        raise ValueError(f"advantage A must be a non-zero finite number; got {advantage!r}")
+    ratios = [cur / prev for cur, prev in PPO_WORKED_CASES]
+    ratio = torch.tensor(ratios, requires_grad=True)
+    objective = ppo_clip_objective(ratio, torch.tensor(float(advantage)), eps)
+    objective.sum().backward()  # rows are independent, so each ratio's gradient is its own row's
+    rows = []
+    for (cur, prev), r, obj, grad in zip(PPO_WORKED_CASES, ratios, objective.tolist(), ratio.grad.tolist()):
+        clipped = min(max(r, 1 - eps), 1 + eps)
+        rows.append({"P_cur": cur, "P_prev": prev, "ratio": r, "unclipped r·A": r * advantage,
+                     "clipped ratio": clipped, "clipped·A": clipped * advantage, "objective (min)": obj,
+                     "d objective / d ratio": grad, "clip binds?": grad == 0.0})
+    return pd.DataFrame(rows)
+
+
+class PPOClipExplorer(SliderExplorer):
+    """A slider over PPO's clip range ε: the lecture's two ratios for A = +2 and A = −2, and the curves.
+
+    The min in min(r·A, clip(r)·A) makes clipping one-sided: for A > 0 only r > 1+ε is flattened,
+    for A < 0 only r < 1−ε.
+    """
+
+    EPS_MIN, EPS_MAX = 0.05, 0.5
+    ADVANTAGE = 2.0
+
+    def __init__(self, eps: float = 0.2):
+        super().__init__(_slider(W.FloatSlider, eps, self.EPS_MIN, self.EPS_MAX, 0.01, "clip range ε",
+                                 readout_format=".2f", continuous_update=False), eps)
+
+    def compute(self, eps: float) -> dict:
+        return {"eps": eps, "positive": ppo_clip_table(eps, self.ADVANTAGE),
+                "negative": ppo_clip_table(eps, -self.ADVANTAGE)}
+
+    def readout_html(self, eps: float, values: dict) -> str:
+        def table(df):
+            return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)
+
+        pos, neg = values["positive"], values["negative"]
+        a = self.ADVANTAGE
+        return (f'<div style="font-size: 0.85em">'
+                f"<b>A = +{a:g}</b> (a better-than-expected action) at ε = {eps:.2f}:{table(pos)}"
+                f"<b>A = −{a:g}</b> (a worse-than-expected action):{table(neg)}"
+                f"<p>Clipping is one-sided. For A &gt; 0 only the upper clip 1+ε = {1 + eps:.2f} can bind: "
+                f"at r = 2/3 the gradient is still {pos['d objective / d ratio'].iloc[1]:.3f}, so "
+                f"“the ratio should not fall below 1−ε” does not apply when A &gt; 0. For A &lt; 0 only the "
+                f"lower clip 1−ε = {1 - eps:.2f} can bind: at r = 1.5 the gradient is still "
+                f"{neg['d objective / d ratio'].iloc[0]:.3f}.</p></div>")
+
+    def make_figure(self, eps: float, values: dict):
+        return plots.ppo_clip_figure(eps, self.ADVANTAGE)
+
+
+def ppo_clip_explorer(eps: float = 0.2) -> PPOClipExplorer:
+    """The PPO clip-range explorer of lab 05 (starts at the lecture's ε = 0.2)."""
+    return PPOClipExplorer(eps)
 
 
 # ------------------------------------------------------------------------------- LoRA parameter counts
