@@ -74,3 +74,78 @@ def bench_pretrain(preset_name: str = "cpu", steps: int = 30) -> dict:
         "ours_tokens_per_s": round(ours, 1), "bare_tokens_per_s": round(bare, 1),
         "ratio_ours_over_bare": round(ours / bare, 3),
     }
+
+
+# ------------------------------------------------------------------------------- PPO
+
+def bench_ppo(preset_name: str = "cpu", iterations: int = 5, rank: int = 0) -> dict:
+    """Rollout tokens/s and seconds per PPO iteration (sampling vs update), from the cached SFT and
+    reward stages (built first if missing). ``rank`` 0 = full fine-tuning, else LoRA."""
+    from labkit import pipeline
+    from labkit.stages import run_ppo
+
+    preset = get_preset(preset_name)
+    config = dataclasses.replace(preset.ppo, iterations=iterations, eval_every=iterations + 1, lora_rank=rank,
+                                 final_eval_samples=1)
+    result = run_ppo(preset, pipeline.ensure("sft", preset), pipeline.ensure("reward", preset), config,
+                     progress=True)["result"]
+    return {"preset": preset.name, "device": str(runtime.device()), "threads": torch.get_num_threads(),
+            "lora_rank": rank, "iterations": iterations,
+            "answers_per_iteration": config.prompts_per_batch * config.samples_per_prompt,
+            "rollout_tokens_per_s": round(result.sampled_tokens / result.rollout_seconds, 1),
+            "rollout_seconds_per_iteration": round(result.rollout_seconds / iterations, 3),
+            "update_seconds_per_iteration": round(result.update_seconds / iterations, 3),
+            "seconds_per_iteration": round(result.seconds / iterations, 3)}
+
+
+def _rss_megabytes() -> float:
+    """Peak resident memory of this process so far (MB); Linux reports kilobytes, macOS bytes."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
+
+
+def ppo_step_memory(preset_name: str, rank: int) -> dict:
+    """Run in a fresh process: load the models, take one PPO iteration, report memory.
+
+    Peak RSS (CPU) counts everything the process ever held: Python, torch, the models, activations.
+    ``before`` is the peak after loading the models and before the step, so ``step`` is what the
+    PPO iteration itself added (copies, gradients, optimiser state, activations). On a GPU the
+    numbers are ``torch.cuda.max_memory_allocated``.
+    """
+    from labkit import pipeline
+    from labkit.stages import run_ppo
+
+    preset = get_preset(preset_name)
+    cuda = runtime.device().type == "cuda"
+    sft, reward = pipeline.ensure("sft", preset, progress=False), pipeline.ensure("reward", preset, progress=False)
+    config = dataclasses.replace(preset.ppo, iterations=1, eval_every=2, lora_rank=rank, final_eval_samples=1)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.max_memory_allocated() / 1e6 if cuda else _rss_megabytes()
+    run = run_ppo(preset, sft, reward, config)
+    peak = torch.cuda.max_memory_allocated() / 1e6 if cuda else _rss_megabytes()
+    return {"rank": rank, "measure": "GPU max_memory_allocated" if cuda else "peak RSS of the process",
+            "before_MB": round(before, 1), "peak_MB": round(peak, 1), "step_MB": round(peak - before, 1),
+            "trainable_parameters": run["result"].trainable_parameters,
+            "parameters_in_memory": run["result"].total_parameters}
+
+
+def ppo_memory(preset_name: str = "cpu", ranks: tuple[int, ...] = (0, 8)) -> list[dict]:
+    """:func:`ppo_step_memory` for each rank, each in a fresh Python process (so peaks don't mix)."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for rank in ranks:
+        code = ("import json; from labkit.bench import ppo_step_memory; "
+                f"print('RESULT ' + json.dumps(ppo_step_memory({preset_name!r}, {int(rank)})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode or not lines:
+            raise RuntimeError(f"the memory measurement for rank {rank} failed:\n{out.stderr[-2000:]}")
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+    return rows

@@ -4,6 +4,7 @@
     python -m labkit data build            # (re)write datasets/ from the generator
     python -m labkit data check            # verify datasets/ equals the generator's output
     python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
+    python -m labkit bench ppo             # PPO rollout tokens/s, seconds per iteration, memory full vs LoRA
     python -m labkit notebooks checked     # store the outputs of the cells nbval compares
 """
 from __future__ import annotations
@@ -50,7 +51,11 @@ def _data(args) -> int:
 def _bench(args) -> int:
     from labkit import bench
 
-    result = bench.bench_pretrain(args.preset, steps=args.steps)
+    if args.what == "ppo":
+        result = {"speed": [bench.bench_ppo(args.preset, iterations=args.steps or 5, rank=r) for r in (0, 8)],
+                  "memory": bench.ppo_memory(args.preset)}
+    else:
+        result = bench.bench_pretrain(args.preset, steps=args.steps or 30)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -119,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_data)
 
     b = sub.add_parser("bench", help="speed benchmarks (not part of the tests)")
-    b.add_argument("what", choices=["pretrain"])
+    b.add_argument("what", choices=["pretrain", "ppo"])
     b.add_argument("--preset", default="cpu", help="preset whose model and data are used")
-    b.add_argument("--steps", type=int, default=30, help="steps timed for each loop")
+    b.add_argument("--steps", type=int, default=None,
+                   help="steps timed for each loop (pretrain, default 30) or PPO iterations (ppo, default 5)")
     b.set_defaults(func=_bench)
 
     n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT)")

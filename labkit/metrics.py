@@ -91,6 +91,32 @@ def training_state_megabytes(total_parameters: int, trainable_parameters: int, b
                    + training_memory_gigabytes(trainable_parameters, bytes_per_value, copies=4))
 
 
+def ppo_memory_plan(parameters: float, adapter_parameters: float, *, weight_bytes: int = 2, gradient_bytes: int = 2,
+                    optimiser_bytes: int = 8) -> "pd.DataFrame":
+    """Memory of PPO's four roles (policy, critic, reference, reward model) in two layouts, on paper.
+
+    *Full copies*: four models of ``parameters`` each; policy and critic train (weights + gradients
+    + AdamW's two moments), reference and reward model are frozen (weights only). *LoRA*: one frozen
+    base serves policy (adapters on), reference (adapters off) and the critic's trunk; the adapters
+    (``adapter_parameters``, for policy and critic each) train; the reward model stays a separate
+    frozen copy. Defaults: bf16 weights and gradients (2 bytes), fp32 moments (2 × 4 bytes).
+    Activations are not counted. Returns one row per layout and model, sizes in GB.
+    """
+    import pandas as pd
+
+    trained = weight_bytes + gradient_bytes + optimiser_bytes
+    rows = [("full copies", "policy (trained)", parameters, trained),
+            ("full copies", "critic / value model (trained)", parameters, trained),
+            ("full copies", "reference (frozen)", parameters, weight_bytes),
+            ("full copies", "reward model (frozen)", parameters, weight_bytes),
+            ("LoRA, one shared base", "base: policy + reference + critic trunk (frozen)", parameters, weight_bytes),
+            ("LoRA, one shared base", "policy adapters (trained)", adapter_parameters, trained),
+            ("LoRA, one shared base", "critic adapters (trained)", adapter_parameters, trained),
+            ("LoRA, one shared base", "reward model (frozen)", parameters, weight_bytes)]
+    return pd.DataFrame([{"layout": layout, "model": model, "parameters": n, "bytes per parameter": b,
+                          "GB": n * b / 1e9} for layout, model, n, b in rows])
+
+
 def pairwise_accuracy(preferred: torch.Tensor, other: torch.Tensor) -> float:
     """Share of pairs where the preferred item scores higher than the other (ties count one half)."""
     preferred, other = torch.as_tensor(preferred, dtype=torch.float64), torch.as_tensor(other, dtype=torch.float64)

@@ -486,3 +486,96 @@ def ppo_clip_figure(eps: float = 0.2, advantage: float = 2.0) -> go.Figure:
     fig.update_yaxes(range=[-0.4, a * r_max + 0.4], row=1, col=1)
     fig.update_yaxes(range=[-a * r_max - 0.4, 0.4], row=1, col=2)
     return fig
+
+
+# ------------------------------------------------------------------------------- PPO
+
+PPO_PANELS = (("proxy", "proxy reward (reward-model score, training prompts)"),
+              ("heldout_gold", "gold reward (held-out prompts)"),
+              ("kl", "KL(π ‖ SFT) per answer (nats)"))
+
+
+def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,
+               title: str = "PPO training (live)", best_gold: float | None = None,
+               sft_gold: float | None = None) -> go.Figure:
+    """Three panels against the PPO iteration: proxy reward of the rollouts, held-out gold reward, KL.
+
+    ``runs`` maps a label to a PPO history (one dict per iteration, as
+    :func:`labkit.train.ppo.train_ppo` logs; held-out numbers only at evaluation iterations).
+    ``faded`` runs are drawn pale behind. ``best_gold`` / ``sft_gold`` add reference lines to the
+    gold panel.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for _, name in PPO_PANELS], horizontal_spacing=0.08)
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=380,
+                      legend=dict(orientation="h", y=-0.25))
+    colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
+    for label, history in [*(faded or {}).items(), *runs.items()]:
+        is_faded = faded is not None and label in faded and label not in runs
+        for col, (key, _) in enumerate(PPO_PANELS, start=1):
+            points = [h for h in history if h.get(key) is not None]
+            fig.add_trace(go.Scatter(x=[h["step"] for h in points], y=[h[key] for h in points],
+                                     mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
+                                     line=dict(color=colors[label], width=1.5 if is_faded else 2.5),
+                                     marker=dict(size=4), opacity=0.45 if is_faded else 1.0), row=1, col=col)
+    for value, name, dash in ((best_gold, "best achievable", "dot"), (sft_gold, "SFT policy", "dash")):
+        if value is not None:
+            fig.add_hline(y=value, line=dict(color="grey", dash=dash), annotation_text=name, row=1, col=2)
+    for col in (1, 2, 3):
+        fig.update_xaxes(title_text="PPO iteration (rollout + update)", row=1, col=col)
+    fig.update_yaxes(title_text="score (reward-model units)", row=1, col=1)
+    fig.update_yaxes(title_text="gold reward (points per answer)", row=1, col=2)
+    fig.update_yaxes(title_text="KL (nats per answer)", row=1, col=3)
+    return fig
+
+
+def reward_vs_kl_figure(evaluations: Sequence[Mapping], best_of_n=None, best: float | None = None,
+                        title: str = "Over-optimisation: proxy and gold reward vs KL to the SFT policy") -> go.Figure:
+    """Held-out gold (left axis) and proxy (right axis) reward of a policy as training moves it away
+    from the SFT policy (x: measured KL), one point per evaluation; optionally best-of-n's gold and
+    proxy against its analytic KL, for comparison at the same KL. ``best``: the best achievable gold.
+
+    ``evaluations``: dicts with ``kl``, ``gold``, ``proxy`` and ``step`` (the keys of
+    :func:`labkit.stages.heldout_judge`, optionally prefixed ``heldout_``).
+    """
+    def get(row, key):
+        return row.get(key, row.get(f"heldout_{key}"))
+
+    rows = sorted((r for r in evaluations if get(r, "kl") is not None), key=lambda r: get(r, "kl"))
+    fig = _figure(title, "KL(policy ‖ SFT) on held-out prompts (nats per answer)", "gold reward (points per answer)",
+                  yaxis2=dict(title="proxy reward (reward-model score)", overlaying="y", side="right",
+                              showgrid=False, automargin=True),
+                  legend=dict(orientation="h", y=-0.2))
+    kl = [get(r, "kl") for r in rows]
+    labels = [f"iteration {r['step']}" for r in rows]
+    fig.add_trace(go.Scatter(x=kl, y=[get(r, "gold") for r in rows], mode="lines+markers", name="PPO: gold reward",
+                             text=labels, line=dict(color=COLORS[0], width=3)))
+    fig.add_trace(go.Scatter(x=kl, y=[get(r, "proxy") for r in rows], mode="lines+markers", yaxis="y2",
+                             name="PPO: proxy reward (right axis)", text=labels,
+                             line=dict(color=COLORS[1], width=3, dash="dash")))
+    if best_of_n is not None:
+        bon = sorted(_rows(best_of_n), key=lambda r: r["n"])
+        text = [f"n = {r['n']}" for r in bon]
+        fig.add_trace(go.Scatter(x=[r["kl"] for r in bon], y=[r["gold"] for r in bon], mode="lines+markers",
+                                 name="best-of-n: gold reward", text=text, line=dict(color=COLORS[2], width=2)))
+        fig.add_trace(go.Scatter(x=[r["kl"] for r in bon], y=[r["proxy"] for r in bon], mode="lines+markers",
+                                 yaxis="y2", name="best-of-n: proxy (right axis)", text=text,
+                                 line=dict(color=COLORS[3], width=2, dash="dash")))
+    if best is not None:
+        fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable gold reward")
+    return fig
+
+
+def runs_scatter(table, x: str, y: str, title: str, x_title: str, y_title: str, *, label: str = "run",
+                 best: float | None = None) -> go.Figure:
+    """One marker per run (``y`` against ``x``), named by the column ``label``: runs that differ in
+    several settings are not joined by a line. ``best`` adds a labelled horizontal line."""
+    rows = _rows(table)
+    fig = _figure(title, x_title, y_title)
+    fig.add_trace(go.Scatter(x=[r[x] for r in rows], y=[r[y] for r in rows], mode="markers+text",
+                             text=[f"{label} {r[label]}" for r in rows], textposition="top center",
+                             marker=dict(size=12, color=COLORS[0]), name="runs"))
+    if best is not None:
+        fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable")
+    return fig

@@ -177,6 +177,23 @@ class PPOStageConfig:
 
 
 @dataclass(frozen=True)
+class PPODemosConfig:
+    """Lab 05's extra PPO runs: over-optimising the naive reward model, and the memory comparison."""
+
+    overopt_iterations: int = 150    # PPO iterations against the naive reward model; long enough to overshoot
+    overopt_beta: float = 0.0        # its KL coefficient (0: nothing holds the policy near the SFT model)
+    overopt_eval_every: int = 10     # iterations between its held-out evaluations (points on the figure)
+    best_of_n: int = 64              # largest n of best-of-n, drawn beside PPO at the same KL
+    memory_rank: int = 8             # LoRA rank of the memory comparison (against full fine-tuning)
+
+    def __post_init__(self):
+        _at_least(self, 1, "overopt_iterations", "overopt_eval_every", "memory_rank")
+        _at_least(self, 0, "overopt_beta")
+        if self.best_of_n < 1 or self.best_of_n & (self.best_of_n - 1):
+            raise ValueError(f"PPODemosConfig.best_of_n must be a power of two >= 1, got {self.best_of_n}")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -237,6 +254,7 @@ class Preset:
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
     ppo: PPOStageConfig = field(default_factory=PPOStageConfig)
+    ppo_demos: PPODemosConfig = field(default_factory=PPODemosConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -266,6 +284,7 @@ PRESETS: dict[str, Preset] = {
                                  policy_pairs=32, policy_samples=1, policy_eval_pairs=32),
         ppo=PPOStageConfig(iterations=3, prompts_per_batch=4, samples_per_prompt=2, max_new_tokens=8, ppo_epochs=1,
                            minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1),
+        ppo_demos=PPODemosConfig(overopt_iterations=4, overopt_eval_every=2, best_of_n=4, memory_rank=2),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

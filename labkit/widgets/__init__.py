@@ -17,10 +17,10 @@ from labkit.widgets.explorers import (BradleyTerryExplorer, LoRAParamsExplorer, 
                                       SliderExplorer, TemperatureExplorer, bradley_terry_explorer,
                                       lora_params_explorer, neg_log_explorer, neg_log_values, ppo_clip_explorer,
                                       ppo_clip_table, temperature_explorer)
-from labkit.widgets.panels import (ExperimentPanel, PretrainPanel, RunPanel, imbalance_panel, lora_panel,
-                                   noise_panel, pretrain_panel)
+from labkit.widgets.panels import (ExperimentPanel, PPOPanel, PretrainPanel, RunPanel, imbalance_panel, lora_panel,
+                                   noise_panel, ppo_panel, pretrain_panel)
 
-__all__ = ["BradleyTerryExplorer", "ExperimentPanel", "LoRAParamsExplorer", "NegLogExplorer", "PPOClipExplorer",
+__all__ = ["BradleyTerryExplorer", "ExperimentPanel", "LoRAParamsExplorer", "NegLogExplorer", "PPOClipExplorer", "PPOPanel",
            "PretrainPanel", "RunPanel", "SliderExplorer", "TemperatureExplorer", "bradley_terry_explorer",
            "imbalance_panel", "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values",
-           "noise_panel", "ppo_clip_explorer", "ppo_clip_table", "pretrain_panel", "temperature_explorer"]
+           "noise_panel", "ppo_clip_explorer", "ppo_clip_table", "ppo_panel", "pretrain_panel", "temperature_explorer"]

@@ -359,3 +359,69 @@ class LoRAPanel(ExperimentPanel):
     @property
     def last_tokenizer(self):
         return self.last.get("tokenizer")
+
+
+# ------------------------------------------------------------------------------- lab 05: PPO
+
+class PPOPanel(RunPanel):
+    """Lab 05: sliders ε, β, LoRA rank (0 = full) and learning rate + Train: real PPO runs, compared.
+
+    Each run starts from the SFT policy and optimises the reward model (``reward_stage``) with the
+    preset's PPO budget. Live curves: proxy reward, held-out gold reward, KL to SFT; the table:
+    win rate vs SFT, gold, KL, time, trainable parameters. The last run's evaluation (its answers
+    beside the SFT's) is in ``panel.last["evaluation"]``.
+    """
+
+    COLUMNS = ["ε", "β", "rank", "lr", "win rate", "gold", "SFT gold", "KL", "proxy", "seconds", "trainable parameters"]
+
+    def __init__(self, preset: Preset | None = None, reward_stage: str = "reward"):
+        from labkit.world import preferences as prefs
+
+        self.preset = p = preset or get_preset()
+        self.reward_stage = reward_stage
+        self.best_gold = prefs.best_mean_gold_reward(prefs.alignment_prompts("heldout"))
+        sliders = {
+            "eps": W.FloatSlider(value=p.ppo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
+                                 continuous_update=False),
+            "beta": W.FloatSlider(value=p.ppo.beta, min=0.0, max=0.5, step=0.01, description="KL coefficient β",
+                                  continuous_update=False),
+            "rank": W.IntSlider(value=p.ppo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
+                                continuous_update=False),
+            "lr": W.FloatLogSlider(value=p.ppo.lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
+                                   readout_format=".1e", continuous_update=False),
+        }
+        super().__init__(f"PPO run panel — preset {p.name}, reward model '{reward_stage}'", sliders, self._run,
+                         curves=self._curves, summary=self._summary, columns=self.COLUMNS,
+                         formats={"ε": "{:.2f}", "β": "{:.2f}", "lr": "{:.1e}", "win rate": "{:.1%}", "gold": "{:.2f}",
+                                  "SFT gold": "{:.2f}", "KL": "{:.2f}", "proxy": "{:.2f}",
+                                  "trainable parameters": "{:,}"},
+                         headline=["win rate", "gold", "KL"],
+                         run_label=lambda s: (f"ε {s['eps']:.2f}, β {s['beta']:.2f}, "
+                                              f"{'full' if not s['rank'] else 'LoRA r ' + str(s['rank'])}, "
+                                              f"lr {s['lr']:.0e}"),
+                         intro="Choose settings and press <b>Train</b>. Each run starts from the SFT policy "
+                               f"({p.ppo.iterations} PPO iterations).")
+
+    def _progress_text(self, point: dict) -> str:
+        return f"iteration {point['step']}: proxy {point['proxy']:.2f}, KL {point['kl']:.2f}"
+
+    def _curves(self, runs: dict, faded: dict):
+        sft_gold = self.runs[-1]["SFT gold"] if self.runs else None
+        return plots.ppo_curves(runs, faded, title="PPO runs (live)", best_gold=self.best_gold, sft_gold=sft_gold)
+
+    def _summary(self, table):
+        return plots.runs_scatter(table, "KL", "gold", "Each run: held-out gold reward vs KL to the SFT policy",
+                                  "KL(π ‖ SFT) (nats per answer)", "gold reward (points per answer)",
+                                  label="run", best=self.best_gold)
+
+    def _run(self, settings: dict, on_history) -> Run:
+        from labkit.experiments.alignment import ppo_experiment
+
+        return ppo_experiment(float(settings["eps"]), float(settings["beta"]), int(settings["rank"]),
+                              float(settings["lr"]), self.preset, reward_stage=self.reward_stage,
+                              callback=on_history)
+
+
+def ppo_panel(preset: Preset | str | None = None, reward_stage: str = "reward") -> PPOPanel:
+    """The PPO run panel of lab 05 for ``preset`` (default: the active preset)."""
+    return PPOPanel(_as_preset(preset), reward_stage)
