@@ -131,7 +131,7 @@ class RewardStageConfig:
     # The `reward` stage's model also learns from comparisons of answers a policy gives: the SFT
     # policy's own samples and wild variants of them (repeats, long lists, stray words), labelled
     # by the annotator. `reward_naive` learns from the `train_pairs` only.
-    policy_pairs: int = 8000      # such comparisons added to training; more = steadier off the demonstrators'
+    policy_pairs: int = 16_000    # such comparisons added to training; more = steadier off the demonstrators'
                                   # distribution, linear time
     policy_samples: int = 16      # SFT answers sampled per training prompt (96 prompts) to build them
     policy_eval_pairs: int = 2000  # held-out comparisons of policy-like answers (held-out prompts)
@@ -153,12 +153,12 @@ class PPOStageConfig:
     max_new_tokens: int = 16        # longest answer sampled (the best answers are 5 tokens)
     ppo_epochs: int = 4             # passes over each rollout batch; more = more reuse, more clipping
     minibatch_size: int = 32        # answers per gradient step within an epoch
-    lr: float = 3e-4                # learning rate (AdamW) of full fine-tuning
+    lr: float = 1e-4                # learning rate (AdamW) of full fine-tuning
     lora_lr: float = 3e-3           # learning rate with LoRA adapters (they start at zero and like more)
     lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r on one frozen base
     eps: float = 0.2                # clip range ε of the policy ratio; larger = bigger steps per batch
     value_clip: float = 0.2         # clip range of the value head's change per batch
-    beta: float = 0.05              # KL coefficient β; larger = stays closer to the SFT policy
+    beta: float = 0.1               # KL coefficient β; larger = stays closer to the SFT policy
     gamma: float = 1.0              # discount per token (1: the only reward that matters comes at the end)
     lam: float = 0.95               # GAE's λ; 1 = Monte-Carlo returns, 0 = one-step TD (leans on the critic)
     vf_coef: float = 0.1            # weight of the value loss beside the policy loss
@@ -182,7 +182,7 @@ class PPODemosConfig:
 
     overopt_iterations: int = 150    # PPO iterations against the naive reward model; long enough to overshoot
     overopt_beta: float = 0.0        # its KL coefficient (0: nothing holds the policy near the SFT model)
-    overopt_eval_every: int = 10     # iterations between its held-out evaluations (points on the figure)
+    overopt_eval_every: int = 5      # iterations between its held-out evaluations (points on the figure)
     best_of_n: int = 64              # largest n of best-of-n, drawn beside PPO at the same KL
     memory_rank: int = 8             # LoRA rank of the memory comparison (against full fine-tuning)
 

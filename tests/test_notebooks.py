@@ -117,3 +117,14 @@ def test_lab04_expands_a_ranking_and_shows_the_ceiling():
                  "calibration_figure", "reward_experiment", "length_bias", "from_hh_rlhf", "evaluate.best_of_n(",
                  '"reward_naive"', "best_of_n_figure"]:
         assert call in code, f"lab 04 should run {call}"
+
+
+def test_lab05_works_the_clip_and_runs_every_part():
+    text, code = _text_and_code("05_ppo.ipynb")
+    for figure in ["ε = 0.2, A = 2", "r = 1.5", "2.4", "4/3", "1.34", "1.6", "lower clip never binds",
+                   "E[r] − β·KL(π ‖ π_SFT)", "196 GB", "29 GB", "InstructGPT"]:
+        assert figure in text, f"lab 05 should mention {figure!r}"
+    for call in ["ppo_clip_table(0.2, advantage=2.0)", "ppo_clip_table(0.2, advantage=-2.0)", "ppo_clip_explorer",
+                 "kl_penalty_rewards", "gae_advantages", 'pipeline.ensure("ppo"', "ppo_panel", 'reward_stage="reward_naive"',
+                 "reward_vs_kl_figure", "evaluate.best_of_n(", "bench.ppo_memory", "ppo_memory_plan(7e9, 40e6)"]:
+        assert call in code, f"lab 05 should run {call}"

@@ -293,22 +293,25 @@ def test_train_ppo_changes_the_policy_and_logs_one_row_per_iteration(full_runs):
     assert final.keys() == initial.keys()
     assert not _same_weights(final, initial)
     assert all(torch.isfinite(v).all() for v in final.values())
-    assert first.steps == 3 and len(first.history) == 3
-    assert [row["step"] for row in first.history] == [1, 2, 3]
-    for row in first.history:
+    # row 0: the evaluation before training (held-out numbers only); then one row per iteration
+    assert first.steps == 3 and len(first.history) == 4
+    assert first.history[0] == {"step": 0, "heldout_gold": 1.5}
+    rows = first.history[1:]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
         assert {"proxy", "kl", "clip_fraction", "entropy", "value_loss", "objective", "policy_loss"} <= row.keys()
         assert all(isinstance(row[k], float) and row[k] == row[k] for k in ("proxy", "kl", "entropy", "value_loss"))
         assert 0.0 <= row["clip_fraction"] <= 1.0 and row["entropy"] > 0
         assert row["objective"] == pytest.approx(row["proxy"] - CONFIG.beta * row["kl"])
     # the first rollout is sampled from the reference itself: zero KL; after updates the policy has left it
-    assert first.history[0]["kl"] == pytest.approx(0.0, abs=1e-5)
-    assert all(abs(row["kl"]) > 1e-5 for row in first.history[1:])
-    # held-out evaluation every 2 iterations and at the end, of the policy being trained (in place)
-    assert ["heldout_gold" in row for row in first.history] == [False, True, True]
-    assert first.history[1]["heldout_gold"] == 1.5
-    assert [e["step"] for e in first.evaluations] == [2, 3]
-    assert len(full_runs["evaluated"]) == 2 and all(p is first.policy for p in full_runs["evaluated"])
-    assert full_runs["callback_lengths"] == [1, 2, 3]
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert all(abs(row["kl"]) > 1e-5 for row in rows[1:])
+    # held-out evaluation before training, every 2 iterations and at the end, of the policy being trained
+    assert ["heldout_gold" in row for row in rows] == [False, True, True]
+    assert rows[1]["heldout_gold"] == 1.5
+    assert [e["step"] for e in first.evaluations] == [0, 2, 3]
+    assert len(full_runs["evaluated"]) == 3 and all(p is first.policy for p in full_runs["evaluated"])
+    assert full_runs["callback_lengths"] == [1, 2, 3, 4]
     assert first.sampled_tokens > 0 and first.sampled_tokens <= 3 * 8 * CONFIG.max_new_tokens
     assert first.trainable_parameters == sum(p.numel() for p in first.policy.parameters()) + 16 + 1  # + value head
 
@@ -316,7 +319,7 @@ def test_train_ppo_changes_the_policy_and_logs_one_row_per_iteration(full_runs):
 def test_train_ppo_is_deterministic_for_a_seed(full_runs):
     first, second = full_runs["first"], full_runs["second"]
     drop = {"heldout_gold"}  # only the first run was given an eval_fn
-    assert [{k: v for k, v in r.items() if k not in drop} for r in first.history] == second.history
+    assert [{k: v for k, v in r.items() if k not in drop} for r in first.history[1:]] == second.history
     assert _same_weights(_weights(first.policy), _weights(second.policy))
 
 

@@ -166,7 +166,8 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
     of the KL penalty (default: a copy of ``policy`` as it is now; with LoRA, the base with adapters
     off). ``gold_fn`` (optional) scores the same answers with the truth, for the log only.
     ``eval_fn(policy) -> dict`` is called every ``config.eval_every`` iterations and at the end; its
-    numbers join that iteration's history row with a ``heldout_`` prefix. ``callback(history)``
+    numbers join that iteration's history row with a ``heldout_`` prefix; it is also called once
+    before training (a history row with ``step`` 0 and only those numbers). ``callback(history)``
     gets the history after every iteration (live curves).
     """
     from accelerate import Accelerator
@@ -194,6 +195,12 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
     result = PPOResult(trainable_parameters=sum(p.numel() for p in trainable),
                        total_parameters=sum(p.numel() for p in unwrapped.parameters())
                        + (sum(p.numel() for p in reference.parameters()) if reference is not None else 0))
+    if eval_fn is not None:  # where the policy starts (iteration 0), for the curves
+        start_row = {"step": 0, **{f"heldout_{k}": v for k, v in eval_fn(unwrapped.lm).items()}}
+        result.evaluations.append(start_row)
+        result.history.append(dict(start_row))
+        if callback is not None:
+            callback(result.history)
     bar = tqdm(range(config.iterations), desc="PPO", unit="iter", disable=not progress or not accelerator.is_main_process)
     start = time.perf_counter()
     batch = []  # prompt rows still to use in this pass over the prompts

@@ -403,6 +403,8 @@ class PPOPanel(RunPanel):
                                f"({p.ppo.iterations} PPO iterations).")
 
     def _progress_text(self, point: dict) -> str:
+        if "proxy" not in point:  # the evaluation before the first iteration
+            return "judging the SFT policy on the held-out prompts"
         return f"iteration {point['step']}: proxy {point['proxy']:.2f}, KL {point['kl']:.2f}"
 
     def _curves(self, runs: dict, faded: dict):
