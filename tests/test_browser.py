@@ -171,3 +171,25 @@ def test_a_live_training_curve_grows_in_jupyterlab(jupyterlab, page):
     # The learner saw the curve grow while the run went on, one evaluation at a time.
     assert seen == sorted(seen) and len(seen) >= 4, f"points on the page over time: {seen}"
     assert seen[0] < len(logged), f"the first figure the page showed was already complete: {seen}"
+
+
+# The shaded (flat) regions of every plotly figure on the page: [x0, x1] of each rectangle.
+SHADES_JS = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot')]
+    .map(gd => ((gd.layout && gd.layout.shapes) || []).filter(s => s.type === 'rect').map(s => [s.x0, s.x1]))"""
+
+
+def test_lab05_clip_slider_moves_the_table_and_the_flat_regions(jupyterlab, page):
+    _run_notebook(page, jupyterlab("from labkit import widgets\nwidgets.ppo_clip_explorer(0.2)"))
+    readout = page.locator(".widget-html-content", has_text="clipped")
+    readout.wait_for(timeout=120_000)
+    assert "ε = 0.20" in readout.text_content()
+    assert _wait(lambda: page.evaluate(SHADES_JS), 60, "the clip figure") == [[[1.2, 2.5], [0.0, 0.8]]]
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.click()
+    handle.press("ArrowRight")  # ε 0.20 -> 0.21
+    _wait(lambda: "ε = 0.21" in readout.text_content(), 60, "the table to follow the slider")
+    # r = 1.5 with A = +2: min(3.0, 1.21 * 2) = 2.42 (it was 2.40)
+    assert "2.420" in readout.text_content() and "2.400" not in readout.text_content()
+    shades = _wait(lambda: (lambda s: s if s and s[0][0][0] != 1.2 else None)(page.evaluate(SHADES_JS)),
+                   60, "the figure to redraw")
+    assert shades[0][0][0] == pytest.approx(1.21) and shades[0][1][1] == pytest.approx(0.79)
