@@ -127,3 +127,28 @@ def test_every_trainer_returns_one_result_type():
     assert issubclass(PretrainResult, TrainResult) and issubclass(ClassifierRun, TrainResult)
     _, _, result, _ = quick_run(get_preset("smoke"), steps=3, progress=False)
     assert isinstance(result, TrainResult) and result.steps == 3 and result.seconds > 0
+
+
+def test_the_ppo_stage_reports_the_contract_keys_and_a_nan_reward_leaves_no_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from labkit import stages
+
+    smoke = get_preset("smoke")
+    # A broken reward model: NaN scores. The run stops with a message; nothing is saved for ppo, and
+    # the checkpoints it started from are untouched.
+    broken = smoke.replace(ppo=dataclasses.replace(smoke.ppo, iterations=2))  # its own ppo key, the same sft
+    monkeypatch.setattr(stages, "reward_model_fn",
+                        lambda model, tok: lambda rows, answers: torch.full((len(answers),), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.ensure("ppo", broken, progress=False)
+    assert not pipeline.stage_dir("ppo", broken).exists()
+    assert checkpoint.is_complete(pipeline.stage_dir("sft", broken))
+    monkeypatch.undo()
+
+    report = pipeline.run(["ppo"], "smoke", tmp_path / "report.json", progress=False)["stages"]["ppo"]
+    assert {"seconds", "gold_reward", "sft_gold_reward", "win_rate", "kl"} <= set(report)
+    assert 0 <= report["win_rate"] <= 1 and report["best_gold_reward"] == 3.25
+    meta = pipeline.metrics("ppo", "smoke")
+    assert [e["step"] for e in meta["metrics"]["evaluations"]] == [0, 2, 3]
+    assert len(meta["history"]) == smoke.ppo.iterations + 1  # the evaluation before training, then each iteration
