@@ -482,7 +482,7 @@ def ppo_clip_figure(eps: float = 0.2, advantage: float = 2.0) -> go.Figure:
                                                          "the min makes clipping one-sided", x=0.02),
                       showlegend=False, margin=dict(l=70, r=30, t=90, b=60))
     fig.update_xaxes(title_text="probability ratio r = π_θ / π_old (no unit)", range=[0, r_max])
-    fig.update_yaxes(title_text="clipped objective L^CLIP (units of the advantage A)")
+    fig.update_yaxes(title_text="L^CLIP (units of A)")
     fig.update_yaxes(range=[-0.4, a * r_max + 0.4], row=1, col=1)
     fig.update_yaxes(range=[-a * r_max - 0.4, 0.4], row=1, col=2)
     return fig
@@ -490,9 +490,9 @@ def ppo_clip_figure(eps: float = 0.2, advantage: float = 2.0) -> go.Figure:
 
 # ------------------------------------------------------------------------------- PPO
 
-PPO_PANELS = (("proxy", "proxy reward (reward-model score, training prompts)"),
+PPO_PANELS = (("proxy", "proxy reward (training prompts)"),
               ("heldout_gold", "gold reward (held-out prompts)"),
-              ("kl", "KL(π ‖ SFT) per answer (nats)"))
+              ("kl", "KL(π ‖ SFT) per answer"))
 
 
 def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,
@@ -507,9 +507,9 @@ def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] |
     """
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for _, name in PPO_PANELS], horizontal_spacing=0.08)
-    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=380,
-                      legend=dict(orientation="h", y=-0.25))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for _, name in PPO_PANELS], horizontal_spacing=0.09)
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=400,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=70, r=30, t=90, b=110))
     colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
     for label, history in [*(faded or {}).items(), *runs.items()]:
         is_faded = faded is not None and label in faded and label not in runs
@@ -523,43 +523,49 @@ def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] |
         if value is not None:
             fig.add_hline(y=value, line=dict(color="grey", dash=dash), annotation_text=name, row=1, col=2)
     for col in (1, 2, 3):
-        fig.update_xaxes(title_text="PPO iteration (rollout + update)", row=1, col=col)
-    fig.update_yaxes(title_text="score (reward-model units)", row=1, col=1)
-    fig.update_yaxes(title_text="gold reward (points per answer)", row=1, col=2)
-    fig.update_yaxes(title_text="KL (nats per answer)", row=1, col=3)
+        fig.update_xaxes(title_text="PPO iteration (count)", row=1, col=col)
+    fig.update_yaxes(title_text="reward-model score (units)", row=1, col=1)
+    fig.update_yaxes(title_text="gold (points per answer)", row=1, col=2)
+    fig.update_yaxes(title_text="KL (nats)", row=1, col=3)
     return fig
 
 
 def reward_vs_kl_figure(evaluations: Sequence[Mapping], best_of_n=None, best: float | None = None,
-                        title: str = "Over-optimisation: proxy and gold reward vs KL to the SFT policy") -> go.Figure:
+                        title: str = "Over-optimisation: proxy and gold reward vs distance from the SFT policy") -> go.Figure:
     """Held-out gold (left axis) and proxy (right axis) reward of a policy as training moves it away
-    from the SFT policy (x: measured KL), one point per evaluation; optionally best-of-n's gold and
-    proxy against its analytic KL, for comparison at the same KL. ``best``: the best achievable gold.
+    from the SFT policy, one point per evaluation in training order; optionally best-of-n's gold and
+    proxy at its analytic KL, for comparison at the same distance. ``best``: the best achievable gold.
 
+    The x axis is √KL, as in Gao et al. (2022), "Scaling laws for reward model overoptimization":
+    it spreads the small KLs of best-of-n and early PPO that a plain KL axis would crush.
     ``evaluations``: dicts with ``kl``, ``gold``, ``proxy`` and ``step`` (the keys of
     :func:`labkit.stages.heldout_judge`, optionally prefixed ``heldout_``).
     """
     def get(row, key):
         return row.get(key, row.get(f"heldout_{key}"))
 
-    rows = sorted((r for r in evaluations if get(r, "kl") is not None), key=lambda r: get(r, "kl"))
-    fig = _figure(title, "KL(policy ‖ SFT) on held-out prompts (nats per answer)", "gold reward (points per answer)",
+    def distance(kl):
+        return max(kl, 0.0) ** 0.5  # a Monte-Carlo KL estimate can dip just below 0
+
+    rows = sorted((r for r in evaluations if get(r, "kl") is not None), key=lambda r: r["step"])
+    fig = _figure(title, "√KL(policy ‖ SFT) on held-out prompts (√nats)", "gold reward (points per answer)",
                   yaxis2=dict(title="proxy reward (reward-model score)", overlaying="y", side="right",
                               showgrid=False, automargin=True),
-                  legend=dict(orientation="h", y=-0.2))
-    kl = [get(r, "kl") for r in rows]
-    labels = [f"iteration {r['step']}" for r in rows]
-    fig.add_trace(go.Scatter(x=kl, y=[get(r, "gold") for r in rows], mode="lines+markers", name="PPO: gold reward",
+                  legend=dict(orientation="h", y=-0.28), margin=dict(b=120), height=480)
+    x = [distance(get(r, "kl")) for r in rows]
+    labels = [f"iteration {r['step']}, KL {get(r, 'kl'):.1f}" for r in rows]
+    fig.add_trace(go.Scatter(x=x, y=[get(r, "gold") for r in rows], mode="lines+markers", name="PPO: gold reward",
                              text=labels, line=dict(color=COLORS[0], width=3)))
-    fig.add_trace(go.Scatter(x=kl, y=[get(r, "proxy") for r in rows], mode="lines+markers", yaxis="y2",
+    fig.add_trace(go.Scatter(x=x, y=[get(r, "proxy") for r in rows], mode="lines+markers", yaxis="y2",
                              name="PPO: proxy reward (right axis)", text=labels,
-                             line=dict(color=COLORS[1], width=3, dash="dash")))
+                             line=dict(color=COLORS[1], width=2, dash="dash")))
     if best_of_n is not None:
         bon = sorted(_rows(best_of_n), key=lambda r: r["n"])
         text = [f"n = {r['n']}" for r in bon]
-        fig.add_trace(go.Scatter(x=[r["kl"] for r in bon], y=[r["gold"] for r in bon], mode="lines+markers",
-                                 name="best-of-n: gold reward", text=text, line=dict(color=COLORS[2], width=2)))
-        fig.add_trace(go.Scatter(x=[r["kl"] for r in bon], y=[r["proxy"] for r in bon], mode="lines+markers",
+        xb = [distance(r["kl"]) for r in bon]
+        fig.add_trace(go.Scatter(x=xb, y=[r["gold"] for r in bon], mode="lines+markers",
+                                 name="best-of-n: gold reward", text=text, line=dict(color=COLORS[2], width=3)))
+        fig.add_trace(go.Scatter(x=xb, y=[r["proxy"] for r in bon], mode="lines+markers",
                                  yaxis="y2", name="best-of-n: proxy (right axis)", text=text,
                                  line=dict(color=COLORS[3], width=2, dash="dash")))
     if best is not None:

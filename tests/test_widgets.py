@@ -341,7 +341,7 @@ def test_ppo_clip_figure_panels_shading_and_markers():
     assert "ε = 0.20" in fig.layout.title.text
     assert fig.layout.xaxis.title.text.startswith("probability ratio r = π_θ / π_old")
     assert fig.layout.xaxis2.title.text == fig.layout.xaxis.title.text
-    assert fig.layout.yaxis.title.text.startswith("clipped objective L^CLIP")
+    assert fig.layout.yaxis.title.text.startswith("L^CLIP")
     labels = [a.text for a in fig.layout.annotations]
     assert "A > 0 (A = +2)" in labels and "A < 0 (A = −2)" in labels
     assert labels.count("flat: no gradient") == 2
