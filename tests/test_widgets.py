@@ -357,3 +357,22 @@ def test_ppo_clip_figure_panels_shading_and_markers():
     assert [list(t.x) for t in markers] == [[1.5, pytest.approx(2 / 3)]] * 2
     assert list(markers[0].y) == pytest.approx([2.4, 4 / 3]) and list(markers[1].y) == pytest.approx([-3.0, -1.6])
     assert len(fig.to_json()) < 20_000
+
+
+def test_ppo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
+    panel = widgets.ppo_panel("smoke")
+    assert list(panel.sliders) == ["eps", "beta", "rank", "lr"]
+    for settings, slider in [({"eps": 0.9}, "clip range ε"), ({"beta": -0.1}, "KL coefficient β"),
+                             ({"rank": 64}, "LoRA rank"), ({"lr": 0.5}, "learning rate")]:
+        with pytest.raises(ValueError, match=slider):
+            panel.train_once(**settings)
+    assert panel.runs == []  # nothing trained on a bad setting
+    row = panel.train_once(eps=0.3, beta=0.05, rank=2)
+    assert row["ε"] == 0.3 and row["β"] == 0.05 and row["rank"] == 2
+    assert 0 <= row["win rate"] <= 1 and row["trainable parameters"] > 0
+    table = panel.runs_table()
+    assert list(table.columns) == widgets.PPOPanel.COLUMNS and len(table) == 1
+    curves = panel.curves_figure()
+    assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA r 2, lr 1e-04"}
+    assert len(curves.data) == 3 and len(curves.data[0].x) == get_preset("smoke").ppo.iterations
+    assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)
