@@ -153,9 +153,12 @@ class PPOStageConfig:
     max_new_tokens: int = 16        # longest answer sampled (the best answers are 5 tokens)
     ppo_epochs: int = 4             # passes over each rollout batch; more = more reuse, more clipping
     minibatch_size: int = 32        # answers per gradient step within an epoch
-    lr: float = 1e-4                # learning rate (AdamW) of full fine-tuning
-    lora_lr: float = 3e-3           # learning rate with LoRA adapters (they start at zero and like more)
-    lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r on one frozen base
+    lr: float = 1e-4                # learning rate (AdamW) of full fine-tuning (lora_rank 0)
+    lora_lr: float = 1e-3           # learning rate with LoRA adapters (they start at zero and like more)
+    # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r on one frozen base (policy, reference and
+    # critic trunk). On the cpu preset rank 8 won 88-90 % of held-out prompts over seeds 0-2, full
+    # fine-tuning 84-88 %: the small adapters also keep the policy from wandering.
+    lora_rank: int = 8
     eps: float = 0.2                # clip range ε of the policy ratio; larger = bigger steps per batch
     value_clip: float = 0.2         # clip range of the value head's change per batch
     beta: float = 0.1               # KL coefficient β; larger = stays closer to the SFT policy

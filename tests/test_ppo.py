@@ -16,7 +16,7 @@ from labkit.world import preferences as prefs
 PROMPTS = prefs.alignment_prompts("train")
 # The smoke preset's PPO stage, with answers of at most 6 tokens to keep the test short.
 CONFIG = PPOStageConfig(iterations=3, prompts_per_batch=4, samples_per_prompt=2, max_new_tokens=6, ppo_epochs=1,
-                        minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1)
+                        minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1, lora_rank=0)  # full
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -180,7 +180,7 @@ def test_ppo_config_validation_names_the_field():
     smoke = get_preset("smoke").ppo
     assert (smoke.iterations, smoke.prompts_per_batch, smoke.samples_per_prompt, smoke.max_new_tokens,
             smoke.ppo_epochs, smoke.minibatch_size) == (3, 4, 2, 8, 1, 4)
-    assert smoke.lora_rank == 0 and 0 < smoke.eps < 1
+    assert smoke.lora_rank == get_preset("cpu").ppo.lora_rank == 8 and 0 < smoke.eps < 1  # smoke runs the cpu recipe
 
 
 # ------------------------------------------------------------------------------------ models and rollouts

@@ -373,6 +373,6 @@ def test_ppo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
     table = panel.runs_table()
     assert list(table.columns) == widgets.PPOPanel.COLUMNS and len(table) == 1
     curves = panel.curves_figure()
-    assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA r 2, lr 1e-04"}
+    assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA r 2, lr 1e-03"}  # LoRA's lr by default
     assert len(curves.data) == 3 and len(curves.data[0].x) == get_preset("smoke").ppo.iterations
     assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)

@@ -387,7 +387,7 @@ class PPOPanel(RunPanel):
                                   continuous_update=False),
             "rank": W.IntSlider(value=p.ppo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
                                 continuous_update=False),
-            "lr": W.FloatLogSlider(value=p.ppo.lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
+            "lr": W.FloatLogSlider(value=p.ppo.lora_lr if p.ppo.lora_rank else p.ppo.lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
                                    readout_format=".1e", continuous_update=False),
         }
         super().__init__(f"PPO run panel — preset {p.name}, reward model '{reward_stage}'", sliders, self._run,
