@@ -98,39 +98,69 @@ def bench_ppo(preset_name: str = "cpu", iterations: int = 5, rank: int = 0) -> d
             "seconds_per_iteration": round(result.seconds / iterations, 3)}
 
 
-def _rss_megabytes() -> float:
-    """Peak resident memory of this process so far (MB); Linux reports kilobytes, macOS bytes."""
-    import resource
-    import sys
+def _proc_status_megabytes(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmRSS``: now, ``VmHWM``: the peak) in MB; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1e3  # kB
+    except OSError:
+        return None
+    return None
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory (Linux: write 5 to /proc/self/clear_refs); True if done."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def ppo_step_memory(preset_name: str, rank: int) -> dict:
-    """Run in a fresh process: load the models, take one PPO iteration, report memory.
+    """Run in a fresh process: load PPO's models and take one PPO iteration; report memory.
 
-    Peak RSS (CPU) counts everything the process ever held: Python, torch, the models, activations.
-    ``before`` is the peak after loading the models and before the step, so ``step`` is what the
-    PPO iteration itself added (copies, gradients, optimiser state, activations). On a GPU the
-    numbers are ``torch.cuda.max_memory_allocated``.
+    The models are the policy with its value head, the reference (a second copy with full
+    fine-tuning; the same base with adapters off with LoRA) and the reward model; nothing else is
+    loaded (no evaluation). CPU (Linux): the peak resident memory is reset just before loading, so
+    ``peak_MB`` is the highest the process reached while loading them and taking the step, and
+    ``added_MB`` what that added to Python, torch and transformers alone (``before_MB``). GPU:
+    ``torch.cuda.max_memory_allocated`` (tensors only). ``state_MB`` is computed: every weight in
+    memory plus a gradient and AdamW's two moments per trainable one (4 bytes each).
     """
-    from labkit import pipeline
-    from labkit.stages import run_ppo
+    from labkit import checkpoint, pipeline
+    from labkit.evaluate import reward_model_fn
+    from labkit.metrics import training_state_megabytes
+    from labkit.train.ppo import train_ppo
+    from labkit.world import preferences as prefs
 
     preset = get_preset(preset_name)
-    cuda = runtime.device().type == "cuda"
+    device = runtime.device()
+    cuda = device.type == "cuda"
     sft, reward = pipeline.ensure("sft", preset, progress=False), pipeline.ensure("reward", preset, progress=False)
-    config = dataclasses.replace(preset.ppo, iterations=1, eval_every=2, lora_rank=rank, final_eval_samples=1)
+    config = dataclasses.replace(preset.ppo, iterations=1, lora_rank=rank)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.max_memory_allocated() / 1e6 if cuda else _rss_megabytes()
-    run = run_ppo(preset, sft, reward, config)
-    peak = torch.cuda.max_memory_allocated() / 1e6 if cuda else _rss_megabytes()
-    return {"rank": rank, "measure": "GPU max_memory_allocated" if cuda else "peak RSS of the process",
-            "before_MB": round(before, 1), "peak_MB": round(peak, 1), "step_MB": round(peak - before, 1),
-            "trainable_parameters": run["result"].trainable_parameters,
-            "parameters_in_memory": run["result"].total_parameters}
+        before = torch.cuda.memory_allocated() / 1e6
+    else:
+        if not _reset_peak_rss():
+            raise RuntimeError("measuring a step's peak memory on a CPU needs Linux (/proc/self/clear_refs)")
+        before = _proc_status_megabytes("VmRSS")
+    policy, tokenizer, _ = checkpoint.load_checkpoint(sft, device=device)
+    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward, device=device)
+    reference = None if rank else checkpoint.load_checkpoint(sft, device=device)[0]
+    result = train_ppo(policy, tokenizer, prefs.alignment_prompts("train"),
+                       reward_model_fn(reward_model, reward_tokenizer), config, reference=reference,
+                       seed=preset.seed, progress=False)
+    peak = torch.cuda.max_memory_allocated() / 1e6 if cuda else _proc_status_megabytes("VmHWM")
+    in_memory = result.total_parameters + sum(p.numel() for p in reward_model.parameters())
+    return {"rank": rank, "measure": "GPU max_memory_allocated" if cuda else "peak resident memory (RSS)",
+            "before_MB": round(before, 1), "peak_MB": round(peak, 1), "added_MB": round(peak - before, 1),
+            "trainable_parameters": result.trainable_parameters, "parameters_in_memory": in_memory,
+            "state_MB": round(training_state_megabytes(in_memory, result.trainable_parameters), 2)}
 
 
 def ppo_memory(preset_name: str = "cpu", ranks: tuple[int, ...] = (0, 8)) -> list[dict]:
@@ -143,7 +173,7 @@ def ppo_memory(preset_name: str = "cpu", ranks: tuple[int, ...] = (0, 8)) -> lis
     for rank in ranks:
         code = ("import json; from labkit.bench import ppo_step_memory; "
                 f"print('RESULT ' + json.dumps(ppo_step_memory({preset_name!r}, {int(rank)})))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=900)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode or not lines:
             raise RuntimeError(f"the memory measurement for rank {rank} failed:\n{out.stderr[-2000:]}")

@@ -358,3 +358,35 @@ def test_train_ppo_rejects_a_bad_reward_function(tok, bad, message):
     with pytest.raises(ValueError, match=message):
         _run(tok, policy, reward_fn=bad)
     assert _same_weights(_weights(policy), initial)  # stopped before any update
+
+
+# ------------------------------------------------------------------------------------ memory
+
+def test_ppo_memory_plan_for_a_7b_model():
+    from labkit.metrics import ppo_memory_plan
+
+    plan = ppo_memory_plan(7e9, 40e6)
+    totals = plan.groupby("layout")["GB"].sum()
+    # full: 2 trained copies x 7e9 x 12 bytes + 2 frozen copies x 7e9 x 2 bytes
+    assert totals["full copies"] == pytest.approx(2 * 84 + 2 * 14) == 196
+    # LoRA: one frozen base + 2 x 40e6 adapters x 12 bytes + the frozen reward model
+    assert totals["LoRA, one shared base"] == pytest.approx(14 + 2 * 0.48 + 14)
+
+
+def test_ppo_step_memory_full_vs_lora_in_fresh_processes():
+    from labkit import bench, pipeline
+
+    smoke = get_preset("smoke")
+    pipeline.ensure("reward", smoke, progress=False)  # the child processes find it in the cache
+    full, lora = bench.ppo_memory("smoke", ranks=(0, 2))
+    sft, _, _ = pipeline.load("sft", smoke)
+    reward_model, _, _ = pipeline.load("reward", smoke)
+    n, hidden, rm = (sum(p.numel() for p in sft.parameters()), sft.config.hidden_size,
+                     sum(p.numel() for p in reward_model.parameters()))
+    assert full["trainable_parameters"] == n + hidden + 1              # the policy and its value head
+    assert full["parameters_in_memory"] == 2 * n + hidden + 1 + rm     # + the reference copy + the reward model
+    adapters = lora["trainable_parameters"] - hidden - 1
+    assert 0 < adapters < n / 2
+    assert lora["parameters_in_memory"] == n + adapters + hidden + 1 + rm  # one shared base
+    assert lora["state_MB"] < full["state_MB"]
+    assert full["added_MB"] > 0 and lora["added_MB"] > 0 and full["measure"] == "peak resident memory (RSS)"
