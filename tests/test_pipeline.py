@@ -120,11 +120,13 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
 def test_every_trainer_returns_one_result_type():
     from labkit.train.classify import ClassifierRun
     from labkit.train.common import TrainResult
+    from labkit.train.ppo import PPOResult
     from labkit.train.pretrain import PretrainResult
 
     from labkit.experiments.pretraining import quick_run
 
     assert issubclass(PretrainResult, TrainResult) and issubclass(ClassifierRun, TrainResult)
+    assert issubclass(PPOResult, TrainResult)
     _, _, result, _ = quick_run(get_preset("smoke"), steps=3, progress=False)
     assert isinstance(result, TrainResult) and result.steps == 3 and result.seconds > 0
 

@@ -4,7 +4,8 @@ Every panel is a :class:`RunPanel`: a title, a few sliders, a function that trai
 sliders' settings, and three areas drawn through :class:`labkit.plots.LiveFigure` — the live
 training curves (earlier runs pale behind the current one), a summary figure of the runs (a metric
 against a setting), and a table of every finished run. Lab 01's pretraining panel, lab 02's and
-03's experiment panels, and the coming PPO/DPO/GRPO panels (ε, β, group size) are all RunPanels.
+03's experiment panels, lab 05's PPO panel (ε, β, LoRA rank, learning rate), and the coming DPO/GRPO
+panels (β, group size) are all RunPanels.
 """
 from __future__ import annotations
 
