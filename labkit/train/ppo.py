@@ -163,8 +163,8 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
     """Optimise ``policy`` (a causal LM, trained in place) with PPO on ``prompts`` scored by ``reward_fn``.
 
     ``prompts`` are rows with role/content ``prompt`` messages. ``reference`` is the frozen policy
-    of the KL penalty (default: a copy of ``policy`` as it is now; with LoRA, the base with adapters
-    off). ``gold_fn`` (optional) scores the same answers with the truth, for the log only.
+    of the KL penalty (default: a copy of ``policy`` as it is now); with LoRA (``config.lora_rank``
+    >= 1) it is not used: the base with its adapters off is the reference, exactly the SFT policy. ``gold_fn`` (optional) scores the same answers with the truth, for the log only.
     ``eval_fn(policy) -> dict`` is called every ``config.eval_every`` iterations and at the end; its
     numbers join that iteration's history row with a ``heldout_`` prefix; it is also called once
     before training (a history row with ``step`` 0 and only those numbers). ``callback(history)``
