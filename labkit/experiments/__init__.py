@@ -8,6 +8,8 @@ trainer and measures the result.
   sweep, the run panel): :func:`~labkit.experiments.pretraining.quick_run`.
 * :mod:`labkit.experiments.instruction` — lab 02's SFT demonstrations (forgetting, imbalance, label
   noise, ambiguity) and lab 03's LoRA rank runs.
+* :mod:`labkit.experiments.reward` — lab 04's reward-model data-size sweep.
+* :mod:`labkit.experiments.alignment` — lab 05's PPO runs (the run panel, over-optimisation).
 """
 from __future__ import annotations
 
