@@ -200,3 +200,51 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
     """The value head's clipped squared error, ½·max((V − R)², (V_clip − R)²), V_clip within ±clip of the old V."""
     clipped = old_values + (values - old_values).clamp(-clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+# ------------------------------------------------------------------------------------ DPO's derivation
+
+def tilted_policy(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """The optimum of E[r] − β·KL(π ‖ π_ref) over a finite set of answers:
+
+        π*(y) = π_ref(y)·exp(r(y)/β) / Z,   Z = Σ_y π_ref(y)·exp(r(y)/β)
+
+    Large β keeps π* near π_ref; small β piles it onto the best answer. Shapes (answers,).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    ref_probs = torch.as_tensor(ref_probs, dtype=torch.float64)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    return torch.softmax(torch.log(ref_probs) + rewards / beta, dim=-1)
+
+
+def log_partition(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> float:
+    """log Z = log Σ_y π_ref(y)·exp(r(y)/β), the normaliser of :func:`tilted_policy`."""
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    ref_probs = torch.as_tensor(ref_probs, dtype=torch.float64)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    return float(torch.logsumexp(torch.log(ref_probs) + rewards / beta, dim=-1))
+
+
+def implicit_reward(policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
+    """r̂(y) = β·(log π(y) − log π_ref(y)): the reward a policy implies, up to the prompt's β·log Z.
+
+    Inverting :func:`tilted_policy` gives r(y) = β·log π*(y)/π_ref(y) + β·log Z; the β·log Z term is
+    the same for every answer to a prompt, so it cancels in any difference r(y_w) − r(y_l), which is
+    all Bradley–Terry sees.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    return beta * (torch.as_tensor(policy_logprobs) - torch.as_tensor(ref_logprobs))
+
+
+def dpo_gradient_weight(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """σ(r̂_l − r̂_w): how hard DPO pushes a pair. The gradient of the DPO loss is
+
+        −∇L = β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)),
+
+    so a pair the implicit reward already ranks right (r̂_w ≫ r̂_l) barely moves the policy, and a
+    pair it ranks wrongly gets a weight near 1.
+    """
+    return torch.sigmoid(torch.as_tensor(rejected_rewards) - torch.as_tensor(chosen_rewards))
