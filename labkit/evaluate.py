@@ -153,7 +153,9 @@ def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, r
     """Sample ``samples_per_prompt`` answers per held-out prompt and judge them (see the module docstring).
 
     ``reference`` (the SFT policy, same tokenizer) answers the same prompts with the same seed for
-    the win rate, and scores the policy's answers for the KL; without it both are ``None``.
+    the win rate, and scores the policy's answers for the KL; without it both are ``None``. The
+    answers table then also holds the reference's answer, gold reward and (with a reward model)
+    proxy score for each prompt.
     """
     settings = dict(n=samples_per_prompt, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     progress=progress)

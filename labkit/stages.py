@@ -287,7 +287,8 @@ def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, pro
     Trains on the training prompts, evaluates on the held-out prompts every ``eval_every`` iterations
     (proxy, gold, KL, win rate vs SFT), and once more at the end with more samples. Returns
     ``result`` (:class:`~labkit.train.ppo.PPOResult`), ``evaluation`` (the final
-    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer`` and ``metrics`` (the stage's report).
+    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``metrics`` (the stage's report), and
+    the models it loaded: ``reference`` (the SFT policy), ``reward_model`` and ``reward_tokenizer``.
     The ``ppo`` stage and lab 05's run panel both call it.
     """
     config = config or preset.ppo
@@ -327,7 +328,8 @@ def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, pro
         "eps": config.eps,
         "evaluations": result.evaluations,
     }
-    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics}
+    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics, "reference": reference,
+            "reward_model": reward_model, "reward_tokenizer": reward_tokenizer}
 
 
 def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):

@@ -24,7 +24,8 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
     rank), ``lr`` (learning rate, for full fine-tuning and LoRA alike), ``iterations`` and
     ``eval_every`` replace the preset's PPO settings; ``None`` keeps them. The row holds the
     settings and the held-out results (gold reward of PPO and SFT, win rate, KL, proxy); outputs
-    hold the final evaluation (with its answers) and the trained policy.
+    hold the final evaluation (with its answers), the trained policy, and the SFT policy and reward
+    model the run loaded (for comparisons without loading them again).
     """
     preset = preset or get_preset()
     changes = {"eps": eps, "beta": beta, "lora_rank": rank, "iterations": iterations, "eval_every": eval_every}
@@ -42,4 +43,5 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
            "trainable parameters": m["trainable_parameters"]}
     return Run(row=row, history=run["result"].history,
                outputs={"evaluation": run["evaluation"], "policy": run["result"].policy, "tokenizer": run["tokenizer"],
-                        "metrics": m})
+                        "metrics": m, "reference": run["reference"], "reward_model": run["reward_model"],
+                        "reward_tokenizer": run["reward_tokenizer"]})
