@@ -308,13 +308,25 @@ def from_hh_rlhf(example: dict) -> dict:
     for key in ("chosen", "rejected"):
         if not isinstance(example.get(key), str):
             raise ValueError(f"an hh-rlhf example needs a string '{key}' transcript")
-    chosen, rejected = _hh_turns(example["chosen"]), _hh_turns(example["rejected"])
+    return shared_prompt(_hh_turns(example["chosen"]), _hh_turns(example["rejected"]))
+
+
+def shared_prompt(chosen: list[dict], rejected: list[dict]) -> dict:
+    """Split two whole conversations into the prompt they share and their final assistant answers.
+
+    Returns ``{'prompt': [...], 'chosen': [last turn], 'rejected': [last turn]}``. Both must end
+    with an assistant turn and repeat the same, non-empty conversation before it; otherwise
+    ``ValueError`` says what differs.
+    """
     for name, turns in (("chosen", chosen), ("rejected", rejected)):
-        if turns[-1]["role"] != "assistant":
+        if not turns or turns[-1].get("role") != "assistant":
             raise ValueError(f"the {name} transcript must end with an Assistant turn")
     if chosen[:-1] != rejected[:-1]:
         where = next((i for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
                      min(len(chosen), len(rejected)) - 1)
         raise ValueError(f"chosen and rejected transcripts do not share a prompt: they differ at "
                          f"turn {where + 1}; both must repeat the same conversation before the final answer")
+    if not chosen[:-1]:
+        raise ValueError("chosen and rejected have no prompt before their answers: a preference compares "
+                         "two answers to the same request, so the conversations must start with it")
     return {"prompt": chosen[:-1], "chosen": [chosen[-1]], "rejected": [rejected[-1]]}

@@ -110,6 +110,34 @@ def sequence_logprobs(model, samples: Samples, *, batch_size: int = 128) -> torc
     return torch.cat(totals) if totals else torch.zeros(0)
 
 
+def answer_samples(tokenizer, prompts: list[list[dict]], answers: list[list[dict]]) -> Samples:
+    """Given (not sampled) answers as :class:`Samples`, tokenized as TRL's trainers do: the prompt
+    rendered with the assistant marker, the answer = the tokens the whole conversation adds to it.
+    ``prompts`` and ``answers`` are role/content message lists; score them with :func:`sequence_logprobs`."""
+    def ids(messages, **kw):
+        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kw)["input_ids"])
+
+    out = Samples(prompts=[{"prompt": p} for p in prompts], answers=[], prompt_ids=[], answer_ids=[])
+    for prompt, answer in zip(prompts, answers, strict=True):
+        prompt_ids, whole = ids(prompt, add_generation_prompt=True), ids(prompt + answer)
+        if whole[:len(prompt_ids)] != prompt_ids:
+            raise ValueError("the chat template renders the prompt differently inside the whole conversation, "
+                             "so the answer's tokens cannot be told apart")
+        out.prompt_ids.append(prompt_ids)
+        out.answer_ids.append(whole[len(prompt_ids):])
+        out.answers.append(" ".join(m["content"] for m in answer))
+    return out
+
+
+def pair_logprobs(model, tokenizer, pairs: list[dict], *, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(chosen | prompt) and log π(rejected | prompt) of every preference pair under ``model``."""
+    prompts = [p["prompt"] for p in pairs]
+    return (sequence_logprobs(model, answer_samples(tokenizer, prompts, [p["chosen"] for p in pairs]),
+                              batch_size=batch_size),
+            sequence_logprobs(model, answer_samples(tokenizer, prompts, [p["rejected"] for p in pairs]),
+                              batch_size=batch_size))
+
+
 def gold_table(samples: Samples) -> pd.DataFrame:
     """One row per answer: request, answer, its gold reward and aspects, length in words."""
     rows = []

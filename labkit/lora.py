@@ -108,16 +108,25 @@ def peft_lora(model, rank: int, alpha: float = 16, dropout: float = 0.0,
     embedding rows of ``new_token_ids`` if given (peft's ``trainable_token_indices``): tokens the
     base model never saw must be learned, and a frozen embedding cannot learn them.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    if int(rank) != rank or rank < 1:
-        raise ValueError(f"LoRA rank must be an integer >= 1, got {rank}")
+    config = lora_config(rank, alpha, dropout, target_modules, new_token_ids)
     if new_token_ids and getattr(model.config, "tie_word_embeddings", False):
         untie_embeddings(model)
-    config = LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha,
-                        lora_dropout=dropout, target_modules=list(target_modules), bias="none",
-                        trainable_token_indices=list(new_token_ids) if new_token_ids else None)
     return get_peft_model(model, config)
+
+
+def lora_config(rank: int, alpha: float = 16, dropout: float = 0.0, target_modules: tuple[str, ...] = ALL_LINEAR,
+                new_token_ids: list[int] | None = None):
+    """The ``peft.LoraConfig`` of :func:`peft_lora`; TRL trainers take it as ``peft_config`` and wrap
+    the model themselves."""
+    from peft import LoraConfig
+
+    if isinstance(rank, bool) or int(rank) != rank or rank < 1:
+        raise ValueError(f"LoRA rank must be an integer >= 1, got {rank}")
+    return LoraConfig(task_type="CAUSAL_LM", r=int(rank), lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules=list(target_modules), bias="none",
+                      trainable_token_indices=list(new_token_ids) if new_token_ids else None)
 
 
 @torch.no_grad()

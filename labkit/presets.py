@@ -197,6 +197,32 @@ class PPODemosConfig:
 
 
 @dataclass(frozen=True)
+class DPOStageConfig:
+    """DPO with TRL's DPOTrainer on the world's preference pairs, from the SFT policy (the reference)."""
+
+    train_pairs: int = 16_000       # labelled comparisons learned from (the reward model's 16,000 too)
+    beta: float = 0.5               # β: strength of the pull back to the SFT policy; small = strays further
+    epochs: float = 1.0             # passes over the pairs
+    batch_size: int = 32            # pairs per optimiser step
+    lr: float = 2e-4                # learning rate (AdamW, linear decay) of full fine-tuning (lora_rank 0)
+    lora_lr: float = 2e-3           # learning rate with LoRA adapters
+    lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r (reference = adapters off)
+    warmup_steps: int = 10          # linear warm-up steps
+    eval_pairs: int = 2000          # held-out comparisons for the implicit reward's accuracy (the reward model's too)
+    eval_samples: int = 8           # answers per held-out prompt (48 prompts) for gold, win rate and KL
+
+    def __post_init__(self):
+        _at_least(self, 1, "train_pairs", "batch_size", "eval_pairs", "eval_samples")
+        _at_least(self, 0, "lora_rank", "warmup_steps")
+        if isinstance(self.beta, bool) or not 0 < self.beta < float("inf"):
+            raise ValueError(f"DPOStageConfig.beta must be a positive number, got {self.beta!r}: β divides the "
+                             "reward in π* = π_SFT·exp(r/β)/Z, and at β <= 0 DPO has no optimum to aim at "
+                             "(try 0.1 to 1)")
+        _inside(self, 0, float("inf"), "epochs")
+        _inside(self, 0, 1, "lr", "lora_lr")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -258,6 +284,7 @@ class Preset:
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
     ppo: PPOStageConfig = field(default_factory=PPOStageConfig)
     ppo_demos: PPODemosConfig = field(default_factory=PPODemosConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -288,6 +315,7 @@ PRESETS: dict[str, Preset] = {
         ppo=PPOStageConfig(iterations=3, prompts_per_batch=4, samples_per_prompt=2, max_new_tokens=8, ppo_epochs=1,
                            minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1),
         ppo_demos=PPODemosConfig(overopt_iterations=4, overopt_eval_every=2, best_of_n=4, memory_rank=2),
+        dpo=DPOStageConfig(train_pairs=64, batch_size=16, warmup_steps=1, eval_pairs=32, eval_samples=1),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

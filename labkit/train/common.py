@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -35,8 +35,10 @@ class History(TrainerCallback):
     Replaces the trainer's own printing (which writes every log dict into the notebook).
     """
 
-    def __init__(self, callback: Callable | None, progress: bool, desc: str):
+    def __init__(self, callback: Callable | None, progress: bool, desc: str,
+                 log_keys: Mapping[str, str] | None = None):
         self.history: list[dict] = []
+        self.log_keys = dict(log_keys or {})  # the trainer's log name -> our history key
         self.callback = callback
         self.progress = progress
         self.desc = desc
@@ -52,7 +54,9 @@ class History(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.history.append({"step": state.global_step, "train_loss": float(logs["loss"])})
+            point = {"step": state.global_step, "train_loss": float(logs["loss"])}
+            point.update({ours: float(logs[theirs]) for theirs, ours in self.log_keys.items() if theirs in logs})
+            self.history.append(point)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
             if self.callback is not None:
@@ -113,14 +117,15 @@ def quiet_train(trainer) -> float:
 
 
 def run_trl(make_trainer: Callable, model, *, seed: int, progress: bool, callback: Callable | None,
-            desc: str) -> TrainResult:
+            desc: str, log_keys: Mapping[str, str] | None = None) -> TrainResult:
     """Build a TRL trainer with ``make_trainer(output_dir, callbacks)``, train it quietly, return the result.
 
     The run is seeded, shows one progress bar named ``desc``, feeds ``callback(history)`` at every
-    logged step, and leaves ``model`` in eval mode.
+    logged step, and leaves ``model`` in eval mode. ``log_keys`` maps more of the trainer's logged
+    numbers into the history (e.g. ``{"rewards/margins": "margin"}``; the loss is always kept).
     """
     runtime.seed_everything(seed)
-    recorder = History(callback, progress, desc)
+    recorder = History(callback, progress, desc, log_keys)
     with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
         trainer = make_trainer(out, [recorder])
         seconds = quiet_train(trainer)

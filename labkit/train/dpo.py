@@ -1,0 +1,148 @@
+"""Direct Preference Optimisation with TRL's ``DPOTrainer``: learn from preference pairs directly.
+
+RLHF's objective, maximise E[r] − β·KL(π ‖ π_SFT), has a closed-form optimum
+π*(y|x) = π_SFT(y|x)·exp(r(x,y)/β)/Z(x). Read backwards, any policy *implies* a reward
+r̂(y) = β·log π(y)/π_SFT(y) (up to β·log Z, the same for every answer to a prompt), and putting
+that into the Bradley–Terry likelihood of the labelled pairs gives a loss on the policy itself:
+
+    L = −log σ(β·[log π(y_w)/π_ref(y_w) − log π(y_l)/π_ref(y_l)])        (labkit.losses.dpo_loss)
+
+So there is no reward model, no sampling and no critic: one supervised pass over (prompt, chosen,
+rejected) with the frozen SFT policy as the reference. With LoRA (``lora_rank`` ≥ 1) TRL wraps
+the policy in adapters and gets the reference by switching them off: one model in memory.
+
+The history logs, per logged step, the loss and TRL's batch statistics: the implicit-reward
+``margin`` r̂_w − r̂_l, the share of pairs it ranks right (``accuracy``), and the summed
+log-probabilities of the chosen and rejected answers (``logp_chosen``, ``logp_rejected``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from trl import DPOConfig, DPOTrainer
+
+from labkit.data import shared_prompt
+from labkit.lora import lora_config, merge_lora, trainable_parameters
+from labkit.presets import DPOStageConfig
+from labkit.train.common import TrainResult, common_args, run_trl, total_steps
+from labkit.train.reward import pairs_dataset
+
+# TRL's logged batch statistics -> the names in our history
+DPO_LOG_KEYS = {"rewards/margins": "margin", "rewards/accuracies": "accuracy", "rewards/chosen": "reward_chosen",
+                "rewards/rejected": "reward_rejected", "logps/chosen": "logp_chosen",
+                "logps/rejected": "logp_rejected"}
+
+
+@dataclass
+class DPOResult(TrainResult):
+    """A DPO run: the :class:`TrainResult` fields, the trained policy (adapters merged) and its size."""
+
+    policy: object = None
+    trainable_parameters: int = 0
+
+
+def _answer_text(answer) -> str:
+    return answer if isinstance(answer, str) else " ".join(str(m.get("content", "")) for m in answer)
+
+
+def check_pairs(pairs: list[dict]) -> list[dict]:
+    """The pairs as ``prompt`` / ``chosen`` / ``rejected`` rows, or a ``ValueError`` naming the bad pair.
+
+    A pair without a ``prompt`` may give whole conversations as ``chosen`` and ``rejected``; they
+    must then share everything before the final answer (:func:`labkit.data.shared_prompt`). A pair
+    whose two answers are the same teaches nothing (its loss is log 2 whatever the policy does)
+    and is refused.
+    """
+    if not pairs:
+        raise ValueError("no preference pairs given: DPO needs (prompt, chosen, rejected) rows to learn from")
+    rows = []
+    for i, pair in enumerate(pairs):
+        missing = [key for key in ("chosen", "rejected") if not pair.get(key)]
+        if missing:
+            raise ValueError(f"preference pair {i} has no {' and no '.join(missing)} answer: each pair needs "
+                             "'chosen' and 'rejected' (and a 'prompt')")
+        prompt, chosen, rejected = pair.get("prompt"), pair["chosen"], pair["rejected"]
+        if not prompt:
+            if not (isinstance(chosen, list) and isinstance(rejected, list)):
+                raise ValueError(f"preference pair {i} has no prompt: DPO compares two answers to the same "
+                                 "request, so give a 'prompt' (messages or text), or whole conversations as "
+                                 "'chosen' and 'rejected' that begin with the same turns")
+            try:
+                split = shared_prompt(chosen, rejected)
+            except ValueError as error:
+                raise ValueError(f"preference pair {i}: {error}") from None
+            prompt, chosen, rejected = split["prompt"], split["chosen"], split["rejected"]
+        if _answer_text(chosen).strip() == _answer_text(rejected).strip():
+            raise ValueError(f"preference pair {i}: chosen and rejected are the same answer "
+                             f"({_answer_text(chosen)!r}); the pair teaches nothing (its DPO loss is log 2 "
+                             "whatever the policy does). Drop it or fix its labels")
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def dpo_config(config: DPOStageConfig, n_pairs: int, output_dir: str, seed: int = 0) -> DPOConfig:
+    """The TRL ``DPOConfig`` for our stage config: the sigmoid loss at ``config.beta``, no truncation."""
+    return DPOConfig(
+        beta=config.beta,
+        loss_type=["sigmoid"],       # −log σ(β·Δ), the original DPO loss (labkit.losses.dpo_loss)
+        max_length=None,             # our conversations are short; never cut an answer
+        **common_args(output_dir=output_dir, steps=total_steps(n_pairs, config.batch_size, config.epochs),
+                      batch_size=config.batch_size, lr=config.lora_lr if config.lora_rank else config.lr,
+                      warmup_steps=config.warmup_steps, seed=seed),
+    )
+
+
+def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, reference=None, seed: int = 0,
+              progress: bool = True, callback: Callable | None = None) -> DPOResult:
+    """Fine-tune ``policy`` with DPO on ``pairs`` (prompt / chosen / rejected, conversational).
+
+    Full fine-tuning (``config.lora_rank == 0``) trains ``policy`` in place against ``reference``,
+    a frozen copy of the starting policy (required: TRL would otherwise load one again from disk).
+    With LoRA the reference is the same model with its adapters switched off, and the returned
+    policy has the adapters merged in. ``callback(history)`` is called at every logged step.
+    """
+    rows = check_pairs(pairs)
+    if not config.lora_rank and reference is None:
+        raise ValueError("full-parameter DPO needs the reference policy: pass reference= a frozen copy of the "
+                         "starting (SFT) policy, or set lora_rank >= 1 to use the adapters-off model")
+    if reference is not None:
+        reference.eval().requires_grad_(False)
+    trainers = []
+
+    def make_trainer(output_dir, callbacks):
+        trainer = DPOTrainer(model=policy, ref_model=None if config.lora_rank else reference,
+                             args=dpo_config(config, len(rows), output_dir, seed), train_dataset=pairs_dataset(rows),
+                             processing_class=tokenizer, callbacks=callbacks,
+                             peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
+        trainers.append(trainer)
+        return trainer
+
+    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc="DPO",
+                     log_keys=DPO_LOG_KEYS)
+    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
+    trained = trainable_parameters(model)
+    if config.lora_rank:
+        model = merge_lora(model)
+    model.eval().requires_grad_(True)
+    return DPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
+                     trainable_parameters=trained)
+
+
+@torch.no_grad()
+def implicit_accuracy(policy, reference, tokenizer, pairs: list[dict], beta: float) -> dict:
+    """How the policy's implicit reward r̂ = β·log π/π_ref ranks held-out pairs.
+
+    Returns ``accuracy`` (share of pairs with r̂_chosen > r̂_rejected, ties ½, comparable to a reward
+    model's pair accuracy) and the mean ``margin`` r̂_chosen − r̂_rejected.
+    """
+    from labkit.evaluate import pair_logprobs
+    from labkit.losses import implicit_reward
+    from labkit.metrics import pairwise_accuracy
+
+    pi_chosen, pi_rejected = pair_logprobs(policy, tokenizer, pairs)
+    ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, pairs)
+    chosen = implicit_reward(pi_chosen, ref_chosen, beta)
+    rejected = implicit_reward(pi_rejected, ref_rejected, beta)
+    return {"accuracy": pairwise_accuracy(chosen, rejected), "margin": float((chosen - rejected).mean())}
