@@ -248,3 +248,95 @@ def dpo_gradient_weight(chosen_rewards: torch.Tensor, rejected_rewards: torch.Te
     pair it ranks wrongly gets a weight near 1.
     """
     return torch.sigmoid(torch.as_tensor(rejected_rewards) - torch.as_tensor(chosen_rewards))
+
+
+def _positive_beta(beta: float) -> None:
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+
+
+def tilted_expected_reward(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> float:
+    """E_π*[r] = Σ_y π*(y)·r(y): the mean reward of the tilted optimum :func:`tilted_policy`.
+
+    It falls from max r (β → 0: all mass on the best answer) to E_π_ref[r] (β → ∞: π* = π_ref).
+    """
+    _positive_beta(beta)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    return float((tilted_policy(ref_probs, rewards, beta) * rewards).sum())
+
+
+def tilted_kl(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> float:
+    """KL(π* ‖ π_ref) = Σ_y π*(y)·log(π*(y)/π_ref(y)), in nats, exact over a finite set of answers.
+
+    π* is :func:`tilted_policy`. Since log(π*/π_ref) = r/β − log Z, the KL also equals
+    E_π*[r]/β − log Z. It is 0 when β → ∞ (π* = π_ref) and −log π_ref(best answer) when β → 0 (all
+    mass on the best answer, a unique one): how far the optimum may move is what β prices.
+    """
+    _positive_beta(beta)
+    ref_probs = torch.as_tensor(ref_probs, dtype=torch.float64)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    log_star = torch.log_softmax(torch.log(ref_probs) + rewards / beta, dim=-1)
+    star = log_star.exp()
+    terms = torch.where(star > 0, star * (log_star - torch.log(ref_probs)), torch.zeros_like(star))
+    return float(terms.sum().clamp(min=0.0))  # ≥ 0 always; the clamp only removes −1e-17 round-off
+
+
+def dpo_gradient_check(ref_probs: torch.Tensor, chosen: int, rejected: int, beta: float, seed: int = 0,
+                       drift: float = 1.0) -> dict[str, torch.Tensor]:
+    """The DPO gradient three ways, and the lecture slide's form, for a policy over a few answers.
+
+    The policy is a softmax over one logit per answer, θ = log π_ref + drift·ε with ε ∼ N(0, 1)
+    (``seed``): a policy that has moved away from the reference at random. For the preference pair
+    (y_w, y_l) = (``chosen``, ``rejected``), indices into the answers, the loss is :func:`dpo_loss`,
+
+        L = −log σ(u),   u = r̂_w − r̂_l,   r̂ = β·(log π_θ − log π_ref),
+
+    and its gradient with respect to θ is computed
+
+    * by autograd (``autograd``);
+    * by the formula ∇L = −β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)), with ∇_θ log π(y) = e_y − π_θ
+      for a softmax (``formula``);
+    * by central finite differences of L, step 1e-6 (``finite_difference``);
+    * as the slide writes it, ∇L = −σ′(u)·(∇log π(y_w) − ∇log π(y_l)): σ′ = σ(u)·σ(−u) where the loss
+      needs d log σ(u)/du = σ(−u), and no β (``slide``). This one is wrong.
+
+    For a softmax over the answers, ∇log π(y_w) − ∇log π(y_l) = e_w − e_l: the π_θ terms cancel, so
+    only the pair's two logits move, by ±β·σ(−u).
+
+    Returns float64 tensors: ``logits``, ``policy`` (π_θ), ``margin`` (u), ``weight`` (σ(−u)),
+    ``sigmoid_slope`` (σ′(u)), ``loss``, and the four gradients, each of shape (answers,).
+    """
+    _positive_beta(beta)
+    ref_probs = torch.as_tensor(ref_probs, dtype=torch.float64)
+    n = ref_probs.numel()
+    if not (0 <= chosen < n and 0 <= rejected < n) or chosen == rejected:
+        raise ValueError(f"chosen and rejected must be two different answer indices in 0..{n - 1}, "
+                         f"got {chosen} and {rejected}")
+    noise = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    logits = torch.log(ref_probs) + drift * noise
+
+    def loss_of(theta: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(theta, dim=-1)
+        ref = torch.log(ref_probs)
+        losses, _, _ = dpo_loss(logp[chosen:chosen + 1], logp[rejected:rejected + 1],
+                                ref[chosen:chosen + 1], ref[rejected:rejected + 1], beta)
+        return losses.sum()
+
+    theta = logits.clone().requires_grad_(True)
+    loss = loss_of(theta)
+    (autograd,) = torch.autograd.grad(loss, theta)
+
+    policy = torch.softmax(logits, dim=-1)
+    r_hat = implicit_reward(torch.log(policy), torch.log(ref_probs), beta)
+    margin = r_hat[chosen] - r_hat[rejected]
+    weight = dpo_gradient_weight(r_hat[chosen], r_hat[rejected])      # σ(r̂_l − r̂_w) = σ(−u)
+    slope = torch.sigmoid(margin) * torch.sigmoid(-margin)             # σ′(u)
+    eye = torch.eye(n, dtype=torch.float64)
+    direction = (eye[chosen] - policy) - (eye[rejected] - policy)      # ∇log π(y_w) − ∇log π(y_l)
+
+    step = 1e-6
+    finite = torch.stack([(loss_of(logits + step * eye[i]) - loss_of(logits - step * eye[i])) / (2 * step)
+                          for i in range(n)])
+    return {"logits": logits, "policy": policy, "margin": margin, "weight": weight, "sigmoid_slope": slope,
+            "loss": loss.detach(), "autograd": autograd, "formula": -beta * weight * direction + 0.0,
+            "finite_difference": finite.detach(), "slide": -slope * direction + 0.0}  # + 0.0: no −0.0

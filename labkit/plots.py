@@ -488,11 +488,39 @@ def ppo_clip_figure(eps: float = 0.2, advantage: float = 2.0) -> go.Figure:
     return fig
 
 
-# ------------------------------------------------------------------------------- PPO
+# ------------------------------------------------------------------------------- PPO and DPO runs
 
-PPO_PANELS = (("proxy", "proxy reward (training prompts)"),
-              ("heldout_gold", "gold reward (held-out prompts)"),
-              ("kl", "KL(π ‖ SFT) per answer"))
+def run_curves(runs: Mapping[str, list[dict]], panels: Sequence[tuple[str, str, str]], *, x_title: str, title: str,
+               faded: Mapping[str, list[dict]] | None = None) -> go.Figure:
+    """One panel per ``(key, panel title, y-axis title)`` of ``panels``, each run's history as a line.
+
+    ``runs`` maps a label to a history (dicts with ``step`` and the keys; a point without a key is
+    skipped in that panel). ``faded`` runs are drawn pale behind; one legend entry per run.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for _, name, _ in panels],
+                        horizontal_spacing=0.27 / len(panels))
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=400,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=70, r=30, t=90, b=110))
+    colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
+    for label, history in [*(faded or {}).items(), *runs.items()]:
+        is_faded = faded is not None and label in faded and label not in runs
+        for col, (key, _, _) in enumerate(panels, start=1):
+            points = [h for h in history if h.get(key) is not None]
+            fig.add_trace(go.Scatter(x=[h["step"] for h in points], y=[h[key] for h in points],
+                                     mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
+                                     line=dict(color=colors[label], width=1.5 if is_faded else 2.5),
+                                     marker=dict(size=4), opacity=0.45 if is_faded else 1.0), row=1, col=col)
+    for col, (_, _, y_title) in enumerate(panels, start=1):
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+        fig.update_yaxes(title_text=y_title, row=1, col=col)
+    return fig
+
+
+PPO_PANELS = (("proxy", "proxy reward (training prompts)", "reward-model score (units)"),
+              ("heldout_gold", "gold reward (held-out prompts)", "gold (points per answer)"),
+              ("kl", "KL(π ‖ SFT) per answer", "KL (nats)"))
 
 
 def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,
@@ -505,28 +533,27 @@ def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] |
     ``faded`` runs are drawn pale behind. ``best_gold`` / ``sft_gold`` add reference lines to the
     gold panel.
     """
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for _, name in PPO_PANELS], horizontal_spacing=0.09)
-    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=400,
-                      legend=dict(orientation="h", y=-0.3), margin=dict(l=70, r=30, t=90, b=110))
-    colors = {label: COLORS[i % len(COLORS)] for i, label in enumerate([*(faded or {}), *runs])}
-    for label, history in [*(faded or {}).items(), *runs.items()]:
-        is_faded = faded is not None and label in faded and label not in runs
-        for col, (key, _) in enumerate(PPO_PANELS, start=1):
-            points = [h for h in history if h.get(key) is not None]
-            fig.add_trace(go.Scatter(x=[h["step"] for h in points], y=[h[key] for h in points],
-                                     mode="lines+markers", name=label, legendgroup=label, showlegend=col == 1,
-                                     line=dict(color=colors[label], width=1.5 if is_faded else 2.5),
-                                     marker=dict(size=4), opacity=0.45 if is_faded else 1.0), row=1, col=col)
+    fig = run_curves(runs, PPO_PANELS, x_title="PPO iteration (count)", title=title, faded=faded)
     for value, name, dash in ((best_gold, "best achievable", "dot"), (sft_gold, "SFT policy", "dash")):
         if value is not None:
             fig.add_hline(y=value, line=dict(color="grey", dash=dash), annotation_text=name, row=1, col=2)
-    for col in (1, 2, 3):
-        fig.update_xaxes(title_text="PPO iteration (count)", row=1, col=col)
-    fig.update_yaxes(title_text="reward-model score (units)", row=1, col=1)
-    fig.update_yaxes(title_text="gold (points per answer)", row=1, col=2)
-    fig.update_yaxes(title_text="KL (nats)", row=1, col=3)
+    return fig
+
+
+DPO_PANELS = (("margin", "implicit-reward margin r̂_w − r̂_l", "margin (β·nats)"),
+              ("accuracy", "pairs ranked right (training batch)", "share of pairs"),
+              ("logp_chosen", "log π(chosen answer)", "log-probability (nats)"),
+              ("logp_rejected", "log π(rejected answer)", "log-probability (nats)"))
+
+
+def dpo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,
+               title: str = "DPO training (live)") -> go.Figure:
+    """Four panels against the optimiser step, from TRL's logged batch statistics
+    (:func:`labkit.train.dpo.train_dpo`'s history): the implicit-reward margin, the share of pairs it
+    ranks right, and the summed log-probabilities of the chosen and of the rejected answers (both
+    can fall: DPO only asks that their gap grows)."""
+    fig = run_curves(runs, DPO_PANELS, x_title="optimiser step (count)", title=title, faded=faded)
+    fig.add_hline(y=0.5, line=dict(color="grey", dash="dot"), annotation_text="chance", row=1, col=2)
     return fig
 
 
@@ -584,4 +611,128 @@ def runs_scatter(table, x: str, y: str, title: str, x_title: str, y_title: str, 
                              marker=dict(size=12, color=COLORS[0]), name="runs"))
     if best is not None:
         fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable")
+    return fig
+
+
+# ------------------------------------------------------------------------------- DPO's derivation
+
+DPO_BETA_RANGE = (0.05, 10.0)  # the β slider's range in lab 06; the reward-vs-KL curve is traced over it
+
+
+def _signed(x: float) -> str:
+    """+1, 0, −2: a number with its sign, and a real minus sign."""
+    return f"{x:+g}".replace("-", "−") if x else "0"
+
+
+def dpo_tilt_figure(answers: Sequence[str], sft_probs: Sequence[float], rewards: Sequence[float],
+                    beta: float) -> go.Figure:
+    """The tilted optimum π* = π_SFT·exp(r/β)/Z on a few answers to one prompt, at the KL strength ``beta``.
+
+    Left: grouped bars, π_SFT and π* for each answer (labelled with its reward r). Right: the mean
+    reward E_π*[r] against KL(π* ‖ π_SFT), traced over β from 0.05 (top right: all mass on the best
+    answer) to 10 (bottom left: almost π_SFT), with the current β marked. The numbers come from
+    :func:`labkit.losses.tilted_policy`, :func:`~labkit.losses.tilted_expected_reward` and
+    :func:`~labkit.losses.tilted_kl`.
+    """
+    from plotly.subplots import make_subplots
+
+    from labkit.losses import tilted_expected_reward, tilted_kl, tilted_policy
+
+    if not len(answers) == len(sft_probs) == len(rewards) > 0:
+        raise ValueError(f"answers, sft_probs and rewards must have the same non-zero length, got "
+                         f"{len(answers)}, {len(sft_probs)} and {len(rewards)}")
+    star = tilted_policy(sft_probs, rewards, beta).tolist()
+    reward, kl = tilted_expected_reward(sft_probs, rewards, beta), tilted_kl(sft_probs, rewards, beta)
+    low, high = DPO_BETA_RANGE
+    betas = [low * (high / low) ** (i / 120) for i in range(121)]
+    curve_kl = [tilted_kl(sft_probs, rewards, b) for b in betas]
+    curve_reward = [tilted_expected_reward(sft_probs, rewards, b) for b in betas]
+    labels = [f"{a}<br>r = {_signed(r)}" for a, r in zip(answers, rewards)]
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=["π_SFT and π* for each answer",
+                                        f"E_π*[r] vs KL(π* ‖ π_SFT), β from {low:g} to {high:g}"])
+    fig.add_trace(go.Bar(x=labels, y=list(sft_probs), name="π_SFT (the reference)", marker_color=UNIGRAM_COLOR,
+                         text=[f"{p:.2f}" for p in sft_probs], textposition="outside"), row=1, col=1)
+    fig.add_trace(go.Bar(x=labels, y=star, name=f"π* at β = {beta:.3g}", marker_color=COLORS[0],
+                         text=[f"{p:.2f}" for p in star], textposition="outside"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=curve_kl, y=curve_reward, mode="lines", name="π* as β moves",
+                             line={"color": COLORS[0], "width": 3}, customdata=betas,
+                             hovertemplate="β = %{customdata:.3g}<br>KL = %{x:.3f} nats<br>"
+                                           "E[r] = %{y:.3f}<extra></extra>"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[kl], y=[reward], mode="markers+text", name=f"β = {beta:.3g}",
+                             marker={"size": 13, "symbol": "star", "color": COLORS[1]},
+                             text=[f"β = {beta:.3g}: E[r] = {reward:.2f}, KL = {kl:.2f}"],
+                             textposition="bottom right" if kl < 0.5 * max(curve_kl) else "bottom left"),
+                  row=1, col=2)
+    best = max(rewards)
+    fig.add_hline(y=best, line={"color": FLOOR_COLOR, "dash": "dot"}, annotation_text=f"best answer: r = {best:g}",
+                  annotation_position="top left", row=1, col=2)
+    fig.update_layout(template=TEMPLATE, barmode="group",
+                      title={"text": f"DPO's tilted optimum at β = {beta:.3g}: E_π*[r] = {reward:.3f}, "
+                                      f"KL(π* ‖ π_SFT) = {kl:.3f} nats", "x": 0.02},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0.0},
+                      margin={"l": 70, "r": 30, "t": 110, "b": 80})
+    fig.update_xaxes(title_text="answer (r = its gold reward)", row=1, col=1)
+    fig.update_yaxes(title_text="probability (no unit)", range=[0, 1.1], row=1, col=1)
+    fig.update_xaxes(title_text="KL(π* ‖ π_SFT) (nats)", row=1, col=2)
+    fig.update_yaxes(title_text="E_π*[r] (gold reward points)", range=[min(curve_reward) - 0.1, best + 0.3],
+                     row=1, col=2)
+    return fig
+
+
+def dpo_weight_figure(margin: float | None = None) -> go.Figure:
+    """DPO's gradient weight σ(r̂_l − r̂_w) against the implicit margin r̂_w − r̂_l, from −6 to 6.
+
+    −∇L = β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)): where the implicit reward ranks the pair
+    wrongly (margin < 0, shaded) the weight exceeds ½ and tends to 1; a pair ranked right by a wide
+    margin gets almost no push. ``margin`` adds a marker at that margin.
+    """
+    xs = [i / 20 for i in range(-120, 121)]
+    fig = _figure("DPO's gradient weight σ(r̂_l − r̂_w): pairs ranked wrongly are pushed hardest",
+                  "implicit margin r̂_w − r̂_l (reward units)", "weight σ(r̂_l − r̂_w) (no unit)")
+    fig.add_vrect(x0=-6, x1=0, fillcolor=COLORS[1], opacity=0.1, line_width=0,
+                  annotation_text="ranked wrongly: r̂_w < r̂_l, weight > ½", annotation_position="top left")
+    fig.add_hline(y=0.5, line={"color": UNIGRAM_COLOR, "dash": "dot", "width": 1.5},
+                  annotation_text="½ at margin 0", annotation_position="bottom right")
+    fig.add_trace(go.Scatter(x=xs, y=[1 / (1 + math.exp(x)) for x in xs], mode="lines",
+                             name="σ(r̂_l − r̂_w)", line={"color": COLORS[0], "width": 3},
+                             hovertemplate="margin = %{x:.2f}<br>weight = %{y:.3f}<extra></extra>"))
+    if margin is not None:
+        w = 1 / (1 + math.exp(margin))
+        label = f"{margin:+.2f}".replace("-", "−")
+        fig.add_trace(go.Scatter(x=[margin], y=[w], mode="markers+text", name=f"margin {label}",
+                                 text=[f"margin {label} → weight {w:.3f}"], textposition="top right",
+                                 marker={"size": 12, "symbol": "star", "color": COLORS[1]}))
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
+
+
+def sigmoid_slip_figure(u: float = 0.3) -> go.Figure:
+    """The lecture slide's slip: σ′(u) = σ(u)·σ(−u), what it differentiates, vs σ(−u) = d log σ(u)/du.
+
+    DPO's loss is −log σ(u), so its gradient carries σ(−u); the slide's σ′(u) is smaller everywhere
+    (it peaks at ¼) and vanishes for pairs ranked badly wrong, exactly the ones DPO must fix. At
+    u = 0.3: σ′ = 0.244, σ(−u) = 0.426. The marked ``u`` is labelled with both values.
+    """
+    def sig(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    xs = [i / 20 for i in range(-120, 121)]
+    fig = _figure("The slide's slip: dσ(u)/du = σ′(u) is not d log σ(u)/du = σ(−u)",
+                  "u = r̂_w − r̂_l (reward units)", "derivative with respect to u (per reward unit)")
+    fig.add_trace(go.Scatter(x=xs, y=[sig(-x) for x in xs], mode="lines", name="σ(−u) = d log σ(u)/du (the loss's)",
+                             line={"color": COLORS[0], "width": 3}))
+    fig.add_trace(go.Scatter(x=xs, y=[sig(x) * sig(-x) for x in xs], mode="lines",
+                             name="σ′(u) = σ(u)·σ(−u) (the slide's)",
+                             line={"color": COLORS[1], "width": 3, "dash": "dash"}))
+    right, slip = sig(-u), sig(u) * sig(-u)
+    text = [f"σ(−{u:g}) = {right:.3f}", f"σ′({u:g}) = {slip:.3f}"]
+    fig.add_trace(go.Scatter(x=[u, u], y=[right, slip], mode="markers", name=f"u = {u:g}", text=text,
+                             hovertemplate="%{text}<extra></extra>", marker={"size": 11, "color": COLORS[2]}))
+    for y, label, color, ax, ay in ((right, text[0], COLORS[0], 110, -70), (slip, text[1], COLORS[1], 160, -25)):
+        fig.add_annotation(x=u, y=y, text=label, showarrow=True, arrowhead=2, ax=ax, ay=ay,
+                           font={"color": color}, bgcolor="rgba(255,255,255,0.8)")
+    fig.add_vline(x=u, line={"color": "#444", "dash": "dot", "width": 1.5})
+    fig.update_yaxes(range=[0, 1.05])
     return fig

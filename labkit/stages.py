@@ -22,6 +22,7 @@ from labkit.metrics import instruction_scores, nats_per_word, pairwise_accuracy,
 from labkit.models import build_model, config_from_size, count_parameters, load_causal_lm, refresh_embeddings
 from labkit.presets import Preset, get_preset
 from labkit.tokenizer import load_tokenizer, train_tokenizer
+from labkit.train.dpo import implicit_accuracy, train_dpo
 from labkit.train.ppo import train_ppo
 from labkit.train.pretrain import Packed, pack_documents, pretrain
 from labkit.train.reward import pair_scores, policy_comparisons, reward_model_from, train_reward
@@ -338,6 +339,64 @@ def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, cal
     return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
 
 
+# ------------------------------------------------------------------------------- DPO
+
+def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | None = None, progress: bool = False,
+            callback: Callable | None = None) -> dict:
+    """DPO from the SFT checkpoint on preference ``pairs`` (default: the world's first
+    ``config.train_pairs`` training pairs); ``config`` defaults to the preset's.
+
+    Judged like PPO on the held-out prompts (gold reward, win rate and KL vs the SFT policy), plus
+    the implicit reward's accuracy on the reward model's held-out pairs beside their Bayes ceiling.
+    Returns ``result`` (:class:`~labkit.train.dpo.DPOResult`), ``evaluation`` (the final
+    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``reference`` (the SFT policy) and
+    ``metrics`` (the stage's report). The ``dpo`` stage and lab 06's runs call it.
+    """
+    config = config or preset.dpo
+    device = runtime.device()
+    policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+    reference, _, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+    if pairs is None:
+        pairs = prefs.preference_pairs("train", config.train_pairs, seed=preset.world_seed)
+    result = train_dpo(policy, tokenizer, pairs, config, reference=reference, seed=preset.seed, progress=progress,
+                       callback=callback)
+    heldout = prefs.alignment_prompts("heldout")
+    final = evaluate_policy(result.policy, tokenizer, heldout, reference, samples_per_prompt=config.eval_samples,
+                            seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="DPO", progress=progress)
+    test = prefs.preference_pairs("test", config.eval_pairs, seed=preset.world_seed)
+    implicit = implicit_accuracy(result.policy, reference, tokenizer, test, config.beta)
+    metrics = {
+        "gold_reward": final.gold_reward,
+        "sft_gold_reward": float(final.answers["reference gold"].mean()),
+        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
+        "win_rate": final.win_rate,
+        "kl": final.kl,
+        "helpfulness": final.helpfulness,
+        "safety": final.safety,
+        "length": final.length,
+        "distinct": final.distinct,
+        "implicit_accuracy": implicit["accuracy"],
+        "implicit_margin": implicit["margin"],
+        "chosen_logratio": implicit["chosen_logratio"],
+        "rejected_logratio": implicit["rejected_logratio"],
+        "bayes_ceiling": prefs.bayes_ceiling(test),
+        "test_pairs": len(test),
+        "train_pairs": len(pairs),
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "trainable_parameters": result.trainable_parameters,
+        "lora_rank": config.lora_rank,
+        "beta": config.beta,
+    }
+    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics, "reference": reference}
+
+
+def train_dpo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Align the SFT policy with DPO on the world's preference pairs; judge it on held-out prompts by the gold reward."""
+    run = run_dpo(preset, inputs["sft"], progress=progress, callback=callback)
+    return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
+
+
 # ------------------------------------------------------------------------------- the registry
 
 REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy",
@@ -365,4 +424,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
                   "sft_proxy_reward", "length", "distinct", "train_seconds", "iterations", "trainable_parameters",
                   "lora_rank", "beta", "eps"),
           train=train_ppo_stage),
+    Stage("dpo", needs=("sft",), fields=("name", "world_seed", "dpo", "seed"),
+          report=("seconds", "gold_reward", "sft_gold_reward", "best_gold_reward", "win_rate", "kl", "length",
+                  "distinct", "implicit_accuracy", "implicit_margin", "chosen_logratio", "rejected_logratio",
+                  "bayes_ceiling", "train_seconds", "steps", "train_pairs", "trainable_parameters", "lora_rank",
+                  "beta"),
+          train=train_dpo_stage),
 ]}

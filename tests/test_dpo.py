@@ -1,6 +1,7 @@
 """DPO with TRL: our dpo_loss is TRL's loss, pairs are checked, and train_dpo really trains (full and LoRA)."""
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -11,8 +12,7 @@ from labkit.losses import dpo_loss
 from labkit.models import build_model, tiny_llama_config
 from labkit.presets import DPOStageConfig
 from labkit.tokenizer import train_tokenizer
-from labkit.train.dpo import check_pairs, dpo_config, implicit_accuracy, train_dpo
-from labkit.train.reward import pairs_dataset
+from labkit.train.dpo import check_pairs, implicit_accuracy, train_dpo, trl_batch_loss
 from labkit.world import preferences as prefs
 
 PAIRS = prefs.preference_pairs("train", 64, seed=0)
@@ -37,25 +37,18 @@ def _policy(tok, seed=0):
     return build_model(tiny_llama_config(len(tok), 16, 1, 2, 32, 64, tok), seed=seed)
 
 
-def test_dpo_loss_equals_trls_loss_on_the_same_batch(tok, tmp_path):
-    from trl import DPOTrainer
-
+def test_dpo_loss_equals_trls_loss_on_the_same_batch(tok):
     policy, reference = _policy(tok, seed=1), _policy(tok, seed=2)  # two different models: a non-trivial ratio
     pairs = PAIRS[:8]
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=dpo_config(CONFIG, len(pairs), str(tmp_path)),
-                         train_dataset=pairs_dataset(pairs), processing_class=tok)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(pairs))])
-    policy.train()  # TRL logs its batch statistics under "train" (it turned dropout off)
-    with torch.no_grad():
-        trl_loss = float(trainer.compute_loss(trainer.model, batch))
-        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    trl = trl_batch_loss(policy, reference, tok, pairs, CONFIG.beta)
     pi_w, pi_l = pair_logprobs(policy, tok, pairs)
     ref_w, ref_l = pair_logprobs(reference, tok, pairs)
     losses, chosen, rejected = dpo_loss(pi_w, pi_l, ref_w, ref_l, CONFIG.beta)
-    assert float(losses.mean()) == pytest.approx(trl_loss, abs=1e-5)
-    assert trl_loss > 0.1  # the models differ, so the loss is not the trivial log 2 of equal ratios only
-    assert float(pi_w.mean()) == pytest.approx(metrics["logps/chosen"], abs=1e-4)
-    assert float((chosen - rejected).mean()) == pytest.approx(metrics["rewards/margins"], abs=1e-5)
+    assert float(losses.mean()) == pytest.approx(trl["loss"], abs=1e-5)
+    assert abs(trl["loss"] - math.log(2)) > 0.02  # the models differ: not the log 2 of a policy equal to its reference
+    assert float(pi_w.mean()) == pytest.approx(trl["logps/chosen"], abs=1e-4)
+    assert float(pi_l.mean()) == pytest.approx(trl["logps/rejected"], abs=1e-4)
+    assert float((chosen - rejected).mean()) == pytest.approx(trl["rewards/margins"], abs=1e-5)
 
 
 def test_bad_pairs_get_clear_messages():
@@ -97,7 +90,8 @@ def test_train_dpo_learns_to_rank_the_pairs(tok, rank):
     reference = copy.deepcopy(policy)
     config = dataclasses.replace(CONFIG, lora_rank=rank)
     before = implicit_accuracy(policy, reference, tok, PAIRS, config.beta)
-    assert before == {"accuracy": 0.5, "margin": 0.0}  # the policy is its reference: every r̂ is 0
+    assert before == {"accuracy": 0.5, "margin": 0.0, "chosen_logratio": 0.0,
+                      "rejected_logratio": 0.0}  # the policy is its reference: every r̂ is 0
     seen = []
     result = train_dpo(policy, tok, PAIRS, config, reference=reference, progress=False, callback=seen.append)
     after = implicit_accuracy(result.policy, reference, tok, PAIRS, config.beta)

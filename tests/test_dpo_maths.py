@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labkit.losses import (bradley_terry_probability, dpo_gradient_weight, dpo_loss, implicit_reward, log_partition,
-                           tilted_policy)
+                           tilted_expected_reward, tilted_kl, tilted_policy)
 
 # A toy prompt: four candidate answers, their SFT probabilities and gold rewards.
 REF = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
@@ -73,3 +73,24 @@ def test_the_dpo_gradient_has_the_factor_beta_and_the_weight_sigma():
     # the first pair is ranked wrongly by the implicit reward: it gets the larger weight
     assert float(chosen[0] - rejected[0]) < 0 < float(chosen[1] - rejected[1])
     assert weight[0] > 0.5 > weight[1]
+
+
+def test_the_tilted_optimums_reward_and_kl_by_hand():
+    beta = 1.0
+    weights = [0.4, 0.3 * math.e, 0.2 * math.e ** 2, 0.1 / math.e]
+    z = sum(weights)
+    reward = (weights[1] * 1 + weights[2] * 2 + weights[3] * -1) / z   # (0.8155 + 2.9556 − 0.0368) / 2.7301
+    assert tilted_expected_reward(REF, REWARD, beta) == pytest.approx(reward) and round(reward, 3) == 1.368
+    # KL(π* ‖ π_ref) = Σ π*·log(π*/π_ref) = E_π*[r]/β − log Z
+    kl = sum(w / z * math.log(w / z / p) for w, p in zip(weights, REF.tolist()))
+    assert tilted_kl(REF, REWARD, beta) == pytest.approx(kl) == pytest.approx(reward / beta - math.log(z))
+
+
+def test_the_tilted_kl_runs_from_zero_to_minus_log_pi_ref_of_the_best_answer():
+    assert tilted_kl(REF, REWARD, 1e4) == pytest.approx(0.0, abs=1e-6)
+    assert tilted_expected_reward(REF, REWARD, 1e4) == pytest.approx(float((REF * REWARD).sum()), abs=1e-3)
+    assert tilted_kl(REF, REWARD, 0.02) == pytest.approx(-math.log(0.2), abs=1e-6)   # all mass on r = 2
+    assert tilted_expected_reward(REF, REWARD, 0.02) == pytest.approx(2.0, abs=1e-6)
+    for f in (tilted_kl, tilted_expected_reward):
+        with pytest.raises(ValueError, match="beta must be positive, got -1"):
+            f(REF, REWARD, -1)

@@ -9,7 +9,8 @@ trainer and measures the result.
 * :mod:`labkit.experiments.instruction` — lab 02's SFT demonstrations (forgetting, imbalance, label
   noise, ambiguity) and lab 03's LoRA rank runs.
 * :mod:`labkit.experiments.reward` — lab 04's reward-model data-size sweep.
-* :mod:`labkit.experiments.alignment` — lab 05's PPO runs (the run panel, over-optimisation).
+* :mod:`labkit.experiments.alignment` — lab 05's PPO runs (the run panel, over-optimisation) and lab
+  06's DPO runs (the β panel, off-policy vs on-policy pairs).
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Lab 05's PPO runs: the run panel's single runs and the over-optimisation run.
+"""Lab 05's PPO runs (the run panel's single runs, the over-optimisation run) and lab 06's DPO runs
+(the β panel, off-policy vs on-policy pairs).
 
-Each starts from the cached SFT policy and a cached reward model and calls
-:func:`labkit.stages.run_ppo`, the same recipe as the ``ppo`` stage, with some settings changed.
+Each starts from the cached SFT policy (and, for PPO, a cached reward model) and calls
+:func:`labkit.stages.run_ppo` or :func:`labkit.stages.run_dpo`, the same recipe as the ``ppo`` and
+``dpo`` stages, with some settings changed.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Callable
 from labkit import pipeline
 from labkit.experiments import Run
 from labkit.presets import Preset, get_preset
-from labkit.stages import run_ppo
+from labkit.stages import run_dpo, run_ppo
 
 
 def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: int | None = None,
@@ -45,3 +47,57 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
                outputs={"evaluation": run["evaluation"], "policy": run["result"].policy, "tokenizer": run["tokenizer"],
                         "metrics": m, "reference": run["reference"], "reward_model": run["reward_model"],
                         "reward_tokenizer": run["reward_tokenizer"]})
+
+
+# ------------------------------------------------------------------------------- lab 06: DPO
+
+def onpolicy_pairs(preset: Preset, n: int, *, samples_per_prompt: int = 32, reward_stage: str = "reward",
+                   progress: bool = False) -> list[dict]:
+    """``n`` pairs of the SFT policy's own answers to the training prompts, labelled by the reward model.
+
+    One round of on-policy data: ``samples_per_prompt`` answers per training prompt, two different
+    ones per pair, the one the reward model scores higher chosen (see
+    :func:`labkit.train.dpo.pairs_from_samples`).
+    """
+    from labkit import checkpoint
+    from labkit.evaluate import proxy_scores, sample_answers
+    from labkit.train.dpo import pairs_from_samples
+    from labkit.world import preferences as prefs
+
+    policy, tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=progress))
+    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure(reward_stage, preset,
+                                                                                   progress=progress))
+    samples = sample_answers(policy, tokenizer, prefs.alignment_prompts("train"), n=samples_per_prompt,
+                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, progress=progress,
+                             desc="SFT answers to the training prompts")
+    return pairs_from_samples(samples, proxy_scores(reward_model, reward_tokenizer, samples), n, seed=preset.seed)
+
+
+def dpo_experiment(beta: float | None = None, rank: int | None = None, lr: float | None = None,
+                   preset: Preset | None = None, *, pairs: list[dict] | None = None, data: str = "world pairs",
+                   progress: bool = False, callback: Callable | None = None) -> Run:
+    """One DPO run from the SFT policy, as the ``dpo`` stage does it with some settings changed.
+
+    ``beta``, ``rank`` (0 = full fine-tuning, else LoRA rank) and ``lr`` (for full fine-tuning and
+    LoRA alike) replace the preset's DPO settings; ``None`` keeps them. ``pairs`` replaces the
+    world's training pairs (``data`` names them in the row). The row holds the settings and the
+    held-out results: gold reward of DPO and SFT, win rate, KL, the implicit reward's accuracy on
+    held-out pairs and the mean change of log π for their chosen and rejected answers. Outputs hold
+    the final evaluation, the trained policy, the SFT policy and the metrics.
+    """
+    preset = preset or get_preset()
+    changes = {"beta": beta, "lora_rank": rank}
+    if lr is not None:
+        changes.update(lr=lr, lora_lr=lr)
+    config = dataclasses.replace(preset.dpo, **{k: v for k, v in changes.items() if v is not None})
+    run = run_dpo(preset, pipeline.ensure("sft", preset, progress=progress), config, pairs=pairs, progress=progress,
+                  callback=callback)
+    m = run["metrics"]
+    row = {"β": config.beta, "rank": config.lora_rank, "lr": config.lora_lr if config.lora_rank else config.lr,
+           "pairs": data, "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"],
+           "KL": m["kl"], "implicit accuracy": m["implicit_accuracy"], "Δ log π chosen": m["chosen_logratio"],
+           "Δ log π rejected": m["rejected_logratio"], "seconds": m["train_seconds"],
+           "trainable parameters": m["trainable_parameters"]}
+    return Run(row=row, history=run["result"].history,
+               outputs={"evaluation": run["evaluation"], "policy": run["result"].policy, "tokenizer": run["tokenizer"],
+                        "metrics": m, "reference": run["reference"]})

@@ -131,11 +131,38 @@ def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, r
 
 
 @torch.no_grad()
+def trl_batch_loss(policy, reference, tokenizer, pairs: list[dict], beta: float) -> dict:
+    """TRL's own DPO loss and batch statistics on ``pairs`` as one batch, for checking ours against it.
+
+    Builds a ``DPOTrainer`` (nothing is trained), lets its collator make the batch and its
+    ``compute_loss`` score it. Returns ``loss`` and TRL's logged ``rewards/margins``,
+    ``logps/chosen`` and ``logps/rejected`` for that batch.
+    """
+    import tempfile
+
+    rows = check_pairs(pairs)
+    config = DPOStageConfig(beta=beta, train_pairs=len(rows), batch_size=len(rows))
+    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=dpo_config(config, len(rows), out),
+                             train_dataset=pairs_dataset(rows), processing_class=tokenizer)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+        batch = {k: v.to(trainer.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        was_training = policy.training
+        policy.train()  # TRL files its statistics under "train" (it has switched dropout off)
+        loss = float(trainer.compute_loss(trainer.model, batch))
+        policy.train(was_training)
+        logged = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    return {"loss": loss, **{key: logged[key] for key in ("rewards/margins", "logps/chosen", "logps/rejected")}}
+
+
+@torch.no_grad()
 def implicit_accuracy(policy, reference, tokenizer, pairs: list[dict], beta: float) -> dict:
     """How the policy's implicit reward r̂ = β·log π/π_ref ranks held-out pairs.
 
     Returns ``accuracy`` (share of pairs with r̂_chosen > r̂_rejected, ties ½, comparable to a reward
-    model's pair accuracy) and the mean ``margin`` r̂_chosen − r̂_rejected.
+    model's pair accuracy), the mean ``margin`` r̂_chosen − r̂_rejected, and the mean change of log π
+    from the reference for the chosen and the rejected answers (``chosen_logratio``,
+    ``rejected_logratio``; DPO widens the gap between them, and both may fall).
     """
     from labkit.evaluate import pair_logprobs
     from labkit.losses import implicit_reward
@@ -145,4 +172,55 @@ def implicit_accuracy(policy, reference, tokenizer, pairs: list[dict], beta: flo
     ref_chosen, ref_rejected = pair_logprobs(reference, tokenizer, pairs)
     chosen = implicit_reward(pi_chosen, ref_chosen, beta)
     rejected = implicit_reward(pi_rejected, ref_rejected, beta)
-    return {"accuracy": pairwise_accuracy(chosen, rejected), "margin": float((chosen - rejected).mean())}
+    return {"accuracy": pairwise_accuracy(chosen, rejected), "margin": float((chosen - rejected).mean()),
+            "chosen_logratio": float((pi_chosen - ref_chosen).mean()),
+            "rejected_logratio": float((pi_rejected - ref_rejected).mean())}
+
+
+def pairs_from_samples(samples, scores, n: int, seed: int = 0) -> list[dict]:
+    """``n`` preference pairs made of a policy's own answers, labelled by ``scores`` (e.g. a reward model's).
+
+    ``samples`` is a :class:`labkit.evaluate.Samples` (several answers per prompt, consecutive) and
+    ``scores`` one number per answer. Each pair takes two *different* answers to the same prompt and
+    calls the higher-scored one chosen (ties are skipped); prompts whose answers are all alike give
+    no pairs. This is "on-policy" data: the answers the policy itself would give, one round of it.
+    """
+    import random
+
+    from labkit.world import preferences as prefs
+
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(samples.prompts):
+        groups.setdefault(row["id"], []).append(i)
+    scores = [float(s) for s in scores]
+    candidates = []
+    for indices in groups.values():
+        by_text = {samples.answers[i]: i for i in indices if samples.answers[i]}
+        distinct = sorted(by_text.values())
+        if len(distinct) >= 2 and len({scores[i] for i in distinct}) >= 2:
+            candidates.append(distinct)
+    if not candidates:
+        raise ValueError("no prompt has two different answers with different scores: sample more answers per prompt")
+    rng = random.Random(f"labkit-onpolicy-pairs/{seed}")
+    pairs = []
+    while len(pairs) < n:
+        a, b = rng.sample(rng.choice(candidates), 2)
+        if scores[a] == scores[b]:
+            continue
+        win, lose = (a, b) if scores[a] > scores[b] else (b, a)
+        request = samples.prompts[win]
+        place, count = request["place"], request["count"]
+        pairs.append({"id": f"onpolicy-{len(pairs)}", "prompt": request["prompt"],
+                      "chosen": [{"role": "assistant", "content": samples.answers[win]}],
+                      "rejected": [{"role": "assistant", "content": samples.answers[lose]}],
+                      "gold_chosen": prefs.gold_reward(place, samples.answers[win], count),
+                      "gold_rejected": prefs.gold_reward(place, samples.answers[lose], count)})
+    return pairs
+
+
+def label_agreement(pairs: list[dict]) -> float:
+    """Share of pairs whose chosen answer really is better under the gold reward (gold ties count ½)."""
+    from labkit.metrics import pairwise_accuracy
+
+    return pairwise_accuracy(torch.tensor([p["gold_chosen"] for p in pairs]),
+                             torch.tensor([p["gold_rejected"] for p in pairs]))

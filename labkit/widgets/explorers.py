@@ -259,3 +259,192 @@ class LoRAParamsExplorer(W.VBox):
 def lora_params_explorer(m: int = 4096, n: int = 4096, r: int = 8) -> LoRAParamsExplorer:
     """The parameter-count explorer of lab 03 (starts at the lecture's 4096×4096, r = 8)."""
     return LoRAParamsExplorer(m, n, r)
+
+
+# ------------------------------------------------------------------------------- DPO's derivation, in numbers
+
+DPO_TOY_REQUEST = ("harbor", 2, 0)  # (place, count, phrasing): "name two goods sold at the harbor ."
+DPO_TOY_ANSWERS = (                 # (answer, its SFT probability); the best answer is the least likely
+    ("fish , shells , ropes", 0.4),  # right goods, but one more than asked for
+    ("fish , fish", 0.3),            # a repeated good counts as a wrong one
+    ("apples , cakes", 0.2),         # goods of other places
+    ("fish , shells", 0.1),          # the best answer: two right goods, nothing sharp
+)
+DPO_BETA_MIN, DPO_BETA_MAX = plots.DPO_BETA_RANGE  # the β slider's range
+
+
+def dpo_toy() -> dict:
+    """Lab 06's toy prompt: a real request of the village and four candidate answers to it.
+
+    Returns ``place``, ``count``, ``prompt`` (the request in words: "name two goods sold at the
+    harbor ."), ``answers`` (four strings), ``sft`` (the SFT policy's probabilities of them: fixed toy
+    numbers, 0.4 / 0.3 / 0.2 / 0.1, as if the model could say only these four) and ``rewards`` (each
+    answer's gold reward, computed here by :func:`labkit.world.preferences.gold_reward`: 1, 0, −2, 2).
+    The best answer is the one the SFT policy finds least likely, so tilting towards reward has mass
+    to move.
+    """
+    from labkit.world import preferences as prefs
+
+    place, count, phrasing = DPO_TOY_REQUEST
+    answers = [a for a, _ in DPO_TOY_ANSWERS]
+    return {"place": place, "count": count, "prompt": prefs.prompt_text(place, count, phrasing),
+            "answers": answers, "sft": [p for _, p in DPO_TOY_ANSWERS],
+            "rewards": [prefs.gold_reward(place, a, count) for a in answers]}
+
+
+def _check_beta(beta) -> None:
+    check_range("β (the KL strength)", beta, DPO_BETA_MIN, DPO_BETA_MAX)
+
+
+def dpo_tilt_table(beta: float):
+    """The optimum π*(y) = π_SFT(y)·exp(r(y)/β)/Z on lab 06's toy (:func:`dpo_toy`), and r read back from it.
+
+    One row per answer: ``answer``, ``π_SFT``, ``gold r``, ``π*`` (from
+    :func:`labkit.losses.tilted_policy`), ``β·log(π*/π_SFT)`` (the implicit reward: r shifted down by
+    the same β·log Z for every answer) and ``+ β·log Z`` (which gives r back exactly).
+
+    Returns ``(table, summary)``; ``summary`` holds ``beta``, ``Z``, ``beta_log_Z``, ``sft_reward``
+    (E_SFT[r]), ``reward`` (E_π*[r]) and ``kl`` (KL(π* ‖ π_SFT), nats). At β = 1:
+    Z = 0.4·e + 0.3 + 0.2·e⁻² + 0.1·e² = 2.153, π* = (0.505, 0.139, 0.013, 0.343), E_π*[r] = 1.166
+    (E_SFT[r] = 0.2) and KL = 0.399 nats.
+    """
+    import pandas as pd
+    import torch
+
+    from labkit import losses
+
+    _check_beta(beta)
+    toy = dpo_toy()
+    sft = torch.tensor(toy["sft"], dtype=torch.float64)
+    rewards = torch.tensor(toy["rewards"], dtype=torch.float64)
+    star = losses.tilted_policy(sft, rewards, beta)
+    log_z = losses.log_partition(sft, rewards, beta)
+    implied = losses.implicit_reward(star.log(), sft.log(), beta)
+    table = pd.DataFrame({"answer": toy["answers"], "π_SFT": toy["sft"], "gold r": toy["rewards"],
+                          "π*": star.tolist(), "β·log(π*/π_SFT)": implied.tolist(),
+                          "+ β·log Z": (implied + beta * log_z).tolist()})
+    summary = {"beta": float(beta), "Z": math.exp(log_z), "beta_log_Z": beta * log_z,
+               "sft_reward": float((sft * rewards).sum()),
+               "reward": losses.tilted_expected_reward(sft, rewards, beta), "kl": losses.tilted_kl(sft, rewards, beta)}
+    return table, summary
+
+
+def dpo_bt_check(beta: float):
+    """Z cancels: Bradley–Terry's P(y_w ≻ y_l) from the true rewards and from the implicit ones agree.
+
+    One row per pair of :func:`dpo_toy`'s answers, y_w the one with the higher gold reward (six
+    pairs): the gap r_w − r_l and P(y_w ≻ y_l) = σ(r_w − r_l); the gap of the implicit rewards
+    r̂ = β·log(π*/π_SFT), which lack β·log Z, and σ of it; and the difference of the two
+    probabilities, zero up to round-off (about 1e-16). This is why DPO never needs Z.
+    """
+    import pandas as pd
+
+    from labkit.losses import bradley_terry_probability
+
+    table, _ = dpo_tilt_table(beta)
+    rows = []
+    for w in table.itertuples(index=False):
+        for lose in table.itertuples(index=False):
+            if w[2] <= lose[2]:
+                continue
+            true_gap, implied_gap = w[2] - lose[2], w[4] - lose[4]
+            p_true, p_implied = bradley_terry_probability(true_gap), bradley_terry_probability(implied_gap)
+            rows.append({"y_w (better)": w[0], "y_l": lose[0], "r_w − r_l": true_gap, "P(y_w ≻ y_l) from r": p_true,
+                         "r̂_w − r̂_l (no log Z)": implied_gap, "P(y_w ≻ y_l) from r̂": p_implied,
+                         "difference": p_implied - p_true})
+    return pd.DataFrame(rows)
+
+
+def _three(x) -> str:
+    """Three decimals, with round-off like −2e-16 shown as 0.000 (not −0.000)."""
+    return f"{round(x, 3) + 0.0:.3f}"
+
+
+def _probability(x) -> str:
+    """Three decimals, or scientific notation for a tiny probability (π* of a hopeless answer)."""
+    return f"{x:.1e}" if 0 < x < 5e-4 else _three(x)
+
+
+class DPOTiltExplorer(SliderExplorer):
+    """A log slider over β: the tilted optimum π* on lab 06's toy prompt, r read back from it, and Z cancelling.
+
+    Small β lets π* move far from π_SFT towards the best answer (high reward, large KL); large β
+    keeps it close (reward and KL of the SFT policy).
+    """
+
+    BETA_MIN, BETA_MAX = DPO_BETA_MIN, DPO_BETA_MAX
+
+    def __init__(self, beta: float = 1.0):
+        self.toy = dpo_toy()
+        super().__init__(_slider(W.FloatLogSlider, beta, math.log10(self.BETA_MIN), math.log10(self.BETA_MAX), 0.01,
+                                 "β (KL strength)", base=10, readout_format=".3g", continuous_update=False), beta)
+
+    def compute(self, beta: float) -> dict:
+        """The table, summary and Bradley–Terry check at ``beta``, with ``pi_star``, ``reward``, ``kl``."""
+        if isinstance(beta, float):
+            beta = float(f"{beta:.12g}")  # the log slider's end 10^log10(0.05) is 0.04999…: read 0.05
+        table, summary = dpo_tilt_table(beta)
+        return {"beta": beta, "table": table, "summary": summary, "bt": dpo_bt_check(beta),
+                "pi_star": table["π*"].tolist(), "reward": summary["reward"], "kl": summary["kl"]}
+
+    def readout_html(self, beta: float, values: dict) -> str:
+        def table(df, formatters):
+            return df.to_html(index=False, float_format=_three, formatters=formatters, border=0)
+
+        s, bt = values["summary"], values["bt"]
+        return (f'<div style="font-size: 0.85em">'
+                f"<b>β = {values['beta']:.3g}</b>: π*(y) = π_SFT(y)·exp(r(y)/β) / Z for the request "
+                f"“{self.toy['prompt']}”{table(values['table'], {'π*': _probability})}"
+                f"<p>Z = {s['Z']:.4g}, β·log Z = {s['beta_log_Z']:.3f}; E_SFT[r] = {s['sft_reward']:.3f} → "
+                f"<b>E_π*[r] = {s['reward']:.3f}</b>; <b>KL(π* ‖ π_SFT) = {s['kl']:.3f} nats</b>.</p>"
+                f"<p>Bradley–Terry sees only reward differences, so β·log Z cancels: P(y_w ≻ y_l) from "
+                f"r̂ = β·log(π*/π_SFT) equals P from r (largest difference "
+                f"{bt['difference'].abs().max():.1e}).</p>{table(bt, {'difference': lambda x: f'{x:.1e}'})}</div>")
+
+    def make_figure(self, beta: float, values: dict):
+        return plots.dpo_tilt_figure(self.toy["answers"], self.toy["sft"], self.toy["rewards"], values["beta"])
+
+
+def dpo_tilt_explorer(beta: float = 1.0) -> DPOTiltExplorer:
+    """The β explorer of lab 06: DPO's derivation in numbers on one prompt with four answers."""
+    return DPOTiltExplorer(beta)
+
+
+def dpo_gradient_table(beta: float, seed: int = 0):
+    """DPO's gradient on lab 06's toy, four ways: autograd, the formula, finite differences, the slide.
+
+    A policy with one logit per answer of :func:`dpo_toy`, drifted at random from π_SFT (``seed``),
+    and the pair y_w = the best answer, y_l = the SFT policy's favourite. One row per logit θ_y:
+    ``answer``, ``gold r``, ``π_SFT``, ``π_θ`` and ∂L/∂θ_y by ``autograd``, by the ``formula``
+    −β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)), by ``finite differences``, and ``slide's form``
+    −σ′(u)·(∇log π(y_w) − ∇log π(y_l)), u = r̂_w − r̂_l, which is wrong (σ′ for σ(−u), no β). See
+    :func:`labkit.losses.dpo_gradient_check`.
+
+    Returns ``(table, summary)``; ``summary`` holds ``beta``, ``chosen`` and ``rejected`` (answers),
+    ``margin`` (u), ``weight`` (σ(−u)), ``sigmoid_slope`` (σ′(u)), ``loss`` and the largest gaps
+    between autograd and the other three columns.
+    """
+    import pandas as pd
+
+    from labkit.losses import dpo_gradient_check
+
+    _check_beta(beta)
+    toy = dpo_toy()
+    chosen = max(range(len(toy["answers"])), key=lambda i: toy["rewards"][i])
+    rejected = max(range(len(toy["answers"])), key=lambda i: toy["sft"][i])
+    check = dpo_gradient_check(toy["sft"], chosen, rejected, beta, seed=seed)
+    table = pd.DataFrame({"answer": toy["answers"], "gold r": toy["rewards"], "π_SFT": toy["sft"],
+                          "π_θ": check["policy"].tolist(), "autograd": check["autograd"].tolist(),
+                          "formula": check["formula"].tolist(),
+                          "finite differences": check["finite_difference"].tolist(),
+                          "slide's form": check["slide"].tolist()})
+
+    def gap(name):
+        return float((check[name] - check["autograd"]).abs().max())
+
+    summary = {"beta": float(beta), "chosen": toy["answers"][chosen], "rejected": toy["answers"][rejected],
+               "margin": float(check["margin"]), "weight": float(check["weight"]),
+               "sigmoid_slope": float(check["sigmoid_slope"]), "loss": float(check["loss"]),
+               "formula_gap": gap("formula"), "finite_difference_gap": gap("finite_difference"),
+               "slide_gap": gap("slide")}
+    return table, summary

@@ -428,3 +428,70 @@ class PPOPanel(RunPanel):
 def ppo_panel(preset: Preset | str | None = None, reward_stage: str = "reward") -> PPOPanel:
     """The PPO run panel of lab 05 for ``preset`` (default: the active preset)."""
     return PPOPanel(_as_preset(preset), reward_stage)
+
+
+# ------------------------------------------------------------------------------- lab 06: DPO
+
+class DPOPanel(RunPanel):
+    """Lab 06: sliders β (log scale, 0.01 to 1), LoRA rank (0 = full) and learning rate + Train.
+
+    Each run is a real DPO run from the SFT policy on the world's preference pairs (the ``dpo``
+    stage's recipe with these settings). Live curves: the implicit-reward margin, the share of
+    pairs ranked right, and the log-probabilities of the chosen and the rejected answers; the table:
+    win rate vs SFT, gold, KL to SFT, the implicit reward's held-out accuracy, and how far log π of
+    the held-out chosen and rejected answers moved. ``panel.last["evaluation"]`` holds the last
+    run's answers beside the SFT policy's.
+    """
+
+    COLUMNS = ["β", "rank", "lr", "win rate", "gold", "SFT gold", "KL", "implicit accuracy", "Δ log π chosen",
+               "Δ log π rejected", "seconds", "trainable parameters"]
+
+    def __init__(self, preset: Preset | None = None):
+        from labkit.world import preferences as prefs
+
+        self.preset = p = preset or get_preset()
+        self.best_gold = prefs.best_mean_gold_reward(prefs.alignment_prompts("heldout"))
+        sliders = {
+            "beta": W.FloatLogSlider(value=p.dpo.beta, base=10, min=-2, max=0, step=0.1, description="DPO strength β",
+                                     readout_format=".3g", continuous_update=False),
+            "rank": W.IntSlider(value=p.dpo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
+                                continuous_update=False),
+            "lr": W.FloatLogSlider(value=p.dpo.lora_lr if p.dpo.lora_rank else p.dpo.lr, base=10, min=-5, max=-2,
+                                   step=0.1, description="learning rate", readout_format=".1e",
+                                   continuous_update=False),
+        }
+        super().__init__(f"DPO run panel — preset {p.name}", sliders, self._run, curves=self._curves,
+                         summary=self._summary, columns=self.COLUMNS,
+                         formats={"β": "{:.3g}", "lr": "{:.1e}", "win rate": "{:.1%}", "gold": "{:.2f}",
+                                  "SFT gold": "{:.2f}", "KL": "{:.2f}", "implicit accuracy": "{:.1%}",
+                                  "Δ log π chosen": "{:+.2f}", "Δ log π rejected": "{:+.2f}",
+                                  "trainable parameters": "{:,}"},
+                         headline=["win rate", "gold", "KL", "implicit accuracy"],
+                         run_label=lambda s: (f"β {s['beta']:.3g}, "
+                                              f"{'full' if not s['rank'] else 'LoRA r ' + str(s['rank'])}, "
+                                              f"lr {s['lr']:.0e}"),
+                         intro="Choose settings and press <b>Train</b>. Each run starts from the SFT policy "
+                               f"({p.dpo.train_pairs:,} preference pairs, {p.dpo.epochs:g} epoch).")
+
+    def _progress_text(self, point: dict) -> str:
+        return (f"step {point['step']}: loss {point['train_loss']:.3f}, margin {point.get('margin', 0):.2f}, "
+                f"accuracy {point.get('accuracy', 0):.0%}")
+
+    def _curves(self, runs: dict, faded: dict):
+        return plots.dpo_curves(runs, faded, title="DPO runs (live)")
+
+    def _summary(self, table):
+        return plots.runs_scatter(table, "KL", "gold", "Each run: held-out gold reward vs KL to the SFT policy",
+                                  "KL(π ‖ SFT) (nats per answer)", "gold reward (points per answer)",
+                                  label="run", best=self.best_gold)
+
+    def _run(self, settings: dict, on_history) -> Run:
+        from labkit.experiments.alignment import dpo_experiment
+
+        return dpo_experiment(float(settings["beta"]), int(settings["rank"]), float(settings["lr"]), self.preset,
+                              callback=on_history)
+
+
+def dpo_panel(preset: Preset | str | None = None) -> DPOPanel:
+    """The DPO run panel of lab 06 for ``preset`` (default: the active preset)."""
+    return DPOPanel(_as_preset(preset))
