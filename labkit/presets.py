@@ -223,6 +223,20 @@ class DPOStageConfig:
 
 
 @dataclass(frozen=True)
+class DPODemosConfig:
+    """Lab 06's extra DPO runs: a small-β run on the panel, and DPO on the SFT policy's own answers."""
+
+    panel_beta: float = 0.05         # β of the panel's first run (the stage's is dpo.beta)
+    onpolicy_samples: int = 32       # SFT answers sampled per training prompt (96) to pair up for on-policy DPO
+
+    def __post_init__(self):
+        if not 0.01 <= self.panel_beta <= 1:
+            raise ValueError(f"DPODemosConfig.panel_beta must lie in [0.01, 1] (the panel's β slider), "
+                             f"got {self.panel_beta!r}")
+        _at_least(self, 2, "onpolicy_samples")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -285,6 +299,7 @@ class Preset:
     ppo: PPOStageConfig = field(default_factory=PPOStageConfig)
     ppo_demos: PPODemosConfig = field(default_factory=PPODemosConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    dpo_demos: DPODemosConfig = field(default_factory=DPODemosConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -316,6 +331,7 @@ PRESETS: dict[str, Preset] = {
                            minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1),
         ppo_demos=PPODemosConfig(overopt_iterations=4, overopt_eval_every=2, best_of_n=4, memory_rank=2),
         dpo=DPOStageConfig(train_pairs=64, batch_size=16, warmup_steps=1, eval_pairs=32, eval_samples=1),
+        dpo_demos=DPODemosConfig(onpolicy_samples=2),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

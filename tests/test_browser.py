@@ -10,6 +10,7 @@ package the tests are skipped locally, and fail under CI=true, where they must r
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -193,3 +194,30 @@ def test_lab05_clip_slider_moves_the_table_and_the_flat_regions(jupyterlab, page
     shades = _wait(lambda: (lambda s: s if s and s[0][0][0] != 1.2 else None)(page.evaluate(SHADES_JS)),
                    60, "the figure to redraw")
     assert shades[0][0][0] == pytest.approx(1.21) and shades[0][1][1] == pytest.approx(0.79)
+
+
+def test_lab06_beta_slider_moves_the_optimum_and_its_kl(jupyterlab, page):
+    from labkit.losses import tilted_kl, tilted_policy
+    from labkit.widgets import dpo_toy
+
+    _run_notebook(page, jupyterlab("from labkit import widgets\nwidgets.dpo_tilt_explorer(1.0)"))
+    readout = page.locator(".widget-html-content", has_text="KL(π* ‖ π_SFT)")
+    readout.wait_for(timeout=120_000)
+    assert "KL(π* ‖ π_SFT) = 0.399 nats" in readout.text_content()
+    bars_js = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot')]
+        .map(gd => (gd.data || []).filter(t => t.type === 'bar').map(t => Array.from(t.y)))"""
+    before = _wait(lambda: page.evaluate(bars_js), 60, "the π* bars")[0]
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.focus()  # (a click could nudge the handle by a pixel: the log slider would read β = 0.998)
+    handle.press("ArrowRight")  # log10 β: 0 -> 0.01, β 1 -> 1.023
+    _wait(lambda: "β = 1.02:" in readout.text_content(), 60, "the table to follow the slider")
+    # the page shows β to 3 digits (1.02): the KL it shows must be the exact KL at a β that rounds so
+    text = readout.text_content()
+    shown = float(re.search(r"KL\(π\* ‖ π_SFT\) = ([0-9.]+) nats", text).group(1))
+    toy = dpo_toy()
+    low, high = (tilted_kl(toy["sft"], toy["rewards"], b) for b in (1.025, 1.015))
+    assert low - 5e-4 <= shown <= high + 5e-4 and shown < 0.399  # 0.386-0.389: a larger β stays closer
+    after = _wait(lambda: (lambda b: b[0] if b and b[0] != before else None)(page.evaluate(bars_js)), 60,
+                  "the π* bars to redraw")
+    pi_star = tilted_policy(toy["sft"], toy["rewards"], 1.02).tolist()
+    assert any(bar == pytest.approx(pi_star, abs=5e-3) for bar in after)  # the π* bars, at the new β

@@ -128,3 +128,17 @@ def test_lab05_works_the_clip_and_runs_every_part():
                  "kl_penalty_rewards", "gae_advantages", 'pipeline.ensure("ppo"', "ppo_panel", 'reward_stage="reward_naive"',
                  "reward_vs_kl_figure", "evaluate.best_of_n(", "bench.ppo_memory", "ppo_memory_plan(7e9, 40e6)"]:
         assert call in code, f"lab 05 should run {call}"
+
+
+def test_lab06_derives_dpo_and_runs_every_part():
+    text, code = _text_and_code("06_dpo.ipynb")
+    for figure in ["π_SFT(y | x) · exp(r(x, y) / β) / Z(x)", "Z = 0.4·e¹ + 0.3·e⁰ + 0.2·e⁻² + 0.1·e² = 2.153",
+                   "r(x, y) = β · log( π*(y|x) / π_SFT(y|x) ) + β · log Z(x)", "0.244", "0.426",
+                   "β · σ(r̂_l − r̂_w) · ( ∇ log π_θ(y_w) − ∇ log π_θ(y_l) )", "drops the factor β",
+                   "no sampling, no critic"]:
+        assert figure in text, f"lab 06 should mention {figure!r}"
+    for call in ["dpo_tilt_table(1.0)", "dpo_tilt_explorer", "dpo_bt_check(1.0)", "dpo_gradient_table(0.5)",
+                 "sigmoid_slip_figure", "dpo_weight_figure", 'pipeline.ensure("dpo"', "trl_batch_loss",
+                 "losses.dpo_loss", 'pipeline.metrics("reward")', "dpo_panel", "onpolicy_pairs", "label_agreement",
+                 "dpo_experiment("]:
+        assert call in code, f"lab 06 should run {call}"

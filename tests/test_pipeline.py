@@ -120,13 +120,14 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
 def test_every_trainer_returns_one_result_type():
     from labkit.train.classify import ClassifierRun
     from labkit.train.common import TrainResult
+    from labkit.train.dpo import DPOResult
     from labkit.train.ppo import PPOResult
     from labkit.train.pretrain import PretrainResult
 
     from labkit.experiments.pretraining import quick_run
 
     assert issubclass(PretrainResult, TrainResult) and issubclass(ClassifierRun, TrainResult)
-    assert issubclass(PPOResult, TrainResult)
+    assert issubclass(PPOResult, TrainResult) and issubclass(DPOResult, TrainResult)
     _, _, result, _ = quick_run(get_preset("smoke"), steps=3, progress=False)
     assert isinstance(result, TrainResult) and result.steps == 3 and result.seconds > 0
 
@@ -154,3 +155,16 @@ def test_the_ppo_stage_reports_the_contract_keys_and_a_nan_reward_leaves_no_chec
     meta = pipeline.metrics("ppo", "smoke")
     assert [e["step"] for e in meta["metrics"]["evaluations"]] == [0, 2, 3]
     assert len(meta["history"]) == smoke.ppo.iterations + 1  # the evaluation before training, then each iteration
+
+
+def test_the_dpo_stage_reports_the_contract_keys_and_its_implicit_reward(tmp_path):
+    smoke = get_preset("smoke")
+    report = pipeline.run(["dpo"], "smoke", tmp_path / "report.json", progress=False)["stages"]["dpo"]
+    assert {"seconds", "gold_reward", "sft_gold_reward", "win_rate", "kl"} <= set(report)
+    assert 0 <= report["win_rate"] <= 1 and report["best_gold_reward"] == 3.25
+    assert 0 <= report["implicit_accuracy"] <= 1 and 0.5 < report["bayes_ceiling"] < 1
+    assert report["train_pairs"] == smoke.dpo.train_pairs and report["beta"] == smoke.dpo.beta
+    assert report["steps"] == smoke.dpo.train_pairs // smoke.dpo.batch_size  # one epoch
+    meta = pipeline.metrics("dpo", "smoke")
+    assert {"margin", "accuracy", "logp_chosen", "logp_rejected"} <= set(meta["history"][-1])
+    assert pipeline.STAGES["dpo"].needs == ("sft",)  # no reward model: DPO learns from the pairs themselves

@@ -376,3 +376,26 @@ def test_ppo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
     assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA r 2, lr 1e-03"}  # LoRA's lr by default
     assert len(curves.data) == 3 and len(curves.data[0].x) == get_preset("smoke").ppo.iterations
     assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)
+
+
+def test_dpo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
+    panel = widgets.dpo_panel("smoke")
+    assert list(panel.sliders) == ["beta", "rank", "lr"]
+    beta = panel.sliders["beta"]
+    assert (beta.base ** beta.min, beta.base ** beta.max) == pytest.approx((0.01, 1.0))  # a log scale
+    for settings, slider in [({"beta": 2.0}, "DPO strength β must be a number between 0.01 and 1.0"),
+                             ({"beta": 0.0}, "DPO strength β"), ({"rank": 64}, "LoRA rank"),
+                             ({"lr": 0.5}, "learning rate must be a number between 1e-05 and 0.01")]:
+        with pytest.raises(ValueError, match=slider):
+            panel.train_once(**settings)
+    assert panel.runs == []  # nothing trained on a bad setting
+    row = panel.train_once(beta=0.05, rank=2)
+    assert row["β"] == pytest.approx(0.05) and row["rank"] == 2 and row["lr"] == get_preset("smoke").dpo.lr
+    assert 0 <= row["win rate"] <= 1 and 0 <= row["implicit accuracy"] <= 1 and row["trainable parameters"] > 0
+    table = panel.runs_table()
+    assert list(table.columns) == widgets.DPOPanel.COLUMNS and len(table) == 1
+    curves = panel.curves_figure()
+    assert len(curves.data) == 4 and {t.name for t in curves.data} == {"run 1: β 0.05, LoRA r 2, lr 2e-04"}
+    assert all(len(t.x) == 4 for t in curves.data)  # 64 pairs in batches of 16: four logged steps
+    assert panel.figure().data[0].x[0] == pytest.approx(row["KL"])
+    assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)

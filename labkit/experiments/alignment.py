@@ -51,11 +51,10 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
 
 # ------------------------------------------------------------------------------- lab 06: DPO
 
-def onpolicy_pairs(preset: Preset, n: int, *, samples_per_prompt: int = 32, reward_stage: str = "reward",
-                   progress: bool = False) -> list[dict]:
+def onpolicy_pairs(preset: Preset, n: int, *, reward_stage: str = "reward", progress: bool = False) -> list[dict]:
     """``n`` pairs of the SFT policy's own answers to the training prompts, labelled by the reward model.
 
-    One round of on-policy data: ``samples_per_prompt`` answers per training prompt, two different
+    One round of on-policy data: ``preset.dpo_demos.onpolicy_samples`` answers per training prompt, two different
     ones per pair, the one the reward model scores higher chosen (see
     :func:`labkit.train.dpo.pairs_from_samples`).
     """
@@ -67,7 +66,7 @@ def onpolicy_pairs(preset: Preset, n: int, *, samples_per_prompt: int = 32, rewa
     policy, tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=progress))
     reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure(reward_stage, preset,
                                                                                    progress=progress))
-    samples = sample_answers(policy, tokenizer, prefs.alignment_prompts("train"), n=samples_per_prompt,
+    samples = sample_answers(policy, tokenizer, prefs.alignment_prompts("train"), n=preset.dpo_demos.onpolicy_samples,
                              seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, progress=progress,
                              desc="SFT answers to the training prompts")
     return pairs_from_samples(samples, proxy_scores(reward_model, reward_tokenizer, samples), n, seed=preset.seed)

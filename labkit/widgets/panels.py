@@ -85,6 +85,9 @@ class RunPanel(W.VBox):
             if isinstance(slider, W.SelectionSlider):
                 options = list(slider.options)
                 check_range(slider.description, value, options[0], options[-1], integer=True)
+            elif isinstance(slider, W.FloatLogSlider):  # its min and max are exponents of its base
+                low, high = slider.base ** slider.min, slider.base ** slider.max
+                check_range(slider.description, value, round(low, 12), round(high, 12))
             else:
                 check_range(slider.description, value, slider.min, slider.max, isinstance(slider, W.IntSlider))
         if self.check_fn is not None:
