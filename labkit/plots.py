@@ -540,10 +540,10 @@ def ppo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] |
     return fig
 
 
-DPO_PANELS = (("margin", "implicit-reward margin r̂_w − r̂_l", "margin (β·nats)"),
-              ("accuracy", "pairs ranked right (training batch)", "share of pairs"),
-              ("logp_chosen", "log π(chosen answer)", "log-probability (nats)"),
-              ("logp_rejected", "log π(rejected answer)", "log-probability (nats)"))
+DPO_PANELS = (("margin", "margin r̂_w − r̂_l", "implicit-reward margin (β·nats)"),
+              ("accuracy", "pairs ranked right", "share of the batch's pairs"),
+              ("logp_chosen", "log π(chosen)", "log-probability (nats)"),
+              ("logp_rejected", "log π(rejected)", "log-probability (nats)"))
 
 
 def dpo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,

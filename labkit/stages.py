@@ -281,6 +281,16 @@ def heldout_judge(preset: Preset, tokenizer, reference, reward_model, reward_tok
     return judge
 
 
+def verdict(final, heldout: list[dict]) -> dict:
+    """An aligned policy's report on the held-out prompts, from its final evaluation against the SFT
+    policy: gold reward (the SFT policy's and the best achievable beside it), win rate, KL, the gold
+    reward's two aspects, answer length and the share of distinct answers."""
+    return {"gold_reward": final.gold_reward, "sft_gold_reward": float(final.answers["reference gold"].mean()),
+            "best_gold_reward": prefs.best_mean_gold_reward(heldout), "win_rate": final.win_rate, "kl": final.kl,
+            "helpfulness": final.helpfulness, "safety": final.safety, "length": final.length,
+            "distinct": final.distinct}
+
+
 def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, progress: bool = False,
             callback: Callable | None = None) -> dict:
     """PPO from the SFT checkpoint against the reward model in ``reward_dir`` (``config``: default the preset's).
@@ -307,17 +317,9 @@ def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, pro
                             reward_tokenizer=reward_tokenizer, samples_per_prompt=config.final_eval_samples,
                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="PPO", progress=progress)
     metrics = {
-        "gold_reward": final.gold_reward,
-        "sft_gold_reward": float(final.answers["reference gold"].mean()),
-        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
-        "win_rate": final.win_rate,
-        "kl": final.kl,
+        **verdict(final, heldout),
         "proxy_reward": final.proxy_reward,
         "sft_proxy_reward": float(final.answers["reference proxy"].mean()),
-        "helpfulness": final.helpfulness,
-        "safety": final.safety,
-        "length": final.length,
-        "distinct": final.distinct,
         "train_seconds": result.seconds,
         "rollout_seconds": result.rollout_seconds,
         "update_seconds": result.update_seconds,
@@ -366,15 +368,7 @@ def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | N
     test = prefs.preference_pairs("test", config.eval_pairs, seed=preset.world_seed)
     implicit = implicit_accuracy(result.policy, reference, tokenizer, test, config.beta)
     metrics = {
-        "gold_reward": final.gold_reward,
-        "sft_gold_reward": float(final.answers["reference gold"].mean()),
-        "best_gold_reward": prefs.best_mean_gold_reward(heldout),
-        "win_rate": final.win_rate,
-        "kl": final.kl,
-        "helpfulness": final.helpfulness,
-        "safety": final.safety,
-        "length": final.length,
-        "distinct": final.distinct,
+        **verdict(final, heldout),
         "implicit_accuracy": implicit["accuracy"],
         "implicit_margin": implicit["margin"],
         "chosen_logratio": implicit["chosen_logratio"],

@@ -6,31 +6,17 @@ import math
 import pytest
 import torch
 
-from labkit import world
 from labkit.evaluate import pair_logprobs
 from labkit.losses import dpo_loss
 from labkit.models import build_model, tiny_llama_config
 from labkit.presets import DPOStageConfig
-from labkit.tokenizer import train_tokenizer
 from labkit.train.dpo import check_pairs, implicit_accuracy, train_dpo, trl_batch_loss
 from labkit.world import preferences as prefs
 
 PAIRS = prefs.preference_pairs("train", 64, seed=0)
 CONFIG = DPOStageConfig(train_pairs=64, batch_size=16, warmup_steps=1, eval_pairs=32, eval_samples=1, lr=1e-2,
                         lora_lr=3e-2, epochs=4, beta=0.5)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer((d.text for d in world.corpus("train", 50)), extra_words=world.vocabulary())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _policy(tok, seed=0):

@@ -5,11 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from labkit import evaluate, lora, world
+from labkit import evaluate, lora
 from labkit.losses import gae_advantages, kl_penalty_rewards, masked_mean, ppo_value_loss, whiten
 from labkit.models import build_model, tiny_llama_config
 from labkit.presets import PPOStageConfig, get_preset
-from labkit.tokenizer import train_tokenizer
 from labkit.train.ppo import PolicyWithValue, check_scores, pack_rollout, token_logprobs, train_ppo
 from labkit.world import preferences as prefs
 
@@ -18,19 +17,7 @@ PROMPTS = prefs.alignment_prompts("train")
 CONFIG = PPOStageConfig(iterations=3, prompts_per_batch=4, samples_per_prompt=2, max_new_tokens=6, ppo_epochs=1,
                         minibatch_size=4, eval_every=2, eval_samples=1, final_eval_samples=1, lora_rank=0)  # full
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread; two threads spin-wait badly on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return train_tokenizer((d.text for d in world.corpus("train", 50)), extra_words=world.vocabulary())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _policy(tok, seed=0):
