@@ -259,3 +259,52 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: in
                      "gold": float(groups_gold.gather(-1, pick).mean()), "kl": best_of_n_kl(n)})
         n *= 2
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ verifiable problems
+
+def shows_working(answer: str) -> bool:
+    """Whether an answer to a word problem writes out at least one step (``7 + 5 = 12``) before its result."""
+    return "=" in answer
+
+
+@dataclass
+class ProblemEvaluation:
+    """A policy on held-out word problems: greedy and sampled exact-answer accuracy, and how it answers."""
+
+    accuracy: float               # greedy answer's final number is right (share of problems)
+    sampled_accuracy: float       # one answer sampled at temperature 1 per problem is right
+    worked_share: float           # share of sampled answers that show their working
+    length: float                 # mean words of the sampled answers
+    answers: pd.DataFrame         # per problem: prompt, answer, greedy, sampled, right_greedy, right_sampled
+
+    def summary(self) -> dict:
+        return {"accuracy": self.accuracy, "sampled_accuracy": self.sampled_accuracy,
+                "worked_share": self.worked_share, "length": self.length}
+
+
+def evaluate_problems(policy, tokenizer, rows: list[dict], *, max_new_tokens: int = 32, seed: int = 0,
+                      batch_size: int = 128) -> ProblemEvaluation:
+    """Exact-answer accuracy of ``policy`` on word problems ``rows`` (``prompt`` messages, ``answer``).
+
+    The final number of each reply is read by :func:`labkit.rewards.extract_final_answer`, as
+    GRPO's correctness reward reads it. Greedy decoding gives ``accuracy``; one answer sampled
+    per problem at temperature 1 (the seed fixed) gives ``sampled_accuracy``, the share GRPO's
+    training reward sees.
+    """
+    from labkit.models import generate_replies
+    from labkit.rewards import extract_final_answer, same_number
+
+    greedy = generate_replies(policy, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens,
+                              batch_size=batch_size)
+    sampled = sample_answers(policy, tokenizer, rows, n=1, seed=seed, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size).answers
+    table = pd.DataFrame({"prompt": [r["prompt"][-1]["content"] for r in rows],
+                          "answer": [str(r["answer"]) for r in rows], "greedy": greedy, "sampled": sampled})
+    table["right_greedy"] = [same_number(extract_final_answer(g), a) for g, a in zip(greedy, table["answer"])]
+    table["right_sampled"] = [same_number(extract_final_answer(s), a) for s, a in zip(sampled, table["answer"])]
+    return ProblemEvaluation(accuracy=float(table["right_greedy"].mean()),
+                             sampled_accuracy=float(table["right_sampled"].mean()),
+                             worked_share=float(sum(map(shows_working, sampled)) / max(1, len(sampled))),
+                             length=float(sum(len(s.split()) for s in sampled) / max(1, len(sampled))),
+                             answers=table)

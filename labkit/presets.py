@@ -237,6 +237,62 @@ class DPODemosConfig:
 
 
 @dataclass(frozen=True)
+class MathSFTConfig:
+    """The ``sft_math`` stage: the SFT policy learns the word problems (:mod:`labkit.world.problems`)
+    from imperfect demonstrators, most of whom give the bare answer without the working."""
+
+    train_problems: int = 8000      # demonstrations (distinct problems); more = a better arithmetician
+    # Share of demonstrations that show the working (the rest write only '#### N'). Small, so the
+    # SFT policy mostly answers without working and is right 46 % of the time (greedy, cpu preset):
+    # room for GRPO to find out, from the reward alone, that working pays.
+    worked_share: float = 0.3
+    epochs: float = 2.0             # passes over the demonstrations
+    batch_size: int = 32            # problems per optimiser step
+    lr: float = 3e-3                # peak learning rate (AdamW, linear decay), the sft stage's
+    warmup_steps: int = 10          # linear warm-up steps
+    eval_problems: int = 500        # held-out problems for accuracy (greedy, and one sample each)
+    max_new_tokens: int = 32        # longest answer generated (three steps of working take 20)
+
+    def __post_init__(self):
+        _at_least(self, 1, "train_problems", "batch_size", "eval_problems", "max_new_tokens")
+        _at_least(self, 0, "warmup_steps")
+        _inside(self, 0, float("inf"), "epochs")
+        _inside(self, 0, 1, "lr")
+        if not 0 <= self.worked_share <= 1:
+            raise ValueError(f"MathSFTConfig.worked_share must lie in [0, 1], got {self.worked_share!r}")
+
+
+@dataclass(frozen=True)
+class GRPOStageConfig:
+    """GRPO with TRL's GRPOTrainer on the word problems, rewarded by the exact final answer."""
+
+    group_size: int = 8             # G: answers sampled per prompt, compared with each other (>= 2)
+    prompts_per_step: int = 16      # problems per optimiser step; batch = prompts x G answers
+    steps: int = 100                # optimiser steps (one sampled batch each)
+    lr: float = 3e-4                # learning rate (AdamW, linear decay) of full fine-tuning (lora_rank 0)
+    lora_lr: float = 3e-3           # learning rate with LoRA adapters
+    lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r
+    eps: float = 0.2                # clip range ε of the per-token ratio (TRL's default)
+    beta: float = 0.0               # KL penalty toward the SFT policy; 0 (TRL's default) needs no reference
+    temperature: float = 1.0        # sampling temperature of the G answers
+    loss_type: str = "dapo"         # TRL's default: token losses averaged over the whole batch
+    warmup_steps: int = 5           # linear warm-up steps
+    max_new_tokens: int = 32        # longest answer sampled; longer ones are cut (and usually wrong)
+    eval_problems: int = 500        # held-out problems judged before and after
+
+    def __post_init__(self):
+        _at_least(self, 1, "prompts_per_step", "steps", "max_new_tokens", "eval_problems")
+        _at_least(self, 0, "lora_rank", "beta", "warmup_steps")
+        if isinstance(self.group_size, bool) or int(self.group_size) != self.group_size or self.group_size < 2:
+            raise ValueError(f"GRPOStageConfig.group_size must be an integer >= 2, got {self.group_size!r}: GRPO "
+                             "compares each answer with the others of its group (try 4 to 16)")
+        _inside(self, 0, 1, "lr", "lora_lr", "eps")
+        _inside(self, 0, float("inf"), "temperature")
+        if self.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
+            raise ValueError(f"GRPOStageConfig.loss_type must be one of grpo, dapo, dr_grpo, bnpo; got {self.loss_type!r}")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -300,6 +356,8 @@ class Preset:
     ppo_demos: PPODemosConfig = field(default_factory=PPODemosConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
     dpo_demos: DPODemosConfig = field(default_factory=DPODemosConfig)
+    sft_math: MathSFTConfig = field(default_factory=MathSFTConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -332,6 +390,10 @@ PRESETS: dict[str, Preset] = {
         ppo_demos=PPODemosConfig(overopt_iterations=4, overopt_eval_every=2, best_of_n=4, memory_rank=2),
         dpo=DPOStageConfig(train_pairs=64, batch_size=16, warmup_steps=1, eval_pairs=32, eval_samples=1),
         dpo_demos=DPODemosConfig(onpolicy_samples=2),
+        sft_math=MathSFTConfig(train_problems=64, epochs=1, batch_size=16, warmup_steps=1, eval_problems=8,
+                               max_new_tokens=12),
+        grpo=GRPOStageConfig(group_size=2, prompts_per_step=2, steps=2, warmup_steps=1, max_new_tokens=8,
+                             eval_problems=8),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

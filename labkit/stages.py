@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from labkit import checkpoint, runtime, world
-from labkit.evaluate import evaluate_policy, gold_reward_fn, reward_model_fn
+from labkit.evaluate import evaluate_policy, evaluate_problems, gold_reward_fn, reward_model_fn, shows_working
 from labkit.metrics import instruction_scores, nats_per_word, pairwise_accuracy, score_summary, scorer_accuracy
 from labkit.models import build_model, config_from_size, count_parameters, load_causal_lm, refresh_embeddings
 from labkit.presets import Preset, get_preset
 from labkit.tokenizer import load_tokenizer, train_tokenizer
 from labkit.train.dpo import implicit_accuracy, train_dpo
+from labkit.train.grpo import train_grpo
 from labkit.train.ppo import train_ppo
 from labkit.train.pretrain import Packed, pack_documents, pretrain
 from labkit.train.reward import pair_scores, policy_comparisons, reward_model_from, train_reward
 from labkit.train.sft import tokens_new_to_the_model, train_sft
 from labkit.world import preferences as prefs
+from labkit.world import problems as word_problems
 from labkit.world.tasks import exact_categories, task_mixture, task_split
 
 
@@ -391,6 +393,113 @@ def train_dpo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, cal
     return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
 
 
+# ------------------------------------------------------------------------------- GRPO
+
+def add_answer_marker(model, tokenizer, seed: int = 0) -> list[int]:
+    """Teach ``tokenizer`` the final-answer marker ``####`` as one new token, and give it a row in ``model``.
+
+    The world's vocabulary has no ``####``; adding it at the end of the vocabulary leaves every
+    other token's id (and the pretrained and SFT weights) as they were. The new embedding row is
+    drawn like the other tokens new to the model (:func:`labkit.models.refresh_embeddings`).
+    Returns the ids added (empty when the tokenizer already knows the marker, e.g. a hub model's
+    sub-word tokenizer, which spells it from pieces).
+    """
+    marker = word_problems.MARKER
+    if tokenizer.unk_token_id is None or tokenizer.unk_token_id not in tokenizer(marker, add_special_tokens=False)["input_ids"]:
+        return []
+    tokenizer.add_tokens([marker])
+    model.resize_token_embeddings(len(tokenizer))
+    added = [tokenizer.convert_tokens_to_ids(marker)]
+    refresh_embeddings(model, added, seed=seed)
+    return added
+
+
+def problem_rows(preset: Preset, split: str, n: int | None = None) -> list[dict]:
+    """Word problems of ``split``: the sft_math stage's demonstrations for ``train``
+    (``preset.sft_math.worked_share`` of them with working), the held-out problems for ``test``."""
+    config = preset.sft_math
+    if split == "train":
+        return word_problems.problems("train", n or config.train_problems, seed=preset.world_seed,
+                                      worked_share=config.worked_share)
+    return word_problems.problems("test", n or config.eval_problems, seed=preset.world_seed)
+
+
+def train_sft_math_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Teach the SFT policy the word problems from imperfect demonstrators (most skip the working);
+    measure its held-out accuracy: the starting point GRPO must beat."""
+    config = preset.sft_math
+    model, tokenizer, _ = checkpoint.load_checkpoint(inputs["sft"])
+    added = add_answer_marker(model, tokenizer, seed=preset.seed)
+    test = problem_rows(preset, "test")
+    before = evaluate_problems(model, tokenizer, test, max_new_tokens=config.max_new_tokens, seed=preset.seed)
+    model.train()
+    train = problem_rows(preset, "train")
+    sft = dataclasses.replace(preset.sft, train_examples=len(train), epochs=config.epochs, batch_size=config.batch_size,
+                              lr=config.lr, warmup_steps=config.warmup_steps)
+    result = train_sft(model, tokenizer, train, sft, seed=preset.seed, progress=progress, callback=callback)
+    after = evaluate_problems(model, tokenizer, test, max_new_tokens=config.max_new_tokens, seed=preset.seed)
+    metrics = {**after.summary(),
+               "base_accuracy": before.accuracy,
+               "worked_accuracy": float(after.answers.loc[after.answers["sampled"].map(shows_working), "right_sampled"].mean())
+               if after.worked_share else None,
+               "bare_accuracy": float(after.answers.loc[~after.answers["sampled"].map(shows_working), "right_sampled"].mean())
+               if after.worked_share < 1 else None,
+               "demonstrations_worked_share": sum(shows_working(r["messages"][-1]["content"]) for r in train) / len(train),
+               "train_problems": len(train), "test_problems": len(test), "added_tokens": len(added),
+               "train_seconds": result.seconds, "steps": result.steps}
+    return StageOutput(model, tokenizer, metrics, result.history)
+
+
+def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list | None = None, progress: bool = False,
+             callback: Callable | None = None) -> dict:
+    """GRPO from the checkpoint in ``start_dir`` (the ``sft_math`` policy) on the training word problems.
+
+    ``reward_funcs`` default to ``[labkit.rewards.correctness_reward]``; ``config`` to the preset's.
+    The policy is judged before and after on the held-out problems, never trained on. Returns
+    ``result`` (:class:`~labkit.train.grpo.GRPOResult`), ``before`` and ``after``
+    (:class:`~labkit.evaluate.ProblemEvaluation`), ``tokenizer`` and ``metrics`` (the stage's
+    report). The ``grpo`` stage and lab 07's runs call it.
+    """
+    import resource
+
+    from labkit.rewards import correctness_reward
+
+    config = config or preset.grpo
+    reward_funcs = reward_funcs or [correctness_reward]
+    policy, tokenizer, _ = checkpoint.load_checkpoint(start_dir, device=runtime.device())
+    test = problem_rows(preset, "test", config.eval_problems)
+    max_new = preset.sft_math.max_new_tokens
+    before = evaluate_problems(policy, tokenizer, test, max_new_tokens=max_new, seed=preset.seed)
+    # Training prompts: the sft_math demonstrations' problems come first in the train split, so GRPO's
+    # problems start after them (new problems, same distribution; the answers are never shown).
+    train = word_problems.problems("train", config.steps * config.prompts_per_step, seed=preset.world_seed,
+                                   start=preset.sft_math.train_problems)
+    result = train_grpo(policy, tokenizer, train, reward_funcs, config, seed=preset.seed, progress=progress,
+                        callback=callback)
+    after = evaluate_problems(result.policy, tokenizer, test, max_new_tokens=max_new, seed=preset.seed)
+    zero = [h["zero_std_share"] for h in result.history if "zero_std_share" in h]
+    metrics = {
+        "accuracy": after.accuracy, "sft_accuracy": before.accuracy,
+        "sampled_accuracy": after.sampled_accuracy, "sft_sampled_accuracy": before.sampled_accuracy,
+        "worked_share": after.worked_share, "sft_worked_share": before.worked_share,
+        "length": after.length, "sft_length": before.length,
+        "zero_std_share": sum(zero) / len(zero) if zero else None,
+        "train_seconds": result.seconds, "seconds_per_step": result.seconds / max(1, result.steps),
+        "steps": result.steps, "trainable_parameters": result.trainable_parameters,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "group_size": config.group_size, "prompts_per_step": config.prompts_per_step, "eps": config.eps,
+        "beta": config.beta, "lora_rank": config.lora_rank, "test_problems": len(test),
+        "rewards": [getattr(f, "__name__", str(f)) for f in reward_funcs],
+    }
+    return {"result": result, "before": before, "after": after, "tokenizer": tokenizer, "metrics": metrics}
+
+
+def train_grpo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
+    """Train the word-problem policy with GRPO on the exact-answer reward; judge it on held-out problems."""
+    run = run_grpo(preset, inputs["sft_math"], progress=progress, callback=callback)
+    return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
+
+
 # ------------------------------------------------------------------------------- the registry
 
 REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy",
@@ -424,4 +533,15 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
                   "bayes_ceiling", "train_seconds", "steps", "train_pairs", "trainable_parameters", "lora_rank",
                   "beta"),
           train=train_dpo_stage),
+    Stage("sft_math", needs=("sft",), fields=("name", "world_seed", "sft_math", "seed"),
+          report=("seconds", "accuracy", "sampled_accuracy", "worked_share", "length", "base_accuracy",
+                  "worked_accuracy", "bare_accuracy", "demonstrations_worked_share", "train_seconds", "steps",
+                  "train_problems", "test_problems"),
+          train=train_sft_math_stage),
+    Stage("grpo", needs=("sft_math",), fields=("name", "world_seed", "sft_math", "grpo", "seed"),
+          report=("seconds", "accuracy", "sft_accuracy", "sampled_accuracy", "sft_sampled_accuracy", "worked_share",
+                  "sft_worked_share", "length", "sft_length", "zero_std_share", "train_seconds", "seconds_per_step",
+                  "steps", "trainable_parameters", "peak_rss_mb", "group_size", "prompts_per_step", "eps", "beta",
+                  "lora_rank"),
+          train=train_grpo_stage),
 ]}

@@ -121,6 +121,7 @@ def test_every_trainer_returns_one_result_type():
     from labkit.train.classify import ClassifierRun
     from labkit.train.common import TrainResult
     from labkit.train.dpo import DPOResult
+    from labkit.train.grpo import GRPOResult
     from labkit.train.ppo import PPOResult
     from labkit.train.pretrain import PretrainResult
 
@@ -128,6 +129,7 @@ def test_every_trainer_returns_one_result_type():
 
     assert issubclass(PretrainResult, TrainResult) and issubclass(ClassifierRun, TrainResult)
     assert issubclass(PPOResult, TrainResult) and issubclass(DPOResult, TrainResult)
+    assert issubclass(GRPOResult, TrainResult)
     _, _, result, _ = quick_run(get_preset("smoke"), steps=3, progress=False)
     assert isinstance(result, TrainResult) and result.steps == 3 and result.seconds > 0
 
@@ -168,3 +170,18 @@ def test_the_dpo_stage_reports_the_contract_keys_and_its_implicit_reward(tmp_pat
     meta = pipeline.metrics("dpo", "smoke")
     assert {"margin", "accuracy", "logp_chosen", "logp_rejected"} <= set(meta["history"][-1])
     assert pipeline.STAGES["dpo"].needs == ("sft",)  # no reward model: DPO learns from the pairs themselves
+
+
+def test_the_grpo_stage_reports_the_contract_keys_from_the_word_problem_policy(tmp_path):
+    smoke = get_preset("smoke")
+    report = pipeline.run(["grpo"], "smoke", tmp_path / "report.json", progress=False)["stages"]["grpo"]
+    assert {"seconds", "accuracy", "sft_accuracy"} <= set(report)
+    assert all(0 <= report[k] <= 1 for k in ("accuracy", "sft_accuracy", "sampled_accuracy", "zero_std_share"))
+    assert report["steps"] == smoke.grpo.steps and report["group_size"] == smoke.grpo.group_size
+    start = pipeline.metrics("sft_math", "smoke")["metrics"]
+    assert report["sft_accuracy"] == start["accuracy"]  # judged on the same held-out problems, greedy
+    assert start["train_problems"] == smoke.sft_math.train_problems and start["added_tokens"] == 1
+    meta = pipeline.metrics("grpo", "smoke")
+    assert len(meta["history"]) == smoke.grpo.steps
+    assert {"reward", "reward_std", "zero_std_share", "length", "correctness_reward"} <= set(meta["history"][-1])
+    assert pipeline.STAGES["grpo"].needs == ("sft_math",) and pipeline.STAGES["sft_math"].needs == ("sft",)

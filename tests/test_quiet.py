@@ -2,7 +2,7 @@
 
 Runs in a fresh Python process (pytest's own warning filters would hide what a learner sees) with
 Python's default warning filters, a fresh cache, and the smoke preset: pretraining, SFT, the reward
-model, PPO (accelerate), DPO (TRL) and LoRA runs (peft wraps the model, which used to raise FutureWarnings).
+model, PPO (accelerate), DPO and GRPO (TRL) and LoRA runs (peft wraps the model, which used to raise FutureWarnings).
 """
 import os
 import re
@@ -13,7 +13,7 @@ from labkit import runtime
 
 # How labkit's own tqdm bars begin (e.g. "SFT", "SFT answers (heldout prompts)", "reward model").
 LABKIT_BARS = ("pretraining", "SFT", "reward model", "classifier", "policy", "reference", "best-of-n", "PPO",
-               "DPO")
+               "DPO", "GRPO")
 
 SCRIPT = """
 import labkit
@@ -21,7 +21,7 @@ from labkit import pipeline
 from labkit.presets import get_preset
 from labkit.experiments.instruction import lora_experiment
 
-pipeline.run(["pretrain", "sft", "reward", "ppo", "dpo"], "smoke")
+pipeline.run(["pretrain", "sft", "reward", "ppo", "dpo", "sft_math", "grpo"], "smoke")
 lora_experiment(2, get_preset("smoke"), progress=True)
 from labkit.experiments.alignment import ppo_experiment
 ppo_experiment(rank=2, preset=get_preset("smoke"), progress=True)  # PPO with peft LoRA adapters
@@ -54,7 +54,7 @@ def test_a_stage_run_prints_no_third_party_warning_or_progress_bar(tmp_path):
     assert not other, "stderr has lines that are not labkit's progress bars:\n" + "\n".join(other[:20])
     third_party = sorted(b for b in bars if not b.startswith(LABKIT_BARS))
     assert not third_party, f"third-party progress bars: {third_party}"
-    assert {"pretraining", "SFT", "reward model", "PPO", "DPO"} <= bars, "labkit's own progress bars must stay"
+    assert {"pretraining", "SFT", "reward model", "PPO", "DPO", "GRPO"} <= bars, "labkit's own progress bars must stay"
 
 
 def test_the_bar_parser_tells_labkit_bars_from_others():

@@ -1,0 +1,159 @@
+"""GRPO with TRL's ``GRPOTrainer``: sample a group of answers, score them by rule, no critic.
+
+For each prompt the policy samples G answers; each answer's advantage is its reward minus the
+group's mean, divided by the group's standard deviation (:func:`labkit.losses.grpo_advantages`).
+Every token of an answer gets that advantage in PPO's clipped objective (ratio clipped to
+[1 − ε, 1 + ε]), optionally with a KL penalty β toward the starting policy. The group's mean is the
+baseline a PPO critic would have to learn, so there is no value model to train or to hold in memory.
+
+A group whose answers all get the same reward (all right, or all wrong) has zero advantage
+everywhere: it teaches nothing. The history logs that share per step (``zero_std_share``), beside
+the reward's mean and spread, the answer length and, with β > 0, the KL to the start.
+
+The rewards are plain functions (:mod:`labkit.rewards`); :func:`checked_reward` wraps each so a
+function that raises or returns the wrong number of scores stops training with a message that
+names it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import datasets
+from trl import GRPOConfig, GRPOTrainer
+
+from labkit.lora import lora_config, merge_lora, trainable_parameters
+from labkit.presets import GRPOStageConfig
+from labkit.train.common import TrainResult, common_args, run_trl
+
+# TRL's logged statistics (one value per logged step) -> the names in our history
+GRPO_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_share",
+                 "completions/mean_length": "length", "completions/clipped_ratio": "truncated_share",
+                 "kl": "kl", "entropy": "entropy", "clip_ratio/region_mean": "clip_fraction"}
+
+
+@dataclass
+class GRPOResult(TrainResult):
+    """A GRPO run: the :class:`TrainResult` fields, the trained policy (adapters merged) and its size."""
+
+    policy: object = None
+    trainable_parameters: int = 0
+
+
+def checked_reward(fn: Callable) -> Callable:
+    """``fn`` wrapped so that a bad reward stops training with a clear message naming ``fn``.
+
+    TRL calls a reward function with ``prompts``, ``completions`` and the dataset's other columns
+    and expects one number (or ``None``) per completion. The wrapper keeps ``fn``'s name (TRL logs
+    each reward as ``rewards/<name>/mean``).
+    """
+    name = getattr(fn, "__name__", type(fn).__name__)
+
+    @functools.wraps(fn)
+    def reward(prompts, completions, **columns):
+        try:
+            scores = fn(prompts=prompts, completions=completions, **columns)
+        except Exception as error:
+            raise RuntimeError(f"reward function {name!r} raised {type(error).__name__}: {error}. It is called "
+                               "as fn(prompts, completions, **columns) with one completion per sampled answer "
+                               f"(columns here: {sorted(columns)}); fix it or drop it from reward_funcs") from error
+        try:
+            scores = list(scores)
+        except TypeError:
+            raise ValueError(f"reward function {name!r} returned {type(scores).__name__}; it must return a list "
+                             "with one number per completion") from None
+        if len(scores) != len(completions):
+            raise ValueError(f"reward function {name!r} returned {len(scores)} scores for {len(completions)} "
+                             "completions; it must return exactly one number per completion")
+        for i, score in enumerate(scores):
+            if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                      or math.isnan(float(score))):
+                raise ValueError(f"reward function {name!r} gave completion {i} the score {score!r}; scores "
+                                 "must be numbers (float), or None to leave a completion unscored")
+        return [None if s is None else float(s) for s in scores]
+
+    return reward
+
+
+def check_group_size(group_size: int, prompts_per_step: int = 1) -> None:
+    """A ``ValueError`` unless ``group_size`` is an integer ≥ 2 (GRPO compares answers within a group)."""
+    if isinstance(group_size, bool) or int(group_size) != group_size or group_size < 2:
+        raise ValueError(f"group size G must be an integer >= 2, got {group_size!r}: GRPO's advantage is an "
+                         "answer's reward minus its group's mean, so a group of one answer always has "
+                         "advantage 0 and teaches nothing (try G = 4 to 16)")
+    if isinstance(prompts_per_step, bool) or int(prompts_per_step) != prompts_per_step or prompts_per_step < 1:
+        raise ValueError(f"prompts per step must be an integer >= 1, got {prompts_per_step!r}")
+
+
+def prompts_dataset(rows: list[dict]) -> datasets.Dataset:
+    """The ``prompt`` and ``answer`` columns GRPOTrainer reads (``answer`` reaches the reward functions)."""
+    return datasets.Dataset.from_list([{"prompt": r["prompt"], "answer": str(r["answer"])} for r in rows])
+
+
+def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0) -> GRPOConfig:
+    """The TRL ``GRPOConfig`` for our stage config: G answers per prompt, ε, β, one update per batch."""
+    check_group_size(config.group_size, config.prompts_per_step)
+    args = common_args(output_dir=output_dir, steps=config.steps,
+                       batch_size=config.group_size * config.prompts_per_step,
+                       lr=config.lora_lr if config.lora_rank else config.lr, warmup_steps=config.warmup_steps,
+                       seed=seed)
+    args["logging_steps"] = max(1, config.steps // 25)
+    return GRPOConfig(
+        num_generations=config.group_size,          # G answers sampled per prompt
+        max_completion_length=config.max_new_tokens,
+        temperature=config.temperature,             # sampling temperature (1 = the policy as it is)
+        epsilon=config.eps,                         # PPO clip range ε on the per-token ratio
+        beta=config.beta,                           # KL penalty toward the starting policy (0: none, no reference)
+        num_iterations=1,                           # one update per sampled batch (ratio = 1 at the update)
+        loss_type=config.loss_type,
+        scale_rewards="group",                      # (r − group mean) / group std, as in the GRPO paper
+        **args,
+    )
+
+
+def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable], config: GRPOStageConfig, *,
+               seed: int = 0, progress: bool = True, callback: Callable | None = None) -> GRPOResult:
+    """Train ``policy`` with GRPO on the prompts in ``rows`` (``prompt`` messages and ``answer``).
+
+    ``reward_funcs`` are scored and summed per answer (e.g. ``[correctness_reward]``). Full
+    fine-tuning trains ``policy`` in place; with ``config.lora_rank`` ≥ 1 TRL wraps it in adapters
+    and the returned policy has them merged in. With β > 0 and full fine-tuning TRL loads the
+    reference from the policy's checkpoint directory (``policy.config._name_or_path``); with LoRA
+    it switches the adapters off instead. ``callback(history)`` is called at every logged step.
+    """
+    check_group_size(config.group_size, config.prompts_per_step)
+    if not reward_funcs:
+        raise ValueError("no reward functions given: GRPO needs at least one, e.g. [labkit.rewards.correctness_reward]")
+    from labkit.world.problems import check_problem_rows
+
+    check_problem_rows(rows)
+    if config.beta > 0 and not config.lora_rank:
+        source = getattr(policy.config, "_name_or_path", "")
+        if not source or not Path(source).is_dir():
+            raise ValueError("GRPO with β > 0 and full fine-tuning needs the starting policy saved on disk (TRL loads "
+                             f"the reference from policy.config._name_or_path, here {source!r}): load the policy with "
+                             "labkit.checkpoint.load_checkpoint, or use β = 0 or LoRA (lora_rank >= 1)")
+    funcs = [checked_reward(f) for f in reward_funcs]
+    log_keys = {**GRPO_LOG_KEYS, **{f"rewards/{f.__name__}/mean": f.__name__ for f in funcs}}
+    data = prompts_dataset(rows)  # TRL draws prompts_per_step of them per step, reshuffled each pass
+    trainers = []
+
+    def make_trainer(output_dir, callbacks):
+        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed),
+                              train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
+                              peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
+        trainers.append(trainer)
+        return trainer
+
+    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc="GRPO",
+                     log_keys=log_keys)
+    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
+    trained = trainable_parameters(model)
+    if config.lora_rank:
+        model = merge_lora(model)
+    model.eval().requires_grad_(True)
+    return GRPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
+                      trainable_parameters=trained)

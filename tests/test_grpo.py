@@ -1,0 +1,109 @@
+"""GRPO with TRL: bad input is refused clearly, and train_grpo really trains, the same under the same seed."""
+import copy
+
+import pytest
+import torch
+
+from labkit.models import build_model, tiny_llama_config
+from labkit.presets import GRPOStageConfig
+from labkit.rewards import correctness_reward, length_reward
+from labkit.stages import add_answer_marker
+from labkit.train.grpo import checked_reward, check_group_size, train_grpo
+from labkit.world.problems import MARKER, problems
+
+CONFIG = GRPOStageConfig(group_size=4, prompts_per_step=2, steps=2, warmup_steps=0, max_new_tokens=6, lr=5e-2,
+                         eval_problems=4)
+ROWS = problems("train", 8)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def marked(tok):
+    """A copy of the session tokenizer with the answer marker, and a tiny policy that has a row for it."""
+    tokenizer = copy.deepcopy(tok)
+    policy = build_model(tiny_llama_config(len(tokenizer), 16, 1, 2, 32, 128, tokenizer), seed=0)
+    added = add_answer_marker(policy, tokenizer)
+    return policy, tokenizer, added
+
+
+def test_the_marker_is_one_new_token_and_moves_no_other(tok, marked):
+    policy, tokenizer, added = marked
+    assert added == [len(tok)] and tokenizer.convert_tokens_to_ids(MARKER) == len(tok)
+    assert {w: i for w, i in tokenizer.get_vocab().items() if w != MARKER} == tok.get_vocab()
+    assert policy.get_input_embeddings().weight.shape[0] == len(tok) + 1
+    assert tokenizer.decode(tokenizer("9 - 2 = 7 . #### 7", add_special_tokens=False)["input_ids"]) == "9 - 2 = 7 . #### 7"
+    assert add_answer_marker(policy, tokenizer) == []  # a second call adds nothing
+
+
+def test_group_size_below_two_is_refused():
+    with pytest.raises(ValueError, match="group size G must be an integer >= 2, got 1"):
+        check_group_size(1)
+    with pytest.raises(ValueError, match="GRPOStageConfig.group_size must be an integer >= 2"):
+        GRPOStageConfig(group_size=1)
+    with pytest.raises(ValueError, match="loss_type"):
+        GRPOStageConfig(loss_type="ppo")
+    check_group_size(2)
+
+
+def test_a_bad_reward_function_is_named_in_the_error():
+    completions = ["#### 3", "1 + 2 = 3 . #### 3"]
+
+    def broken(prompts, completions, **_):
+        raise KeyError("score")
+
+    def short(prompts, completions, **_):
+        return [1.0]
+
+    def nan(prompts, completions, **_):
+        return [float("nan"), 0.0]
+
+    with pytest.raises(RuntimeError, match="reward function 'broken' raised KeyError"):
+        checked_reward(broken)(prompts=["p", "p"], completions=completions)
+    with pytest.raises(ValueError, match="'short' returned 1 scores for 2 completions"):
+        checked_reward(short)(prompts=["p", "p"], completions=completions)
+    with pytest.raises(ValueError, match="'nan' gave completion 0 the score nan"):
+        checked_reward(nan)(prompts=["p", "p"], completions=completions)
+    wrapped = checked_reward(correctness_reward)
+    assert wrapped.__name__ == "correctness_reward"  # TRL logs rewards/<name>/mean
+    assert wrapped(prompts=["p", "p"], completions=completions, answer=["3", "4"]) == [1.0, 0.0]
+
+
+def _run(marked, seed=0, **changes):
+    policy, tokenizer, _ = marked
+    policy = copy.deepcopy(policy)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    config = GRPOStageConfig(**{**CONFIG.__dict__, **changes})
+    result = train_grpo(policy, tokenizer, ROWS, [length_reward], config, seed=seed, progress=False)
+    return start, result
+
+
+def test_two_grpo_steps_change_the_policy_and_repeat_exactly_under_the_same_seed(marked):
+    start, first = _run(marked)
+    _, second = _run(marked)
+    assert first.steps == 2 and len(first.history) == 2
+    moved = max(float((first.policy.state_dict()[k] - v).abs().max()) for k, v in start.items())
+    assert moved > 1e-3
+    for k, v in first.policy.state_dict().items():
+        assert torch.equal(v, second.policy.state_dict()[k]), k
+    assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
+    point = first.history[-1]
+    assert {"reward", "reward_std", "zero_std_share", "length", "length_reward"} <= set(point)
+    assert 0 <= point["zero_std_share"] <= 1 and point["length"] > 0
+
+
+def test_lora_grpo_trains_adapters_only_and_merges_them(marked):
+    start, result = _run(marked, lora_rank=2, lora_lr=5e-2)
+    full = sum(v.numel() for v in start.values())
+    assert 0 < result.trainable_parameters < full / 4
+    assert set(result.policy.state_dict()) == set(start)  # merged: a plain model again
+    moved = max(float((result.policy.state_dict()[k] - v).abs().max()) for k, v in start.items())
+    assert moved > 1e-4
+
+
+def test_rows_without_answers_are_refused_before_training(marked):
+    policy, tokenizer, _ = marked
+    with pytest.raises(ValueError, match="line 2: no 'answer'"):
+        train_grpo(policy, tokenizer, [ROWS[0], {"prompt": ROWS[1]["prompt"]}], [correctness_reward], CONFIG,
+                   progress=False)
+    with pytest.raises(ValueError, match="no reward functions"):
+        train_grpo(policy, tokenizer, ROWS, [], CONFIG, progress=False)
