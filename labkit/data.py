@@ -21,9 +21,25 @@ INSTRUCTION_FILES = {"train_sample": 20, "validation": 50, "test": 100}  # split
 PREFERENCE_FILES = {"train_sample": 200, "test": 2_000}  # split -> labelled pairs
 RANKING_FILE_SIZE = 200                                  # rankings of four responses
 DEMONSTRATION_FILE_SIZE = 200                            # SFT demonstrations of the preference task
+PROBLEM_FILES = {"train_sample": 200, "test": 500}       # split -> word problems committed
 # The SFT policy's mean gold reward on the held-out alignment prompts, as measured by
 # `python -m labkit pipeline --preset cpu --stages sft` (report key sft.gold_reward); the card quotes it.
 SFT_GOLD_REWARD_CPU = -0.625
+# The word-problem policies on the 500 held-out problems, as measured by
+# `python -m labkit pipeline --preset cpu --stages sft_math,grpo` on a 2-core CPU (report keys in
+# the comments; greedy = greedy decoding, sampled = one answer per problem at temperature 1);
+# the problems card quotes them.
+PROBLEMS_CPU = {
+    "sft_accuracy": 0.066,              # sft_math.base_accuracy: the SFT policy before sft_math, greedy
+    "sft_math_accuracy": 0.452,         # sft_math.accuracy: greedy
+    "sft_math_sampled_accuracy": 0.344,  # sft_math.sampled_accuracy
+    "sft_math_worked_share": 0.254,     # sft_math.worked_share: sampled answers that show working
+    "sft_math_worked_accuracy": 0.465,  # sft_math.worked_accuracy: right among those that show working
+    "sft_math_bare_accuracy": 0.303,    # sft_math.bare_accuracy: right among bare '#### N' answers
+    "grpo_accuracy": 0.694,             # grpo.accuracy: greedy
+    "grpo_sampled_accuracy": 0.580,     # grpo.sampled_accuracy
+    "grpo_worked_share": 0.974,         # grpo.worked_share
+}
 
 
 class JSONLError(ValueError):
@@ -165,7 +181,100 @@ def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
                               for i in range(DEMONSTRATION_FILE_SIZE)])
     written.append(out / "preferences" / "README.md")
     written[-1].write_text(_preferences_card(), encoding="utf-8")
+
+    for split, split_rows in problem_files().items():
+        written.append(out / "problems" / f"{split}.jsonl")
+        write_jsonl(written[-1], split_rows)
+    written.append(out / "problems" / "README.md")
+    written[-1].write_text(_problems_card(), encoding="utf-8")
     return written
+
+
+def problem_files() -> dict[str, list[dict]]:
+    """The committed word problems: the first ``sft_math`` demonstrations (as the ``cpu`` preset
+    makes them, most without working) and the held-out problems, with worked solutions."""
+    from labkit.presets import get_preset
+    from labkit.world import problems
+
+    cpu = get_preset("cpu")
+    return {"train_sample": problems.problems("train", PROBLEM_FILES["train_sample"], seed=cpu.world_seed,
+                                              worked_share=cpu.sft_math.worked_share),
+            "test": problems.problems("test", PROBLEM_FILES["test"], seed=cpu.world_seed)}
+
+
+def _problems_card() -> str:
+    from labkit.presets import get_preset
+    from labkit.world import problems
+
+    cpu = get_preset("cpu")
+    rows = problem_files()
+    sample = rows["train_sample"]
+    worked = sum(r["messages"][-1]["content"] != f"{problems.MARKER} {r['answer']}" for r in sample)
+    steps = {k: sum(r["steps"] == k for r in rows["test"]) for k in (2, 3)}
+    example = rows["test"][0]
+    grpo, m = cpu.grpo, PROBLEMS_CPU
+    grpo_start = cpu.sft_math.train_problems
+    grpo_end = grpo_start + grpo.steps * grpo.prompts_per_step
+    return f"""# problems — word problems with one numeric answer, for GRPO
+
+Short word problems about the synthetic village: a person starts with some goods, then buys more,
+is given some, gives some away or eats some, and the question asks how many they have now. Each has
+two or three such steps, and every number in it, the intermediate totals too, lies between 0 and
+{problems.MAX_NUMBER}. Each step is a sum or difference that lab 02's SFT policy already gets right on its own;
+the hard part for a small model is doing two or three in a row. Made by
+`labkit/world/problems.py` (seed {cpu.world_seed}).
+
+| file | problems | what for |
+|---|---|---|
+| `train_sample.jsonl` | {len(sample):,} | the first demonstrations of the `sft_math` stage, exactly as it sees them (`cpu` preset) |
+| `test.jsonl` | {len(rows['test']):,} | the held-out problems every policy is judged on (worked solutions) |
+
+A worked answer writes one line of arithmetic per step and ends with the final number after
+`{problems.MARKER}` (the GSM8K convention); the correctness reward reads the number after the last `{problems.MARKER}`
+(`labkit.rewards.extract_final_answer`) and compares it with `answer`:
+
+    {example['prompt'][0]['content']}
+    {example['solution']}
+
+`{problems.MARKER}` is not a word of the village, so the word-level tokenizer does not know it: the
+`sft_math` stage adds it to the tokenizer as one new token (`labkit.stages.add_answer_marker`).
+
+Fields: `id` (`split-problem-index`); `category` (`word_problem`); `steps` (2 or 3); `prompt` (the
+user message alone, what GRPO samples answers to); `messages` (the user message and the
+demonstrator's answer); `solution` (the worked answer); `answer` (the final number, a string).
+
+Splits. The `train` and `test` splits are drawn from separate random streams, and held-out problems
+are never trained on (the tests check that no held-out prompt is among the first 12,000 training
+prompts). The `cpu` preset's `sft_math` stage learns from the first {grpo_start:,} training problems;
+GRPO then trains on the training problems that follow them (problems {grpo_start:,} to {grpo_end - 1:,}: {grpo.steps}
+steps of {grpo.prompts_per_step}), new problems whose answers it is never shown. Problem *i* of a split is the same
+however many are generated. Of the held-out problems, {steps[2]} have two steps and {steps[3]} three.
+
+Imperfect demonstrators. Only {cpu.sft_math.worked_share:.0%} of the `sft_math` demonstrations show the working
+(`messages`); the rest give only `{problems.MARKER} N` ({worked} of the {len(sample)} in `train_sample.jsonl` show it). `solution`
+always holds the worked answer. The SFT policy imitates the mix: it mostly answers without working,
+and is right less often when it skips the working than when it writes it out.
+
+Starting point and what GRPO does, measured with
+`python -m labkit pipeline --preset cpu --stages sft_math,grpo` on a 2-core CPU (on `test.jsonl`;
+greedy decoding, and one answer sampled per problem at temperature 1):
+
+- the SFT policy before the word-problem SFT: {m['sft_accuracy']:.1%} right (greedy)
+- the `sft_math` policy: {m['sft_math_accuracy']:.1%} right greedy, {m['sft_math_sampled_accuracy']:.1%} with one sampled answer.
+  Sampled answers show working {m['sft_math_worked_share']:.1%} of the time; they are right {m['sft_math_worked_accuracy']:.1%} of the time
+  when they do and {m['sft_math_bare_accuracy']:.1%} when they give the bare answer.
+- after GRPO ({grpo.steps} steps, G = {grpo.group_size} answers per problem, {grpo.prompts_per_step} problems per step, rewarded only for
+  the exact final answer): {m['grpo_accuracy']:.1%} right greedy, {m['grpo_sampled_accuracy']:.1%} sampled, and {m['grpo_worked_share']:.1%} of sampled
+  answers show working.
+
+Nothing rewards the working itself; GRPO finds out from the final answers alone that working pays.
+It can, because the answers in a group differ: some are right and some wrong. Lab 02's one-step
+arithmetic is the contrast: the SFT policy solves every in-range problem there, so all the answers
+in a group get the same reward and GRPO has no signal to learn from.
+
+How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
+files equal the generator's output.
+"""
 
 
 def _preferences_card() -> str:

@@ -736,3 +736,109 @@ def sigmoid_slip_figure(u: float = 0.3) -> go.Figure:
     fig.add_vline(x=u, line={"color": "#444", "dash": "dot", "width": 1.5})
     fig.update_yaxes(range=[0, 1.05])
     return fig
+
+
+# ------------------------------------------------------------------------------- GRPO
+
+GRPO_PANELS = (("reward", "reward mean (training problems)", "mean reward per answer"),
+               ("reward_std", "reward std within groups", "standard deviation"),
+               ("zero_std_share", "groups with zero variance", "share of groups (no signal)"),
+               ("length", "answer length", "tokens per answer"))
+
+
+def grpo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] | None = None,
+                title: str = "GRPO training (live)") -> go.Figure:
+    """Four panels against the optimiser step, from TRL's logged statistics
+    (:func:`labkit.train.grpo.train_grpo`'s history): the mean reward of the sampled answers, its
+    spread within a group, the share of groups whose answers all scored the same (their advantage
+    is zero: they teach nothing), and the mean answer length."""
+    fig = run_curves(runs, GRPO_PANELS, x_title="optimiser step (count)", title=title, faded=faded)
+    for col in (1, 3):
+        fig.update_yaxes(range=[-0.03, 1.03], row=1, col=col)
+    return fig
+
+
+def accuracy_before_after(table, title: str = "Held-out accuracy: the SFT policy → after GRPO",
+                          before: str = "SFT accuracy", after: str = "accuracy", label: str = "run") -> go.Figure:
+    """One arrow per run from the starting policy's held-out accuracy to the trained policy's."""
+    rows = _rows(table)
+    fig = _figure(title, "run", "exact-answer accuracy on held-out problems (share)",
+                  yaxis=dict(range=[0, 1], tickformat=".0%"))
+    names = [f"{label} {r[label]}" if label in r else str(i + 1) for i, r in enumerate(rows)]
+    fig.add_trace(go.Scatter(x=names, y=[r[before] for r in rows], mode="markers", name="before (SFT policy)",
+                             marker=dict(size=12, color=UNIGRAM_COLOR)))
+    fig.add_trace(go.Scatter(x=names, y=[r[after] for r in rows], mode="markers+text", name="after training",
+                             text=[f"{r[after]:.0%}" for r in rows], textposition="middle right",
+                             marker=dict(size=14, color=COLORS[0])))
+    for name, r in zip(names, rows):
+        fig.add_annotation(x=name, y=r[after], ax=name, ay=r[before], xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=2, arrowwidth=2, arrowcolor=COLORS[0], text="")
+    return fig
+
+
+def length_hacking_figure(runs: Mapping[str, "object"],
+                          title: str = "Reward hacking by length: answers grow, accuracy does not") -> go.Figure:
+    """Two GRPO runs side by side (``runs``: reward name -> :class:`labkit.experiments.Run`).
+
+    Left: answer length during training. Middle: the share of right answers among the sampled
+    training answers (for the length run this is logged but not rewarded). Right: held-out
+    accuracy (greedy) of the starting policy and of each trained policy.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.1,
+                        subplot_titles=["answer length (training)", "right answers (training samples)",
+                                        "held-out accuracy (greedy)"])
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=420,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=70, r=30, t=90, b=110))
+    for i, (reward, run) in enumerate(runs.items()):
+        color = COLORS[i % len(COLORS)]
+        steps = [h["step"] for h in run.history]
+        fig.add_trace(go.Scatter(x=steps, y=[h.get("length") for h in run.history], mode="lines+markers",
+                                 name=f"rewarded for {reward}", legendgroup=reward, line=dict(color=color)),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=steps, y=[h.get("correctness_reward") for h in run.history], mode="lines+markers",
+                                 name=f"rewarded for {reward}", legendgroup=reward, showlegend=False,
+                                 line=dict(color=color)), row=1, col=2)
+        fig.add_trace(go.Bar(x=["SFT policy", "after GRPO"], y=[run.row["SFT accuracy"], run.row["accuracy"]],
+                             name=f"rewarded for {reward}", legendgroup=reward, showlegend=False, marker_color=color,
+                             text=[f"{run.row['SFT accuracy']:.0%}", f"{run.row['accuracy']:.0%}"],
+                             textposition="outside"), row=1, col=3)
+    fig.update_xaxes(title_text="optimiser step (count)", row=1, col=1)
+    fig.update_xaxes(title_text="optimiser step (count)", row=1, col=2)
+    fig.update_yaxes(title_text="tokens per answer", row=1, col=1)
+    fig.update_yaxes(title_text="share right", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="share right", range=[0, 1.1], row=1, col=3)
+    return fig
+
+
+def signal_figure(table, title: str = "Where a group of answers carries a learning signal") -> go.Figure:
+    """Stacked bars per kind of problem (:func:`labkit.experiments.grpo.signal_check`'s table):
+    groups all right, all wrong (both: zero variance, zero advantage) and mixed (the only ones GRPO
+    learns from)."""
+    rows = _rows(table.reset_index() if hasattr(table, "reset_index") else table)
+    names = [r["problems"] for r in rows]
+    mixed = [1 - r["all right"] - r["all wrong"] for r in rows]
+    fig = _figure(title, "kind of problem (policy)", "share of groups", barmode="stack",
+                  yaxis=dict(range=[0, 1.05], tickformat=".0%"), legend=dict(orientation="h", y=-0.35),
+                  margin=dict(b=150), height=460)
+    for key, values, color in (("all right (no signal)", [r["all right"] for r in rows], FLOOR_COLOR),
+                               ("all wrong (no signal)", [r["all wrong"] for r in rows], COLORS[1]),
+                               ("mixed (learns)", mixed, COLORS[0])):
+        fig.add_trace(go.Bar(x=names, y=values, name=key, marker_color=color,
+                             text=[f"{v:.0%}" for v in values], textposition="inside"))
+    return fig
+
+
+def grpo_group_figure(table) -> go.Figure:
+    """Bars of each answer's GRPO advantage in one group (:func:`labkit.widgets.grpo_group_table`),
+    green for right answers, red for wrong ones."""
+    rows = _rows(table)
+    right = sum(r["reward"] == 1 for r in rows)
+    fig = _figure(f"GRPO advantages in one group: {right} of {len(rows)} answers right",
+                  "answer in the group", "advantage (r − mean) / (std + 1e-4)", yaxis=dict(range=[-3, 3]))
+    fig.add_trace(go.Bar(x=[r["answer"] for r in rows], y=[r["advantage"] for r in rows], name="advantage",
+                         marker_color=[FLOOR_COLOR if r["reward"] == 1 else COLORS[1] for r in rows],
+                         text=[f"{r['advantage']:+.2f}" for r in rows], textposition="outside"))
+    fig.add_hline(y=0, line=dict(color="grey", width=1))
+    return fig

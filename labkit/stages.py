@@ -450,11 +450,12 @@ def train_sft_math_stage(preset: Preset, inputs: dict[str, Path], progress: bool
     return StageOutput(model, tokenizer, metrics, result.history)
 
 
-def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list | None = None, progress: bool = False,
-             callback: Callable | None = None) -> dict:
+def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list | None = None,
+             reward_weights: list[float] | None = None, progress: bool = False, callback: Callable | None = None) -> dict:
     """GRPO from the checkpoint in ``start_dir`` (the ``sft_math`` policy) on the training word problems.
 
-    ``reward_funcs`` default to ``[labkit.rewards.correctness_reward]``; ``config`` to the preset's.
+    ``reward_funcs`` default to ``[labkit.rewards.correctness_reward]`` (``reward_weights``: see
+    :func:`~labkit.train.grpo.train_grpo`); ``config`` to the preset's.
     The policy is judged before and after on the held-out problems, never trained on. Returns
     ``result`` (:class:`~labkit.train.grpo.GRPOResult`), ``before`` and ``after``
     (:class:`~labkit.evaluate.ProblemEvaluation`), ``tokenizer`` and ``metrics`` (the stage's
@@ -474,8 +475,8 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
     # problems start after them (new problems, same distribution; the answers are never shown).
     train = word_problems.problems("train", config.steps * config.prompts_per_step, seed=preset.world_seed,
                                    start=preset.sft_math.train_problems)
-    result = train_grpo(policy, tokenizer, train, reward_funcs, config, seed=preset.seed, progress=progress,
-                        callback=callback)
+    result = train_grpo(policy, tokenizer, train, reward_funcs, config, reward_weights=reward_weights, seed=preset.seed,
+                        progress=progress, callback=callback)
     after = evaluate_problems(result.policy, tokenizer, test, max_new_tokens=max_new, seed=preset.seed)
     zero = [h["zero_std_share"] for h in result.history if "zero_std_share" in h]
     metrics = {
@@ -489,7 +490,7 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "group_size": config.group_size, "prompts_per_step": config.prompts_per_step, "eps": config.eps,
         "beta": config.beta, "lora_rank": config.lora_rank, "test_problems": len(test),
-        "rewards": [getattr(f, "__name__", str(f)) for f in reward_funcs],
+        "rewards": [getattr(f, "__name__", str(f)) for f in reward_funcs], "reward_weights": reward_weights,
     }
     return {"result": result, "before": before, "after": after, "tokenizer": tokenizer, "metrics": metrics}
 

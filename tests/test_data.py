@@ -45,3 +45,23 @@ def test_card_states_the_floor_of_the_file():
     card = (data.DATASETS_DIR / "stories" / "README.md").read_text()
     floor = world.entropy_stats(world.corpus("validation", 1000))["entropy_floor"]
     assert f"entropy floor (mean conditional entropy): {floor:.4f}" in card
+
+
+def test_problem_files_are_the_stages_problems():
+    from labkit.presets import get_preset
+    from labkit.world import problems
+
+    cpu = get_preset("cpu")
+    sample = data.read_jsonl(data.DATASETS_DIR / "problems" / "train_sample.jsonl")
+    assert sample == problems.problems("train", data.PROBLEM_FILES["train_sample"], seed=cpu.world_seed,
+                                       worked_share=cpu.sft_math.worked_share)
+    test = data.read_jsonl(data.DATASETS_DIR / "problems" / "test.jsonl")
+    assert test == problems.problems("test", data.PROBLEM_FILES["test"], seed=cpu.world_seed)
+    assert not {r["prompt"][0]["content"] for r in test} & {r["prompt"][0]["content"] for r in sample}
+
+
+def test_problems_card_quotes_the_measured_numbers():
+    card = (data.DATASETS_DIR / "problems" / "README.md").read_text()
+    assert card == data._problems_card()
+    for value in data.PROBLEMS_CPU.values():
+        assert f"{value:.1%}" in card

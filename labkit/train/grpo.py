@@ -93,8 +93,12 @@ def prompts_dataset(rows: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_list([{"prompt": r["prompt"], "answer": str(r["answer"])} for r in rows])
 
 
-def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0) -> GRPOConfig:
-    """The TRL ``GRPOConfig`` for our stage config: G answers per prompt, ε, β, one update per batch."""
+def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
+                reward_weights: list[float] | None = None) -> GRPOConfig:
+    """The TRL ``GRPOConfig`` for our stage config: G answers per prompt, ε, β, one update per batch.
+
+    ``reward_weights`` weigh the reward functions in the sum (default 1 each); a weight of 0 logs a
+    reward without training on it."""
     check_group_size(config.group_size, config.prompts_per_step)
     args = common_args(output_dir=output_dir, steps=config.steps,
                        batch_size=config.group_size * config.prompts_per_step,
@@ -110,15 +114,19 @@ def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0) -> GRPO
         num_iterations=1,                           # one update per sampled batch (ratio = 1 at the update)
         loss_type=config.loss_type,
         scale_rewards="group",                      # (r − group mean) / group std, as in the GRPO paper
+        reward_weights=reward_weights,
         **args,
     )
 
 
 def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable], config: GRPOStageConfig, *,
-               seed: int = 0, progress: bool = True, callback: Callable | None = None) -> GRPOResult:
+               reward_weights: list[float] | None = None, seed: int = 0, progress: bool = True,
+               callback: Callable | None = None) -> GRPOResult:
     """Train ``policy`` with GRPO on the prompts in ``rows`` (``prompt`` messages and ``answer``).
 
-    ``reward_funcs`` are scored and summed per answer (e.g. ``[correctness_reward]``). Full
+    ``reward_funcs`` are scored and summed per answer (e.g. ``[correctness_reward]``), weighted by
+    ``reward_weights`` if given (a weight of 0 only logs that reward, e.g. correctness while
+    training on length). Full
     fine-tuning trains ``policy`` in place; with ``config.lora_rank`` ≥ 1 TRL wraps it in adapters
     and the returned policy has them merged in. With β > 0 and full fine-tuning TRL loads the
     reference from the policy's checkpoint directory (``policy.config._name_or_path``); with LoRA
@@ -136,13 +144,16 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
             raise ValueError("GRPO with β > 0 and full fine-tuning needs the starting policy saved on disk (TRL loads "
                              f"the reference from policy.config._name_or_path, here {source!r}): load the policy with "
                              "labkit.checkpoint.load_checkpoint, or use β = 0 or LoRA (lora_rank >= 1)")
+    if reward_weights is not None and len(reward_weights) != len(reward_funcs):
+        raise ValueError(f"{len(reward_weights)} reward weights for {len(reward_funcs)} reward functions: give one "
+                         "weight per function")
     funcs = [checked_reward(f) for f in reward_funcs]
     log_keys = {**GRPO_LOG_KEYS, **{f"rewards/{f.__name__}/mean": f.__name__ for f in funcs}}
     data = prompts_dataset(rows)  # TRL draws prompts_per_step of them per step, reshuffled each pass
     trainers = []
 
     def make_trainer(output_dir, callbacks):
-        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed),
+        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed, reward_weights),
                               train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
                               peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
         trainers.append(trainer)

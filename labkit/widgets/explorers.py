@@ -448,3 +448,59 @@ def dpo_gradient_table(beta: float, seed: int = 0):
                "formula_gap": gap("formula"), "finite_difference_gap": gap("finite_difference"),
                "slide_gap": gap("slide")}
     return table, summary
+
+
+# ------------------------------------------------------------------------------- GRPO's group advantage
+
+def grpo_group_table(group_size: int = 8, right: int = 1):
+    """One group of ``group_size`` answers of which ``right`` are right (reward 1) and the rest wrong (0).
+
+    Columns: ``answer`` (1..G), ``reward``, and ``advantage`` as GRPO computes it
+    (:func:`labkit.losses.grpo_advantages`: reward minus the group mean, over the group's unbiased
+    std + 1e-4). With ``right`` 0 or G every advantage is 0: the group teaches nothing.
+    """
+    import pandas as pd
+    import torch
+
+    from labkit.losses import grpo_advantages
+
+    check_range("group size G", group_size, 2, 64, integer=True)
+    check_range("right answers in the group", right, 0, group_size, integer=True)
+    rewards = torch.tensor([1.0] * right + [0.0] * (group_size - right))
+    advantages = grpo_advantages(rewards, group_size)
+    return pd.DataFrame({"answer": range(1, group_size + 1), "reward": rewards.tolist(),
+                         "advantage": advantages.tolist()})
+
+
+class GRPOGroupExplorer(SliderExplorer):
+    """A slider over how many of a group's G answers are right: each answer's GRPO advantage."""
+
+    def __init__(self, group_size: int = 8, right: int = 1):
+        self.group_size = group_size
+        super().__init__(_slider(W.IntSlider, right, 0, group_size, 1, f"right answers of G = {group_size}",
+                                 continuous_update=False), right)
+
+    def compute(self, right: int) -> dict:
+        table = grpo_group_table(self.group_size, int(right))
+        return {"right": int(right), "table": table,
+                "right_advantage": float(table.loc[table.reward == 1, "advantage"].iloc[0]) if right else None,
+                "wrong_advantage": float(table.loc[table.reward == 0, "advantage"].iloc[0])
+                if right < self.group_size else None}
+
+    def readout_html(self, right: int, values: dict) -> str:
+        g = self.group_size
+        if right in (0, g):
+            return (f"<b>{right} of {g} right: every reward is {'1' if right else '0'}, the group's std is 0, and "
+                    "every advantage is 0.</b> This group teaches nothing, however many answers it has.")
+        plus, minus = (f"{values[k]:+.3f}".replace("-", "−") for k in ("right_advantage", "wrong_advantage"))
+        return (f"<b>{right} of {g} right</b>: mean reward {right / g:.3f}; each right answer gets advantage "
+                f"<b>{plus}</b>, each wrong one <b>{minus}</b>. "
+                "The advantages sum to 0: the group's mean is the baseline a critic would otherwise learn.")
+
+    def make_figure(self, right: int, values: dict):
+        return plots.grpo_group_figure(values["table"])
+
+
+def grpo_group_explorer(group_size: int = 8, right: int = 1) -> GRPOGroupExplorer:
+    """The group-advantage explorer of lab 07 (G = 8, one right answer to start)."""
+    return GRPOGroupExplorer(group_size, right)

@@ -498,3 +498,62 @@ class DPOPanel(RunPanel):
 def dpo_panel(preset: Preset | str | None = None) -> DPOPanel:
     """The DPO run panel of lab 06 for ``preset`` (default: the active preset)."""
     return DPOPanel(_as_preset(preset))
+
+
+# ------------------------------------------------------------------------------- lab 07: GRPO
+
+class GRPOPanel(RunPanel):
+    """Lab 07: sliders group size G, clip range ε and KL penalty β + Train: real GRPO runs, compared.
+
+    Each run starts from the ``sft_math`` policy and trains on the word problems with the exact-answer
+    reward (the ``grpo`` stage's recipe with these settings; the number of problems per step stays
+    the preset's, so a larger G samples more answers per step and takes longer). Live curves:
+    reward mean and spread, the share of zero-variance groups, answer length; a figure of held-out
+    accuracy before and after each run; the table. ``panel.last["after"]`` holds the last run's
+    held-out answers.
+    """
+
+    COLUMNS = ["G", "ε", "β", "accuracy", "SFT accuracy", "sampled accuracy", "shows working", "length",
+               "zero-variance groups", "seconds", "seconds per step"]
+
+    def __init__(self, preset: Preset | None = None):
+        self.preset = p = preset or get_preset()
+        sliders = {
+            "group_size": W.SelectionSlider(options=[2, 4, 8, 16], value=p.grpo.group_size if p.grpo.group_size in
+                                            (2, 4, 8, 16) else 8, description="group size G",
+                                            continuous_update=False),
+            "eps": W.FloatSlider(value=p.grpo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
+                                 continuous_update=False),
+            "beta": W.FloatSlider(value=p.grpo.beta, min=0.0, max=0.2, step=0.01, description="KL penalty β",
+                                  continuous_update=False),
+        }
+        super().__init__(f"GRPO run panel — preset {p.name}", sliders, self._run, curves=self._curves,
+                         summary=self._summary, columns=self.COLUMNS,
+                         formats={"ε": "{:.2f}", "β": "{:.2f}", "accuracy": "{:.1%}", "SFT accuracy": "{:.1%}",
+                                  "sampled accuracy": "{:.1%}", "shows working": "{:.0%}", "length": "{:.1f}",
+                                  "zero-variance groups": "{:.0%}", "seconds per step": "{:.2f}"},
+                         headline=["accuracy", "SFT accuracy", "shows working"],
+                         run_label=lambda s: f"G {s['group_size']}, ε {s['eps']:.2f}, β {s['beta']:.2f}",
+                         intro="Choose settings and press <b>Train</b>. Each run starts from the word-problem SFT "
+                               f"policy ({p.grpo.steps} steps of {p.grpo.prompts_per_step} problems × G answers).")
+
+    def _progress_text(self, point: dict) -> str:
+        return (f"step {point['step']}: reward {point.get('reward', 0):.2f}, zero-variance groups "
+                f"{point.get('zero_std_share', 0):.0%}, length {point.get('length', 0):.1f}")
+
+    def _curves(self, runs: dict, faded: dict):
+        return plots.grpo_curves(runs, faded, title="GRPO runs (live)")
+
+    def _summary(self, table):
+        return plots.accuracy_before_after(table, title="Each run: held-out accuracy before → after GRPO")
+
+    def _run(self, settings: dict, on_history) -> Run:
+        from labkit.experiments.grpo import grpo_experiment
+
+        return grpo_experiment(int(settings["group_size"]), float(settings["eps"]), float(settings["beta"]),
+                               preset=self.preset, callback=on_history)
+
+
+def grpo_panel(preset: Preset | str | None = None) -> GRPOPanel:
+    """The GRPO run panel of lab 07 for ``preset`` (default: the active preset)."""
+    return GRPOPanel(_as_preset(preset))

@@ -1,0 +1,142 @@
+"""Lab 07's GRPO runs: the run panel's single runs, reward hacking by length, and where groups carry a signal.
+
+Each run starts from the cached ``sft_math`` policy (the SFT policy after learning the word
+problems from demonstrators who mostly skip the working) and calls :func:`labkit.stages.run_grpo`,
+the ``grpo`` stage's recipe, with some settings changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from labkit import checkpoint, pipeline
+from labkit.experiments import Run
+from labkit.losses import grpo_advantages
+from labkit.presets import Preset, get_preset
+from labkit.rewards import correctness_reward, extract_final_answer, length_reward
+from labkit.stages import run_grpo
+
+REWARDS = {"correctness": ([correctness_reward], None),
+           # the length reward alone; correctness is computed and logged (weight 0) to watch it not rise
+           "length": ([length_reward, correctness_reward], [1.0, 0.0])}
+
+
+def grpo_experiment(group_size: int | None = None, eps: float | None = None, beta: float | None = None,
+                    rank: int | None = None, lr: float | None = None, preset: Preset | None = None, *,
+                    reward: str = "correctness", steps: int | None = None, progress: bool = False,
+                    callback: Callable | None = None) -> Run:
+    """One GRPO run from the ``sft_math`` policy, as the ``grpo`` stage does it with some settings changed.
+
+    ``group_size`` (G), ``eps`` (clip range), ``beta`` (KL penalty), ``rank`` (0 = full fine-tuning,
+    else LoRA rank), ``lr`` (for full fine-tuning and LoRA alike) and ``steps`` replace the preset's
+    GRPO settings; ``None`` keeps them. ``reward`` is ``"correctness"`` (the exact final answer)
+    or ``"length"`` (answer length alone, the hackable one; correctness is still logged). The row
+    holds the settings and the held-out results before and after; outputs hold both evaluations,
+    the trained policy and the metrics.
+    """
+    if reward not in REWARDS:
+        raise ValueError(f"Unknown reward {reward!r}; choose from {', '.join(REWARDS)}")
+    preset = preset or get_preset()
+    changes = {"group_size": group_size, "eps": eps, "beta": beta, "lora_rank": rank, "steps": steps}
+    if lr is not None:
+        changes.update(lr=lr, lora_lr=lr)
+    config = dataclasses.replace(preset.grpo, **{k: v for k, v in changes.items() if v is not None})
+    funcs, weights = REWARDS[reward]
+    run = run_grpo(preset, pipeline.ensure("sft_math", preset, progress=progress), config, reward_funcs=funcs,
+                   reward_weights=weights, progress=progress, callback=callback)
+    return Run(row=_row(reward, config, run["metrics"]), history=run["result"].history,
+               outputs={"before": run["before"], "after": run["after"], "policy": run["result"].policy,
+                        "tokenizer": run["tokenizer"], "metrics": run["metrics"]})
+
+
+def _row(reward: str, config, m: dict) -> dict:
+    """A run's table row: its settings and its held-out results before and after."""
+    return {"reward": reward, "G": config.group_size, "ε": config.eps, "β": config.beta, "rank": config.lora_rank,
+           "lr": config.lora_lr if config.lora_rank else config.lr, "accuracy": m["accuracy"],
+           "SFT accuracy": m["sft_accuracy"], "sampled accuracy": m["sampled_accuracy"],
+           "SFT sampled accuracy": m["sft_sampled_accuracy"], "shows working": m["worked_share"],
+           "length": m["length"], "zero-variance groups": m["zero_std_share"], "seconds": m["train_seconds"],
+           "seconds per step": m["seconds_per_step"], "trainable parameters": m["trainable_parameters"]}
+
+
+def stage_run(preset: Preset | None = None, *, progress: bool = False) -> Run:
+    """The ``grpo`` stage's run (trained once and cached) as a :class:`Run`, beside the lab's own runs."""
+    import json
+
+    preset = preset or get_preset()
+    meta = json.loads((pipeline.ensure("grpo", preset, progress=progress) / "labkit.json").read_text())
+    return Run(row=_row("correctness", preset.grpo, meta["metrics"]), history=meta["history"],
+               outputs={"metrics": meta["metrics"]})
+
+
+def length_hacking(preset: Preset | None = None, *, progress: bool = False) -> dict[str, Run]:
+    """Two GRPO runs with the same settings: one rewarded for the right answer (the ``grpo`` stage's
+    run), one for length alone (trained here; correctness is logged beside it, unrewarded).
+
+    Returns ``{"correctness": Run, "length": Run}``. Under the length reward answers grow toward the
+    length limit while held-out accuracy does not rise with them.
+    """
+    preset = preset or get_preset()
+    return {"correctness": stage_run(preset, progress=progress),
+            "length": grpo_experiment(preset=preset, reward="length", progress=progress)}
+
+
+# ------------------------------------------------------------------------------- where is the signal?
+
+def _groups(policy, tokenizer, rows: list[dict], answers: list[str], group_size: int, seed: int,
+            max_new_tokens: int) -> dict:
+    """Sample ``group_size`` answers per row; score them by the exact answer; GRPO's view of them."""
+    from labkit.evaluate import sample_answers
+
+    samples = sample_answers(policy, tokenizer, rows, n=group_size, seed=seed, max_new_tokens=max_new_tokens)
+    expected = [a for a in answers for _ in range(group_size)]
+    rewards = torch.tensor(correctness_reward(None, samples.answers, answer=expected))
+    groups = rewards.view(-1, group_size)
+    advantages = grpo_advantages(rewards, group_size)
+    return {"accuracy": float(rewards.mean()), "zero_variance_share": float((groups.std(dim=1) == 0).float().mean()),
+            "all_right": float((groups.min(dim=1).values == 1).float().mean()),
+            "all_wrong": float((groups.max(dim=1).values == 0).float().mean()),
+            "mean_abs_advantage": float(advantages.abs().mean()), "samples": samples, "rewards": rewards}
+
+
+def signal_check(preset: Preset | None = None, *, group_size: int | None = None, n_prompts: int = 64,
+                 progress: bool = False) -> pd.DataFrame:
+    """How often a group of G sampled answers carries a learning signal, on three kinds of problem.
+
+    - lab 02's one-step ``arithmetic`` (start 2 to 9), which the SFT policy learned: all right;
+    - the same one-step problems started at 10 to 19 (a domain shift): the SFT policy is all wrong;
+    - the word problems, from the ``sft_math`` policy: some right, some wrong.
+
+    GRPO's advantage is zero for every answer of a group whose rewards are all equal, so only the
+    mixed groups teach. One row per kind: accuracy, the share of zero-variance groups (all right or
+    all wrong) and the mean |advantage|.
+    """
+    from labkit.stages import problem_rows
+    from labkit.world.tasks import shifted_arithmetic, task_split
+
+    preset = preset or get_preset()
+    group_size = group_size or preset.grpo.group_size
+    sft_policy, sft_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=progress))
+    math_policy, math_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft_math", preset, progress=progress))
+
+    def as_prompts(rows):
+        prompts = [{"prompt": [m for m in r["messages"] if m["role"] == "user"]} for r in rows]
+        return prompts, [extract_final_answer(r["answer"]) for r in rows]
+
+    one_step = as_prompts(task_split("test", n_prompts, seed=preset.world_seed, categories=("arithmetic",)))
+    shifted = as_prompts(shifted_arithmetic("test", n_prompts, seed=preset.world_seed))
+    words = problem_rows(preset, "test", n_prompts)
+    cases = [("one-step arithmetic, start 2-9 (SFT policy)", sft_policy, sft_tokenizer, *one_step),
+             ("one-step arithmetic, start 10-19 (SFT policy)", sft_policy, sft_tokenizer, *shifted),
+             ("word problems, 2-3 steps (sft_math policy)", math_policy, math_tokenizer, words,
+              [r["answer"] for r in words])]
+    table = []
+    for name, policy, tokenizer, rows, answers in cases:
+        found = _groups(policy, tokenizer, rows, answers, group_size, preset.seed, preset.sft_math.max_new_tokens)
+        table.append({"problems": name, "G": group_size, "accuracy": found["accuracy"],
+                      "zero-variance groups": found["zero_variance_share"], "all right": found["all_right"],
+                      "all wrong": found["all_wrong"], "mean |advantage|": found["mean_abs_advantage"]})
+    return pd.DataFrame(table).set_index("problems")
