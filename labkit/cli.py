@@ -5,6 +5,7 @@
     python -m labkit data check            # verify datasets/ equals the generator's output
     python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
     python -m labkit bench ppo             # PPO rollout tokens/s, seconds per iteration, memory full vs LoRA
+    python -m labkit bench grpo            # GRPO vs PPO at the same answers per step: seconds per step, memory
     python -m labkit notebooks checked     # store the outputs of the cells nbval compares
 """
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _bench(args) -> int:
     if args.what == "ppo":
         result = {"speed": [bench.bench_ppo(args.preset, iterations=args.steps or 5, rank=r) for r in (0, 8)],
                   "memory": bench.ppo_memory(args.preset)}
+    elif args.what == "grpo":
+        result = bench.bench_grpo(args.preset, steps=args.steps or 5)
     else:
         result = bench.bench_pretrain(args.preset, steps=args.steps or 30)
     print(json.dumps(result, indent=2))
@@ -124,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_data)
 
     b = sub.add_parser("bench", help="speed benchmarks (not part of the tests)")
-    b.add_argument("what", choices=["pretrain", "ppo"])
+    b.add_argument("what", choices=["pretrain", "ppo", "grpo"])
     b.add_argument("--preset", default="cpu", help="preset whose model and data are used")
     b.add_argument("--steps", type=int, default=None,
-                   help="steps timed for each loop (pretrain, default 30) or PPO iterations (ppo, default 5)")
+                   help="steps timed for each loop (pretrain, default 30), PPO iterations (ppo, default 5) "
+                        "or GRPO steps and PPO iterations each (grpo, default 5)")
     b.set_defaults(func=_bench)
 
     n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT)")
