@@ -268,7 +268,9 @@ class GRPOStageConfig:
 
     group_size: int = 8             # G: answers sampled per prompt, compared with each other (>= 2)
     prompts_per_step: int = 16      # problems per optimiser step; batch = prompts x G answers
-    steps: int = 100                # optimiser steps (one sampled batch each)
+    steps: int = 100                # optimiser steps; a new batch is sampled every `iterations` of them
+    iterations: int = 1             # μ: updates on each sampled batch (TRL's num_iterations); at 1 the ratio is 1
+                                    # at the update, so ε never binds; more = more updates per sample
     lr: float = 3e-4                # learning rate (AdamW, linear decay) of full fine-tuning (lora_rank 0)
     lora_lr: float = 3e-3           # learning rate with LoRA adapters
     lora_rank: int = 0              # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r
@@ -281,7 +283,7 @@ class GRPOStageConfig:
     eval_problems: int = 500        # held-out problems judged before and after
 
     def __post_init__(self):
-        _at_least(self, 1, "prompts_per_step", "steps", "max_new_tokens", "eval_problems")
+        _at_least(self, 1, "prompts_per_step", "steps", "iterations", "max_new_tokens", "eval_problems")
         _at_least(self, 0, "lora_rank", "beta", "warmup_steps")
         if isinstance(self.group_size, bool) or int(self.group_size) != self.group_size or self.group_size < 2:
             raise ValueError(f"GRPOStageConfig.group_size must be an integer >= 2, got {self.group_size!r}: GRPO "

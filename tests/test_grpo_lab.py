@@ -45,15 +45,17 @@ def test_group_explorer_readout_and_figure_follow_the_slider():
 
 def test_grpo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
     panel = widgets.grpo_panel("smoke")
-    assert list(panel.sliders) == ["group_size", "eps", "beta"]
+    assert list(panel.sliders) == ["group_size", "eps", "beta", "iterations"]
     for settings, message in [({"group_size": 1}, "group size G must be a whole number between 2 and 16"),
                               ({"eps": 0.9}, "clip range ε must be a number between 0.05 and 0.5"),
-                              ({"beta": 0.5}, "KL penalty β must be a number between 0.0 and 0.2")]:
+                              ({"beta": 0.5}, "KL penalty β must be a number between 0.0 and 0.2"),
+                              ({"iterations": 5}, "updates per batch μ must be a whole number between 1 and 4")]:
         with pytest.raises(ValueError, match=message):
             panel.train_once(**settings)
     assert panel.runs == []
     row = panel.train_once(group_size=4, eps=0.3)
-    assert row["G"] == 4 and row["ε"] == pytest.approx(0.3) and row["β"] == 0.0
+    assert row["G"] == 4 and row["ε"] == pytest.approx(0.3) and row["β"] == 0.0 and row["μ"] == 1
+    assert row["clipped"] == 0  # μ = 1: the ratio is exactly 1 at the update, nothing to clip
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["SFT accuracy"] <= 1 and 0 <= row["zero-variance groups"] <= 1
     assert list(panel.runs_table().columns) == widgets.GRPOPanel.COLUMNS
     curves = panel.curves_figure()
@@ -61,6 +63,8 @@ def test_grpo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
     summary = panel.figure()
     assert summary.data[0].y[0] == pytest.approx(row["SFT accuracy"]) and summary.data[1].y[0] == pytest.approx(row["accuracy"])
     assert panel.last["after"].answers.shape[0] == get_preset("smoke").grpo.eval_problems
+    second = panel.train_once(iterations=2, eps=0.05)  # the batch is reused: the second update is off-policy
+    assert second["μ"] == 2 and second["clipped"] is not None and len(panel.runs) == 2
 
 
 def test_signal_check_counts_groups_that_teach_nothing():

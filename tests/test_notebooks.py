@@ -142,3 +142,15 @@ def test_lab06_derives_dpo_and_runs_every_part():
                  "losses.dpo_loss", 'pipeline.metrics("reward")', "dpo_panel", "onpolicy_pairs", "label_agreement",
                  "dpo_experiment("]:
         assert call in code, f"lab 06 should run {call}"
+
+
+def test_lab07_shows_the_signal_and_runs_every_part():
+    text, code = _text_and_code("07_grpo.ipynb")
+    for figure in ["A_i = (r_i − mean(r)) / (std(r) + 1e-4)", "+2.474", "−0.353", "teaches nothing",
+                   "imperfect demonstrators", "no reward model", "no critic"]:
+        assert figure in text, f"lab 07 should mention {figure!r}"
+    for call in ["rewards.extract_final_answer", "rewards.correctness_reward", "rewards.format_reward",
+                 "rewards.length_reward", "grpo_group_table(8, right)", "grpo_group_explorer", "signal_check",
+                 'pipeline.metrics("grpo"', "grpo_curves", "evaluate_problems", "grpo_panel", "length_hacking",
+                 "length_hacking_figure", "bench.bench_grpo"]:
+        assert call in code, f"lab 07 should run {call}"

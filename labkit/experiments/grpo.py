@@ -26,12 +26,13 @@ REWARDS = {"correctness": ([correctness_reward], None),
 
 def grpo_experiment(group_size: int | None = None, eps: float | None = None, beta: float | None = None,
                     rank: int | None = None, lr: float | None = None, preset: Preset | None = None, *,
-                    reward: str = "correctness", steps: int | None = None, progress: bool = False,
-                    callback: Callable | None = None) -> Run:
+                    iterations: int | None = None, reward: str = "correctness", steps: int | None = None,
+                    progress: bool = False, callback: Callable | None = None) -> Run:
     """One GRPO run from the ``sft_math`` policy, as the ``grpo`` stage does it with some settings changed.
 
     ``group_size`` (G), ``eps`` (clip range), ``beta`` (KL penalty), ``rank`` (0 = full fine-tuning,
-    else LoRA rank), ``lr`` (for full fine-tuning and LoRA alike) and ``steps`` replace the preset's
+    else LoRA rank), ``lr`` (for full fine-tuning and LoRA alike), ``iterations`` (μ, updates per
+    sampled batch) and ``steps`` replace the preset's
     GRPO settings; ``None`` keeps them. ``reward`` is ``"correctness"`` (the exact final answer)
     or ``"length"`` (answer length alone, the hackable one; correctness is still logged). The row
     holds the settings and the held-out results before and after; outputs hold both evaluations,
@@ -40,25 +41,30 @@ def grpo_experiment(group_size: int | None = None, eps: float | None = None, bet
     if reward not in REWARDS:
         raise ValueError(f"Unknown reward {reward!r}; choose from {', '.join(REWARDS)}")
     preset = preset or get_preset()
-    changes = {"group_size": group_size, "eps": eps, "beta": beta, "lora_rank": rank, "steps": steps}
+    changes = {"group_size": group_size, "eps": eps, "beta": beta, "lora_rank": rank, "steps": steps,
+               "iterations": iterations}
     if lr is not None:
         changes.update(lr=lr, lora_lr=lr)
     config = dataclasses.replace(preset.grpo, **{k: v for k, v in changes.items() if v is not None})
     funcs, weights = REWARDS[reward]
     run = run_grpo(preset, pipeline.ensure("sft_math", preset, progress=progress), config, reward_funcs=funcs,
                    reward_weights=weights, progress=progress, callback=callback)
-    return Run(row=_row(reward, config, run["metrics"]), history=run["result"].history,
+    return Run(row=_row(reward, config, run["metrics"], run["result"].history), history=run["result"].history,
                outputs={"before": run["before"], "after": run["after"], "policy": run["result"].policy,
                         "tokenizer": run["tokenizer"], "metrics": run["metrics"]})
 
 
-def _row(reward: str, config, m: dict) -> dict:
-    """A run's table row: its settings and its held-out results before and after."""
-    return {"reward": reward, "G": config.group_size, "ε": config.eps, "β": config.beta, "rank": config.lora_rank,
+def _row(reward: str, config, m: dict, history: list[dict]) -> dict:
+    """A run's table row: its settings, its held-out results before and after, and the share of
+    tokens whose ratio the clip caught (mean over logged steps; 0 when μ = 1)."""
+    clipped = [h["clip_fraction"] for h in history if h.get("clip_fraction") is not None]
+    return {"reward": reward, "G": config.group_size, "ε": config.eps, "β": config.beta, "μ": config.iterations,
+            "rank": config.lora_rank,
            "lr": config.lora_lr if config.lora_rank else config.lr, "accuracy": m["accuracy"],
            "SFT accuracy": m["sft_accuracy"], "sampled accuracy": m["sampled_accuracy"],
            "SFT sampled accuracy": m["sft_sampled_accuracy"], "shows working": m["worked_share"],
-           "length": m["length"], "zero-variance groups": m["zero_std_share"], "seconds": m["train_seconds"],
+           "length": m["length"], "zero-variance groups": m["zero_std_share"],
+           "clipped": sum(clipped) / len(clipped) if clipped else None, "seconds": m["train_seconds"],
            "seconds per step": m["seconds_per_step"], "trainable parameters": m["trainable_parameters"]}
 
 
@@ -68,7 +74,7 @@ def stage_run(preset: Preset | None = None, *, progress: bool = False) -> Run:
 
     preset = preset or get_preset()
     meta = json.loads((pipeline.ensure("grpo", preset, progress=progress) / "labkit.json").read_text())
-    return Run(row=_row("correctness", preset.grpo, meta["metrics"]), history=meta["history"],
+    return Run(row=_row("correctness", preset.grpo, meta["metrics"], meta["history"]), history=meta["history"],
                outputs={"metrics": meta["metrics"]})
 
 

@@ -111,7 +111,7 @@ def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
         temperature=config.temperature,             # sampling temperature (1 = the policy as it is)
         epsilon=config.eps,                         # PPO clip range ε on the per-token ratio
         beta=config.beta,                           # KL penalty toward the starting policy (0: none, no reference)
-        num_iterations=1,                           # one update per sampled batch (ratio = 1 at the update)
+        num_iterations=config.iterations,           # μ updates per sampled batch (at 1 the ratio is 1: ε never binds)
         loss_type=config.loss_type,
         scale_rewards="group",                      # (r − group mean) / group std, as in the GRPO paper
         reward_weights=reward_weights,

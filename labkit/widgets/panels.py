@@ -503,7 +503,9 @@ def dpo_panel(preset: Preset | str | None = None) -> DPOPanel:
 # ------------------------------------------------------------------------------- lab 07: GRPO
 
 class GRPOPanel(RunPanel):
-    """Lab 07: sliders group size G, clip range ε and KL penalty β + Train: real GRPO runs, compared.
+    """Lab 07: sliders group size G, clip range ε, KL penalty β and updates per batch μ + Train: real
+    GRPO runs, compared. (At μ = 1 the policy that sampled a batch is the one updated on it, so the
+    ratio is 1 and ε has nothing to clip: the table's ``clipped`` column shows it.)
 
     Each run starts from the ``sft_math`` policy and trains on the word problems with the exact-answer
     reward (the ``grpo`` stage's recipe with these settings; the number of problems per step stays
@@ -513,8 +515,8 @@ class GRPOPanel(RunPanel):
     held-out answers.
     """
 
-    COLUMNS = ["G", "ε", "β", "accuracy", "SFT accuracy", "sampled accuracy", "shows working", "length",
-               "zero-variance groups", "seconds", "seconds per step"]
+    COLUMNS = ["G", "ε", "β", "μ", "accuracy", "SFT accuracy", "sampled accuracy", "shows working", "length",
+               "zero-variance groups", "clipped", "seconds", "seconds per step"]
 
     def __init__(self, preset: Preset | None = None):
         self.preset = p = preset or get_preset()
@@ -526,14 +528,16 @@ class GRPOPanel(RunPanel):
                                  continuous_update=False),
             "beta": W.FloatSlider(value=p.grpo.beta, min=0.0, max=0.2, step=0.01, description="KL penalty β",
                                   continuous_update=False),
+            "iterations": W.IntSlider(value=p.grpo.iterations, min=1, max=4, description="updates per batch μ",
+                                      continuous_update=False),
         }
         super().__init__(f"GRPO run panel — preset {p.name}", sliders, self._run, curves=self._curves,
                          summary=self._summary, columns=self.COLUMNS,
                          formats={"ε": "{:.2f}", "β": "{:.2f}", "accuracy": "{:.1%}", "SFT accuracy": "{:.1%}",
                                   "sampled accuracy": "{:.1%}", "shows working": "{:.0%}", "length": "{:.1f}",
-                                  "zero-variance groups": "{:.0%}", "seconds per step": "{:.2f}"},
+                                  "zero-variance groups": "{:.0%}", "clipped": "{:.2%}", "seconds per step": "{:.2f}"},
                          headline=["accuracy", "SFT accuracy", "shows working"],
-                         run_label=lambda s: f"G {s['group_size']}, ε {s['eps']:.2f}, β {s['beta']:.2f}",
+                         run_label=lambda s: f"G {s['group_size']}, ε {s['eps']:.2f}, β {s['beta']:.2f}, μ {s['iterations']}",
                          intro="Choose settings and press <b>Train</b>. Each run starts from the word-problem SFT "
                                f"policy ({p.grpo.steps} steps of {p.grpo.prompts_per_step} problems × G answers).")
 
@@ -551,7 +555,7 @@ class GRPOPanel(RunPanel):
         from labkit.experiments.grpo import grpo_experiment
 
         return grpo_experiment(int(settings["group_size"]), float(settings["eps"]), float(settings["beta"]),
-                               preset=self.preset, callback=on_history)
+                               preset=self.preset, iterations=int(settings["iterations"]), callback=on_history)
 
 
 def grpo_panel(preset: Preset | str | None = None) -> GRPOPanel:
