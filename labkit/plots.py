@@ -762,8 +762,7 @@ def accuracy_before_after(table, title: str = "Held-out accuracy: the SFT policy
                           before: str = "SFT accuracy", after: str = "accuracy", label: str = "run") -> go.Figure:
     """One arrow per run from the starting policy's held-out accuracy to the trained policy's."""
     rows = _rows(table)
-    fig = _figure(title, "run", "exact-answer accuracy on held-out problems (share)",
-                  yaxis=dict(range=[0, 1], tickformat=".0%"))
+    fig = _figure(title, "run", "held-out accuracy (exact answer)", yaxis=dict(range=[0, 1], tickformat=".0%"))
     names = [f"{label} {r[label]}" if label in r else str(i + 1) for i, r in enumerate(rows)]
     fig.add_trace(go.Scatter(x=names, y=[r[before] for r in rows], mode="markers", name="before (SFT policy)",
                              marker=dict(size=12, color=UNIGRAM_COLOR)))
