@@ -1,10 +1,11 @@
 """What every TRL-based trainer shares: the common arguments, one progress bar and history, quiet
 training, and one result type.
 
-SFT and reward modelling use it now; DPO and GRPO (TRL's ``DPOTrainer`` and ``GRPOTrainer``) plug
-into the same three pieces: :func:`common_args` for the arguments every stage sets the same way,
-:func:`run_trl` to build a trainer, train it quietly and collect its history, and
-:class:`TrainResult` for what comes back.
+SFT, reward modelling, DPO and GRPO (TRL's ``SFTTrainer``, ``RewardTrainer``, ``DPOTrainer`` and
+``GRPOTrainer``) all use the same pieces: :func:`common_args` for the arguments every stage sets the
+same way, :func:`run_trl` to build a trainer, train it quietly and collect its history,
+:func:`train_policy` for what the policy trainers (DPO, GRPO) do after it (unwrap, count, merge
+LoRA adapters), and :class:`TrainResult` for what comes back.
 """
 from __future__ import annotations
 
@@ -131,3 +132,30 @@ def run_trl(make_trainer: Callable, model, *, seed: int, progress: bool, callbac
         seconds = quiet_train(trainer)
     model.eval()
     return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+
+
+def train_policy(build: Callable, policy, *, lora_rank: int, seed: int, progress: bool, callback: Callable | None,
+                 desc: str, log_keys: Mapping[str, str] | None = None) -> tuple[TrainResult, object, int]:
+    """Train ``policy`` with the TRL trainer ``build(output_dir, callbacks)`` makes (see :func:`run_trl`).
+
+    What the policy-training stages (DPO, GRPO) share after training: take the trained model out of
+    the trainer's wrappers, count its trainable parameters, and with LoRA (``lora_rank`` ≥ 1, the
+    trainer wrapped the policy in adapters) merge the adapters back in. Returns the
+    :class:`TrainResult`, the plain trained model (eval mode, gradients on) and the trainable count.
+    """
+    from labkit.lora import merge_lora, trainable_parameters
+
+    trainers = []
+
+    def make_trainer(output_dir, callbacks):
+        trainers.append(build(output_dir, callbacks))
+        return trainers[-1]
+
+    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc=desc,
+                     log_keys=log_keys)
+    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
+    trained = trainable_parameters(model)
+    if lora_rank:
+        model = merge_lora(model)
+    model.eval().requires_grad_(True)
+    return result, model, trained

@@ -24,9 +24,9 @@ import torch
 from trl import DPOConfig, DPOTrainer
 
 from labkit.data import shared_prompt
-from labkit.lora import lora_config, merge_lora, trainable_parameters
+from labkit.lora import lora_config
 from labkit.presets import DPOStageConfig
-from labkit.train.common import TrainResult, common_args, run_trl, total_steps
+from labkit.train.common import TrainResult, common_args, total_steps, train_policy
 from labkit.train.reward import pairs_dataset
 
 # TRL's logged batch statistics -> the names in our history
@@ -109,23 +109,15 @@ def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, r
                          "starting (SFT) policy, or set lora_rank >= 1 to use the adapters-off model")
     if reference is not None:
         reference.eval().requires_grad_(False)
-    trainers = []
 
-    def make_trainer(output_dir, callbacks):
-        trainer = DPOTrainer(model=policy, ref_model=None if config.lora_rank else reference,
-                             args=dpo_config(config, len(rows), output_dir, seed), train_dataset=pairs_dataset(rows),
-                             processing_class=tokenizer, callbacks=callbacks,
-                             peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
-        trainers.append(trainer)
-        return trainer
+    def build(output_dir, callbacks):
+        return DPOTrainer(model=policy, ref_model=None if config.lora_rank else reference,
+                          args=dpo_config(config, len(rows), output_dir, seed), train_dataset=pairs_dataset(rows),
+                          processing_class=tokenizer, callbacks=callbacks,
+                          peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
 
-    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc="DPO",
-                     log_keys=DPO_LOG_KEYS)
-    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
-    trained = trainable_parameters(model)
-    if config.lora_rank:
-        model = merge_lora(model)
-    model.eval().requires_grad_(True)
+    result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
+                                          callback=callback, desc="DPO", log_keys=DPO_LOG_KEYS)
     return DPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
                      trainable_parameters=trained)
 

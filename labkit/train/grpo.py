@@ -25,9 +25,9 @@ from typing import Callable
 import datasets
 from trl import GRPOConfig, GRPOTrainer
 
-from labkit.lora import lora_config, merge_lora, trainable_parameters
+from labkit.lora import lora_config
 from labkit.presets import GRPOStageConfig
-from labkit.train.common import TrainResult, common_args, run_trl
+from labkit.train.common import TrainResult, common_args, train_policy
 
 # TRL's logged statistics (one value per logged step) -> the names in our history
 GRPO_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_share",
@@ -150,21 +150,13 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
     funcs = [checked_reward(f) for f in reward_funcs]
     log_keys = {**GRPO_LOG_KEYS, **{f"rewards/{f.__name__}/mean": f.__name__ for f in funcs}}
     data = prompts_dataset(rows)  # TRL draws prompts_per_step of them per step, reshuffled each pass
-    trainers = []
 
-    def make_trainer(output_dir, callbacks):
-        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed, reward_weights),
-                              train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
-                              peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
-        trainers.append(trainer)
-        return trainer
+    def build(output_dir, callbacks):
+        return GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed, reward_weights),
+                           train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
+                           peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
 
-    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc="GRPO",
-                     log_keys=log_keys)
-    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
-    trained = trainable_parameters(model)
-    if config.lora_rank:
-        model = merge_lora(model)
-    model.eval().requires_grad_(True)
+    result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
+                                          callback=callback, desc="GRPO", log_keys=log_keys)
     return GRPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
                       trainable_parameters=trained)
