@@ -3,7 +3,8 @@
 Files are JSON Lines (one JSON object per line), the format ``datasets.load_dataset("json", ...)``
 reads and the Hugging Face Hub uses for instruction and preference data. ``build_datasets`` writes
 them from the generator; a test checks the committed files are exactly what it writes.
-:func:`from_hh_rlhf` turns Anthropic's hh-rlhf transcripts into prompt / chosen / rejected messages.
+:func:`from_hh_rlhf` turns Anthropic's hh-rlhf transcripts into prompt / chosen / rejected messages;
+:func:`load_problems` reads word problems for GRPO from JSONL and :func:`from_gsm8k` converts GSM8K rows.
 """
 from __future__ import annotations
 
@@ -404,6 +405,57 @@ def _hh_turns(transcript: str) -> list[dict]:
         raise ValueError("an hh-rlhf transcript must start with 'Human: ' or '\\n\\nHuman: ' turns")
     roles = {"Human": "user", "Assistant": "assistant"}
     return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
+
+
+def load_problems(path: str | Path) -> list[dict]:
+    """Word problems from a JSONL file, one ``{"prompt": ..., "answer": ...}`` object per line.
+
+    ``prompt`` is the question (a string, or role/content messages); ``answer`` its final number.
+    A line that is not JSON, or a problem without a prompt or a numeric answer, stops loading with
+    a message naming the file and the line. String prompts become one user message, the layout
+    GRPO samples from.
+    """
+    from labkit.world.problems import check_problem_row
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give a JSONL file of problems, one JSON object per line "
+                                "with 'prompt' and 'answer'")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise JSONLError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}). "
+                                 "Each line must hold one problem, e.g. {\"prompt\": \"...\", \"answer\": \"12\"}") from None
+            row = dict(check_problem_row(row, f"{path}, line {number}"))
+            if isinstance(row["prompt"], str):
+                row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+            row["answer"] = str(row["answer"]).replace(",", "")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no problems in the file; GRPO needs prompts with a known numeric answer")
+    return rows
+
+
+def from_gsm8k(example: dict) -> dict:
+    """A GSM8K row (``question``; ``answer`` = worked solution ending ``#### 72``) as a GRPO problem.
+
+    Returns ``{"prompt": [user message], "answer": "72", "solution": ...}``; the final number is read
+    by :func:`labkit.rewards.extract_final_answer`, as the correctness reward will read replies.
+    """
+    from labkit.rewards import extract_final_answer
+
+    question, solution = example.get("question"), example.get("answer")
+    if not isinstance(question, str) or not isinstance(solution, str):
+        raise ValueError("a GSM8K example needs string 'question' and 'answer' fields")
+    final = extract_final_answer(solution)
+    if final is None:
+        raise ValueError(f"the GSM8K answer has no final number (expected '#### N' at the end): {solution[-80:]!r}")
+    return {"prompt": [{"role": "user", "content": question}], "answer": final, "solution": solution}
 
 
 def from_hh_rlhf(example: dict) -> dict:

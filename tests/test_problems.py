@@ -1,5 +1,6 @@
 """The word problems GRPO learns from: exact answers, the world's words, disjoint splits, clear errors."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,39 @@ def test_bad_problem_rows_get_clear_messages():
         check_problem_rows([])
     with pytest.raises(ValueError, match="Unknown split 'validation'"):
         problem("validation", 0)
+
+
+def test_problem_files_load_with_the_line_of_a_bad_problem(tmp_path):
+    from labkit.data import JSONLError, load_problems
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "tom has 3 apples and buys 2 . how many ?", "answer": "1,005"}\n\n'
+                    '{"prompt": [{"role": "user", "content": "how many ?"}], "answer": 4}\n', encoding="utf-8")
+    rows = load_problems(good)
+    assert rows[0]["prompt"] == [{"role": "user", "content": "tom has 3 apples and buys 2 . how many ?"}]
+    assert [r["answer"] for r in rows] == ["1005", "4"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "1"}\n\n{"prompt": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 3: no 'answer'"):  # the file's own line number
+        load_problems(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": \n', encoding="utf-8")
+    with pytest.raises(JSONLError, match=r"broken.jsonl, line 2: not valid JSON"):
+        load_problems(broken)
+    with pytest.raises(FileNotFoundError, match="give a JSONL file of problems"):
+        load_problems(tmp_path / "missing.jsonl")
+    # the committed held-out problems load as they are
+    committed = load_problems(Path(__file__).resolve().parent.parent / "datasets" / "problems" / "test.jsonl")
+    assert [r["answer"] for r in committed[:3]] == [r["answer"] for r in problems("test", 3)]
+
+
+def test_gsm8k_rows_become_problems():
+    from labkit.data import from_gsm8k
+
+    row = from_gsm8k({"question": "Natalia sold clips to 48 friends ...",
+                      "answer": "She sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"})
+    assert row["answer"] == "72" and row["prompt"][0] == {"role": "user", "content": "Natalia sold clips to 48 friends ..."}
+    with pytest.raises(ValueError, match="no final number"):
+        from_gsm8k({"question": "q", "answer": "no number"})
+    with pytest.raises(ValueError, match="string 'question' and 'answer'"):
+        from_gsm8k({"question": "q"})

@@ -89,27 +89,34 @@ def problems(split: str, n: int, seed: int = 0, start: int = 0, worked_share: fl
     return [problem(split, i, seed, worked_share=worked_share) for i in range(start, start + n)]
 
 
-def check_problem_rows(rows: list[dict], where: str = "problems") -> list[dict]:
-    """``rows`` if each has a user prompt and a numeric ``answer``; else a ``ValueError`` naming the row.
+def check_problem_row(row: dict, where: str) -> dict:
+    """``row`` if it has a user prompt and a numeric ``answer``; else a ``ValueError`` that starts with ``where``.
 
     GRPO's correctness reward compares each sampled answer with the row's ``answer``: a row
-    without one could only ever score 0 and would teach nothing. ``where`` names the source in the
-    message (e.g. a file name); rows are numbered from 1 like a file's lines.
+    without one could only ever score 0 and would teach nothing.
     """
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a problem is a JSON object with 'prompt' and 'answer', got {type(row).__name__}")
+    if not row.get("prompt"):
+        raise ValueError(f"{where}: no 'prompt' (a string, or a list of role/content messages ending with the "
+                         f"user's question); got keys {sorted(row)}")
+    answer = row.get("answer")
+    if answer is None or str(answer).strip() == "":
+        raise ValueError(f"{where}: no 'answer'. Each problem needs its final numeric answer, e.g. "
+                         "\"answer\": \"12\", so the correctness reward can check a reply")
+    try:
+        float(str(answer).replace(",", ""))
+    except ValueError:
+        raise ValueError(f"{where}: the answer {answer!r} is not a number; the correctness reward compares "
+                         "numbers (write e.g. \"12\" or \"1,234\")") from None
+    return row
+
+
+def check_problem_rows(rows: list[dict], where: str = "problems") -> list[dict]:
+    """``rows`` if every one passes :func:`check_problem_row`; the message names the bad row
+    (numbered from 1, like a file's lines) and ``where`` they came from."""
     if not rows:
         raise ValueError(f"{where}: no problems given; GRPO needs prompts with a known numeric answer")
     for number, row in enumerate(rows, start=1):
-        prompt = row.get("prompt")
-        if not prompt:
-            raise ValueError(f"{where}, line {number}: no 'prompt' (a string, or a list of role/content "
-                             f"messages ending with the user's question); got keys {sorted(row)}")
-        answer = row.get("answer")
-        if answer is None or str(answer).strip() == "":
-            raise ValueError(f"{where}, line {number}: no 'answer'. Each problem needs its final numeric "
-                             "answer, e.g. \"answer\": \"12\", so the correctness reward can check a reply")
-        try:
-            float(str(answer).replace(",", ""))
-        except ValueError:
-            raise ValueError(f"{where}, line {number}: the answer {answer!r} is not a number; the "
-                             "correctness reward compares numbers (write e.g. \"12\" or \"1,234\")") from None
+        check_problem_row(row, f"{where}, line {number}")
     return rows
