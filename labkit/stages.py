@@ -461,8 +461,6 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
     (:class:`~labkit.evaluate.ProblemEvaluation`), ``tokenizer`` and ``metrics`` (the stage's
     report). The ``grpo`` stage and lab 07's runs call it.
     """
-    import resource
-
     from labkit.rewards import correctness_reward
 
     config = config or preset.grpo
@@ -487,7 +485,6 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
         "zero_std_share": sum(zero) / len(zero) if zero else None,
         "train_seconds": result.seconds, "seconds_per_step": result.seconds / max(1, result.steps),
         "steps": result.steps, "trainable_parameters": result.trainable_parameters,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "group_size": config.group_size, "prompts_per_step": config.prompts_per_step, "eps": config.eps,
         "beta": config.beta, "lora_rank": config.lora_rank, "test_problems": len(test),
         "rewards": [getattr(f, "__name__", str(f)) for f in reward_funcs], "reward_weights": reward_weights,
@@ -542,7 +539,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
     Stage("grpo", needs=("sft_math",), fields=("name", "world_seed", "sft_math", "grpo", "seed"),
           report=("seconds", "accuracy", "sft_accuracy", "sampled_accuracy", "sft_sampled_accuracy", "worked_share",
                   "sft_worked_share", "length", "sft_length", "zero_std_share", "train_seconds", "seconds_per_step",
-                  "steps", "trainable_parameters", "peak_rss_mb", "group_size", "prompts_per_step", "eps", "beta",
+                  "steps", "trainable_parameters", "group_size", "prompts_per_step", "eps", "beta",
                   "lora_rank"),
           train=train_grpo_stage),
 ]}
