@@ -226,6 +226,28 @@ def reward_model_fn(reward_model, tokenizer):
     return score
 
 
+def reward_model_reward(reward_model, tokenizer):
+    """The reward model as a reward function with TRL's signature, ``(prompts, completions, **columns)``.
+
+    GRPO can optimise a learned reward like any rule: each completion (an assistant message list,
+    or a string) is scored with its prompt messages. TRL logs it as ``rewards/reward_model/mean``.
+    """
+    def reward_model_score(prompts, completions, **_) -> list[float]:
+        responses = [c if isinstance(c, list) else [{"role": "assistant", "content": str(c)}] for c in completions]
+        return reward_scores(reward_model, tokenizer, list(prompts), responses).tolist()
+
+    reward_model_score.__name__ = "reward_model"
+    return reward_model_score
+
+
+def gold_reward(prompts, completions, place, count, **_) -> list[float]:
+    """The world's hidden gold reward with TRL's signature (the preference prompts' ``place`` and
+    ``count`` columns): to log, at weight 0, what a policy trained on another reward really earns."""
+    from labkit.rewards import completion_text
+
+    return [float(prefs.gold_reward(p, completion_text(c), n)) for c, p, n in zip(completions, place, count)]
+
+
 # ------------------------------------------------------------------------------------ best-of-n
 
 def best_of_n_kl(n: int) -> float:

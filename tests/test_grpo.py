@@ -107,3 +107,36 @@ def test_rows_without_answers_are_refused_before_training(marked):
                    progress=False)
     with pytest.raises(ValueError, match="no reward functions"):
         train_grpo(policy, tokenizer, ROWS, [], CONFIG, progress=False)
+
+
+def test_grpo_can_optimise_a_reward_model_on_the_preference_prompts(marked):
+    """A reward model is just another reward function to GRPO (the showdown's fair race with PPO);
+    the gold reward rides along at weight 0, logged and never trained on."""
+    from transformers import LlamaForSequenceClassification
+
+    from labkit.evaluate import gold_reward, reward_model_reward, reward_scores
+    from labkit.world import preferences as prefs
+
+    policy, tokenizer, _ = marked
+    config = tiny_llama_config(len(tokenizer), 16, 1, 2, 32, 128, tokenizer)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    reward_model = LlamaForSequenceClassification(config).eval()
+    rows = prefs.alignment_prompts("train")[:8]
+    score = reward_model_reward(reward_model, tokenizer)
+    answers = [[{"role": "assistant", "content": "fish , shells"}], [{"role": "assistant", "content": "ropes"}]]
+    prompts = [rows[0]["prompt"], rows[1]["prompt"]]
+    assert score.__name__ == "reward_model"
+    assert score(prompts, answers) == pytest.approx(reward_scores(reward_model, tokenizer, prompts, answers).tolist())
+    place, count = [r["place"] for r in rows[:2]], [r["count"] for r in rows[:2]]
+    assert gold_reward(prompts, answers, place=place, count=count) == [
+        prefs.gold_reward(p, a[0]["content"], n) for p, a, n in zip(place, answers, count)]
+    result = train_grpo(copy.deepcopy(policy), tokenizer, rows, [score, gold_reward], CONFIG,
+                        reward_weights=[1.0, 0.0], progress=False)
+    last = result.history[-1]
+    assert {"reward_model", "gold_reward"} <= set(last)
+    assert last["reward"] == pytest.approx(last["reward_model"], abs=1e-5)  # gold has weight 0
+    with pytest.raises(ValueError, match="2 reward weights for 1 reward functions"):
+        train_grpo(policy, tokenizer, rows, [score], CONFIG, reward_weights=[1.0, 0.0], progress=False)
+    with pytest.raises(ValueError, match="prompt row 2: no 'prompt'"):
+        train_grpo(policy, tokenizer, [rows[0], {"place": "bakery"}], [score], CONFIG, progress=False)

@@ -89,8 +89,13 @@ def check_group_size(group_size: int, prompts_per_step: int = 1) -> None:
 
 
 def prompts_dataset(rows: list[dict]) -> datasets.Dataset:
-    """The ``prompt`` and ``answer`` columns GRPOTrainer reads (``answer`` reaches the reward functions)."""
-    return datasets.Dataset.from_list([{"prompt": r["prompt"], "answer": str(r["answer"])} for r in rows])
+    """The columns GRPOTrainer reads: ``prompt``, plus every plain column of the rows (``answer`` as a
+    string; e.g. ``place`` and ``count`` of the preference prompts), which reach the reward functions."""
+    plain = (str, int, float, type(None))
+    columns = ["prompt"] + [k for k in rows[0] if k not in ("prompt", "messages")
+                            and all(isinstance(r.get(k), plain) for r in rows)]
+    return datasets.Dataset.from_list([{k: str(r[k]) if k == "answer" and r.get(k) is not None else r.get(k)
+                                        for k in columns} for r in rows])
 
 
 def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
@@ -124,7 +129,9 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
                callback: Callable | None = None) -> GRPOResult:
     """Train ``policy`` with GRPO on the prompts in ``rows`` (``prompt`` messages and ``answer``).
 
-    ``reward_funcs`` are scored and summed per answer (e.g. ``[correctness_reward]``), weighted by
+    ``rows`` need a ``prompt``; their other plain columns reach the reward functions (the correctness
+    reward needs ``answer``). ``reward_funcs`` are scored and summed per answer (e.g.
+    ``[correctness_reward]``, or :func:`labkit.evaluate.reward_model_reward`), weighted by
     ``reward_weights`` if given (a weight of 0 only logs that reward, e.g. correctness while
     training on length). Full
     fine-tuning trains ``policy`` in place; with ``config.lora_rank`` ≥ 1 TRL wraps it in adapters
@@ -135,9 +142,16 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
     check_group_size(config.group_size, config.prompts_per_step)
     if not reward_funcs:
         raise ValueError("no reward functions given: GRPO needs at least one, e.g. [labkit.rewards.correctness_reward]")
-    from labkit.world.problems import check_problem_rows
+    from labkit.world.problems import check_problem_row, check_problem_rows
 
-    check_problem_rows(rows)
+    if any(getattr(f, "__name__", "") == "correctness_reward" for f in reward_funcs):
+        check_problem_rows(rows)  # the correctness reward needs each problem's answer
+    elif not rows:
+        raise ValueError("no prompts given: GRPO samples its answers to prompts")
+    else:
+        for number, row in enumerate(rows, start=1):
+            if not row.get("prompt"):
+                check_problem_row(row, f"prompt row {number}")
     if config.beta > 0 and not config.lora_rank:
         source = getattr(policy.config, "_name_or_path", "")
         if not source or not Path(source).is_dir():
