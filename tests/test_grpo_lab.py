@@ -91,3 +91,10 @@ def test_length_hacking_trains_on_length_and_logs_correctness_unrewarded():
     assert len(fig.data) == 6 and fig.layout.yaxis.title.text == "tokens per answer"
     with pytest.raises(ValueError, match="Unknown reward 'format'"):
         grpo_runs.grpo_experiment(reward="format", preset=get_preset("smoke"))
+
+
+def test_grpo_on_the_reward_model_is_judged_like_ppo():
+    run = grpo_runs.grpo_on_reward_model(get_preset("smoke"), rank=2)
+    assert run.row["rank"] == 2 and 0 <= run.row["win rate"] <= 1 and run.row["trainable parameters"] > 0
+    assert {"reward_model", "gold_reward"} <= set(run.history[-1])
+    assert run.outputs["evaluation"].answers.shape[0] == 48 * get_preset("smoke").ppo.final_eval_samples

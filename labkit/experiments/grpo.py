@@ -146,3 +146,46 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
                       "zero-variance groups": found["zero_variance_share"], "all right": found["all_right"],
                       "all wrong": found["all_wrong"], "mean |advantage|": found["mean_abs_advantage"]})
     return pd.DataFrame(table).set_index("problems")
+
+
+# ------------------------------------------------------------------------------- GRPO on a learned reward
+
+def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = None, beta: float | None = None,
+                         steps: int | None = None, reward_stage: str = "reward", progress: bool = False,
+                         callback: Callable | None = None) -> Run:
+    """GRPO from the SFT policy against the reward model of ``reward_stage``, on PPO's training prompts.
+
+    A reward model is just another reward function to GRPO (:func:`labkit.evaluate.reward_model_reward`),
+    so this is the race lab 08 runs against PPO: same SFT policy, same reward model, same prompts,
+    judged the same way (held-out prompts, gold reward, win rate and KL vs the SFT policy). The gold
+    reward is logged beside the proxy at weight 0. Answers are as long as PPO's and the SFT stage's
+    evaluation allow (``preset.sft.max_new_tokens``); ``rank``, ``beta`` and ``steps`` replace the
+    preset's GRPO settings.
+    """
+    from labkit.evaluate import evaluate_policy, gold_reward, reward_model_reward
+    from labkit.stages import verdict
+    from labkit.train.grpo import train_grpo
+    from labkit.world import preferences as prefs
+
+    preset = preset or get_preset()
+    changes = {"lora_rank": rank, "beta": beta, "steps": steps}
+    config = dataclasses.replace(preset.grpo, max_new_tokens=preset.sft.max_new_tokens,
+                                 **{k: v for k, v in changes.items() if v is not None})
+    sft_dir = pipeline.ensure("sft", preset, progress=progress)
+    policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir)
+    reference, _, _ = checkpoint.load_checkpoint(sft_dir)
+    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure(reward_stage, preset,
+                                                                                   progress=progress))
+    result = train_grpo(policy, tokenizer, prefs.alignment_prompts("train"),
+                        [reward_model_reward(reward_model, reward_tokenizer), gold_reward], config,
+                        reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback)
+    heldout = prefs.alignment_prompts("heldout")
+    final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
+                            reward_tokenizer=reward_tokenizer, samples_per_prompt=preset.ppo.final_eval_samples,
+                            seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="GRPO", progress=progress)
+    m = verdict(final, heldout)
+    row = {"method": "GRPO on the reward model", "G": config.group_size, "β": config.beta, "rank": config.lora_rank,
+           "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
+           "proxy": final.proxy_reward, "seconds": result.seconds, "trainable parameters": result.trainable_parameters}
+    return Run(row=row, history=result.history, outputs={"evaluation": final, "policy": result.policy,
+                                                         "tokenizer": tokenizer, "metrics": m})
