@@ -486,7 +486,7 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
         "train_seconds": result.seconds, "seconds_per_step": result.seconds / max(1, result.steps),
         "steps": result.steps, "trainable_parameters": result.trainable_parameters,
         "group_size": config.group_size, "prompts_per_step": config.prompts_per_step, "eps": config.eps,
-        "beta": config.beta, "lora_rank": config.lora_rank, "test_problems": len(test),
+        "beta": config.beta, "iterations": config.iterations, "lora_rank": config.lora_rank, "test_problems": len(test),
         "rewards": [getattr(f, "__name__", str(f)) for f in reward_funcs], "reward_weights": reward_weights,
     }
     return {"result": result, "before": before, "after": after, "tokenizer": tokenizer, "metrics": metrics}
@@ -539,7 +539,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
     Stage("grpo", needs=("sft_math",), fields=("name", "world_seed", "sft_math", "grpo", "seed"),
           report=("seconds", "accuracy", "sft_accuracy", "sampled_accuracy", "sft_sampled_accuracy", "worked_share",
                   "sft_worked_share", "length", "sft_length", "zero_std_share", "train_seconds", "seconds_per_step",
-                  "steps", "trainable_parameters", "group_size", "prompts_per_step", "eps", "beta",
+                  "steps", "trainable_parameters", "group_size", "prompts_per_step", "eps", "beta", "iterations",
                   "lora_rank"),
           train=train_grpo_stage),
 ]}
