@@ -23,7 +23,7 @@ def _pipeline(args) -> int:
 
     preset = get_preset(args.preset)
     stages = [s.strip() for s in (args.stages or ",".join(pipeline.STAGES)).split(",") if s.strip()]
-    report = pipeline.run(stages, preset, args.report, progress=not args.quiet)
+    report = pipeline.run(stages, preset, args.report, progress=not args.quiet, fresh=args.fresh)
     print(json.dumps(report, indent=2))
     if args.report:
         print(f"\nreport written to {args.report} and {Path(args.report).with_suffix('.md')}",
@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated stages, e.g. pretrain,sft (default: every stage)")
     p.add_argument("--report", default=None, help="where to write the JSON report (a .md table goes beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--fresh", action="store_true",
+                   help="train the stages (and what they need) again even if cached; old checkpoints are replaced "
+                        "only when the new ones are complete")
     p.set_defaults(func=_pipeline)
 
     d = sub.add_parser("data", help="build or check the generated files in datasets/")
@@ -143,5 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        notes = "".join(f"\n{note}" for note in getattr(err, "__notes__", []))  # e.g. which stage failed
+        print(f"error: {err}{notes}", file=sys.stderr)
         return 2

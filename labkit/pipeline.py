@@ -44,23 +44,35 @@ def stage_dir(stage: str, preset: Preset | None = None) -> Path:
 
 
 def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = True,
-           callback: Callable | None = None) -> Path:
+           callback: Callable | None = None, rebuild: set[str] | None = None) -> Path:
     """Return the checkpoint directory of ``stage``, training it (and what it needs) if missing.
 
     ``callback(history)`` receives the live training history when the stage is trained here.
+    ``rebuild``: stages to train again even if cached (each once: a stage is removed from the set
+    when it has been rebuilt); the new checkpoint replaces the old one only when complete. If a
+    stage fails, the error says which stage, and the stages that finished keep their checkpoints.
     """
     _check_stage(stage)
     preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
     path = stage_dir(stage, preset)
-    if checkpoint.is_complete(path):
+    if checkpoint.is_complete(path) and not (rebuild and stage in rebuild):
         return path
-    inputs = {need: ensure(need, preset, progress=progress) for need in STAGES[stage].needs}
+    inputs = {need: ensure(need, preset, progress=progress, rebuild=rebuild) for need in STAGES[stage].needs}
     start = time.perf_counter()
-    model, tokenizer, metrics, history = STAGES[stage].train(preset, inputs, progress, callback)
+    try:
+        model, tokenizer, metrics, history = STAGES[stage].train(preset, inputs, progress, callback)
+    except Exception as error:
+        if hasattr(error, "add_note"):  # Python >= 3.11: the original error, with where it happened
+            error.add_note(f"labkit: the {stage!r} stage failed (preset {preset.name}). Nothing was saved for it; "
+                           f"the stages that finished keep their checkpoints in {path.parent}, and a rerun "
+                           "continues from them.")
+        raise
     metrics["seconds"] = time.perf_counter() - start
     checkpoint.save_checkpoint(path, model, tokenizer, metadata={
         "stage": stage, "preset": preset.name, "key": stage_key(stage, preset),
         "config": dataclasses.asdict(preset), "metrics": metrics, "history": history})
+    if rebuild:
+        rebuild.discard(stage)
     return path
 
 
@@ -79,17 +91,19 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
 
 
 def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, fresh: bool = False) -> dict:
     """Run ``stages`` headless (building prerequisites) and return / write the metrics report.
 
-    Writes ``report_path`` (JSON) and a markdown table beside it (same name, ``.md``).
+    Writes ``report_path`` (JSON) and a markdown table beside it (same name, ``.md``). Cached stages
+    are reused; ``fresh=True`` trains ``stages`` and everything they need again, once each.
     """
     for stage in stages:
         _check_stage(stage)
     preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
     report = {"preset": preset.name, "device": str(runtime.device()), "stages": {}}
+    rebuild = _with_needs(stages) if fresh else None
     for stage in stages:
-        meta = json.loads((ensure(stage, preset, progress=progress) / "labkit.json").read_text())
+        meta = json.loads((ensure(stage, preset, progress=progress, rebuild=rebuild) / "labkit.json").read_text())
         report["stages"][stage] = {k: meta["metrics"][k] for k in STAGES[stage].report if k in meta["metrics"]}
     if report_path is not None:
         report_path = Path(report_path)
@@ -97,6 +111,18 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         report_path.with_suffix(".md").write_text(markdown_report(report))
     return report
+
+
+def _with_needs(stages: list[str]) -> set[str]:
+    """``stages`` and every stage they need, directly or not."""
+    found: set[str] = set()
+    todo = list(stages)
+    while todo:
+        stage = todo.pop()
+        if stage not in found:
+            found.add(stage)
+            todo.extend(STAGES[stage].needs)
+    return found
 
 
 def markdown_report(report: dict) -> str:

@@ -38,3 +38,15 @@ def test_committed_datasets_equal_the_generator():
     out = _run("data", "check")
     assert out.returncode == 0, out.stderr
     assert "match the generator" in out.stdout
+
+
+def test_pipeline_fresh_flag_retrains_a_cached_stage(tmp_path):
+    env = {"LABKIT_HOME": str(tmp_path / "home")}
+    args = ("pipeline", "--preset", "smoke", "--stages", "pretrain", "--quiet", "--report", str(tmp_path / "r.json"))
+    assert _run(*args, env=env).returncode == 0
+    first = json.loads((tmp_path / "r.json").read_text())["stages"]["pretrain"]["seconds"]
+    assert _run(*args, env=env).returncode == 0  # cached: the same checkpoint and report
+    assert json.loads((tmp_path / "r.json").read_text())["stages"]["pretrain"]["seconds"] == first
+    out = _run(*args, "--fresh", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["stages"]["pretrain"]["seconds"] != first  # trained again

@@ -185,3 +185,35 @@ def test_the_grpo_stage_reports_the_contract_keys_from_the_word_problem_policy(t
     assert len(meta["history"]) == smoke.grpo.steps
     assert {"reward", "reward_std", "zero_std_share", "length", "correctness_reward"} <= set(meta["history"][-1])
     assert pipeline.STAGES["grpo"].needs == ("sft_math",) and pipeline.STAGES["sft_math"].needs == ("sft",)
+
+
+def test_fresh_retrains_each_needed_stage_once_and_a_failure_names_its_stage(tmp_path, monkeypatch):
+    from labkit import stages
+
+    smoke = get_preset("smoke").replace(n_val_docs=40)  # its own cache keys
+    pipeline.run(["sft"], smoke, progress=False)
+    trained = []
+    real = {name: stage.train for name, stage in pipeline.STAGES.items()}
+    for name in ("pretrain", "sft"):
+        def counting(preset, inputs, progress, callback, _name=name):
+            trained.append(_name)
+            return real[_name](preset, inputs, progress, callback)
+        monkeypatch.setitem(pipeline.STAGES, name, dataclasses.replace(pipeline.STAGES[name], train=counting))
+    pipeline.run(["sft"], smoke, progress=False)
+    assert trained == []  # cached: nothing trains
+    before = (pipeline.stage_dir("sft", smoke) / "labkit.json").read_text()
+    pipeline.run(["pretrain", "sft"], smoke, progress=False, fresh=True)
+    assert trained == ["pretrain", "sft"]  # each once, prerequisites first
+    assert (pipeline.stage_dir("sft", smoke) / "labkit.json").read_text() != before  # a new checkpoint
+
+    def broken(preset, inputs, progress, callback):
+        raise ValueError("the reward model returned NaN")
+
+    monkeypatch.setitem(pipeline.STAGES, "reward", dataclasses.replace(pipeline.STAGES["reward"], train=broken))
+    with pytest.raises(ValueError, match="NaN") as caught:
+        pipeline.run(["reward"], smoke, progress=False)
+    if hasattr(caught.value, "__notes__"):
+        assert "the 'reward' stage failed" in caught.value.__notes__[0]
+    assert checkpoint.is_complete(pipeline.stage_dir("sft", smoke))  # the finished stages stay usable
+    assert not pipeline.stage_dir("reward", smoke).exists()
+    assert stages.STAGES is pipeline.STAGES
