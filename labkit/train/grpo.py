@@ -100,7 +100,7 @@ def prompts_dataset(rows: list[dict]) -> datasets.Dataset:
 
 def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
                 reward_weights: list[float] | None = None) -> GRPOConfig:
-    """The TRL ``GRPOConfig`` for our stage config: G answers per prompt, ε, β, one update per batch.
+    """The TRL ``GRPOConfig`` for our stage config: G answers per prompt, ε, β, μ updates per batch.
 
     ``reward_weights`` weigh the reward functions in the sum (default 1 each); a weight of 0 logs a
     reward without training on it."""
