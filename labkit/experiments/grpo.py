@@ -1,7 +1,8 @@
-"""Lab 07's GRPO runs: the run panel's single runs, reward hacking by length, and where groups carry a signal.
+"""Lab 07's GRPO runs: the run panel's single runs, reward hacking by length, and where groups carry a signal;
+and GRPO against lab 04's reward model (:func:`grpo_on_reward_model`), for the race with PPO.
 
-Each run starts from the cached ``sft_math`` policy (the SFT policy after learning the word
-problems from demonstrators who mostly skip the working) and calls :func:`labkit.stages.run_grpo`,
+Lab 07's runs start from the cached ``sft_math`` policy (the SFT policy after learning the word
+problems from demonstrators who mostly skip the working) and call :func:`labkit.stages.run_grpo`,
 the ``grpo`` stage's recipe, with some settings changed.
 """
 from __future__ import annotations
