@@ -52,7 +52,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `python -m labkit data build` to make it")
-    rows = []
+    return [row for _, row in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: Path):
+    """``(line number, object)`` for each non-blank line of a JSONL file; a malformed line raises
+    :class:`JSONLError` naming the file and the line."""
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -65,8 +70,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
             if not isinstance(row, dict):
                 raise JSONLError(f"{path}, line {number}: expected a JSON object {{...}}, "
                                  f"got {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield number, row
 
 
 def load_jsonl_dataset(path: str | Path):
@@ -422,20 +426,12 @@ def load_problems(path: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{path} does not exist; give a JSONL file of problems, one JSON object per line "
                                 "with 'prompt' and 'answer'")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise JSONLError(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}). "
-                                 "Each line must hold one problem, e.g. {\"prompt\": \"...\", \"answer\": \"12\"}") from None
-            row = dict(check_problem_row(row, f"{path}, line {number}"))
-            if isinstance(row["prompt"], str):
-                row["prompt"] = [{"role": "user", "content": row["prompt"]}]
-            row["answer"] = str(row["answer"]).replace(",", "")
-            rows.append(row)
+    for number, row in numbered_jsonl(path):
+        row = dict(check_problem_row(row, f"{path}, line {number}"))
+        if isinstance(row["prompt"], str):
+            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
+        row["answer"] = str(row["answer"]).replace(",", "")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no problems in the file; GRPO needs prompts with a known numeric answer")
     return rows

@@ -1,5 +1,6 @@
 """The stage cache and the pretraining loop on the smoke preset (seconds)."""
 import dataclasses
+import sys
 import json
 
 import pytest
@@ -212,7 +213,7 @@ def test_fresh_retrains_each_needed_stage_once_and_a_failure_names_its_stage(tmp
     monkeypatch.setitem(pipeline.STAGES, "reward", dataclasses.replace(pipeline.STAGES["reward"], train=broken))
     with pytest.raises(ValueError, match="NaN") as caught:
         pipeline.run(["reward"], smoke, progress=False)
-    if hasattr(caught.value, "__notes__"):
+    if sys.version_info >= (3, 11):  # exceptions carry notes from 3.11 on
         assert "the 'reward' stage failed" in caught.value.__notes__[0]
     assert checkpoint.is_complete(pipeline.stage_dir("sft", smoke))  # the finished stages stay usable
     assert not pipeline.stage_dir("reward", smoke).exists()
