@@ -3,9 +3,11 @@
     python -m labkit pipeline --preset cpu --stages pretrain,sft --report runs/report.json
     python -m labkit data build            # (re)write datasets/ from the generator
     python -m labkit data check            # verify datasets/ equals the generator's output
-    python -m labkit bench pretrain        # tokens/s of our loop vs a bare PyTorch loop
-    python -m labkit bench ppo             # PPO rollout tokens/s, seconds per iteration, memory full vs LoRA
-    python -m labkit bench grpo            # GRPO vs PPO at the same answers per step: seconds per step, memory
+    python -m labkit bench                 # every stage: seconds per step, samples (or tokens) per second, peak
+                                           # memory, each in a fresh process; with our loop vs a bare PyTorch
+                                           # loop, PPO vs GRPO at equal batch, LoRA vs full memory, in one JSON
+                                           # (runs/bench-cpu.json)
+    python -m labkit bench grpo            # one stage and its comparison (grpo: PPO vs GRPO at equal batch)
     python -m labkit notebooks checked     # store the outputs of the cells nbval compares
 """
 from __future__ import annotations
@@ -18,12 +20,19 @@ from pathlib import Path
 
 
 def _pipeline(args) -> int:
-    from labkit import pipeline
+    from labkit import pipeline, runtime
     from labkit.presets import get_preset
 
     preset = get_preset(args.preset)
     stages = [s.strip() for s in (args.stages or ",".join(pipeline.STAGES)).split(",") if s.strip()]
-    report = pipeline.run(stages, preset, args.report, progress=not args.quiet, fresh=args.fresh)
+    if note := runtime.lone_process_note():  # `accelerate launch` started one process, not the N asked for
+        print(note, file=sys.stderr)
+    # Under `accelerate launch --num_processes N` all N processes run this; they train together,
+    # and only the main one prints and writes the report (its "processes" key says how many trained).
+    jobs = pipeline.default_jobs() if args.jobs is None else args.jobs
+    report = pipeline.run(stages, preset, args.report, progress=not args.quiet, fresh=args.fresh, jobs=jobs)
+    if not runtime.is_main_process():
+        return 0
     print(json.dumps(report, indent=2))
     if args.report:
         print(f"\nreport written to {args.report} and {Path(args.report).with_suffix('.md')}",
@@ -52,14 +61,13 @@ def _data(args) -> int:
 def _bench(args) -> int:
     from labkit import bench
 
-    if args.what == "ppo":
-        result = {"speed": [bench.bench_ppo(args.preset, iterations=args.steps or 5, rank=r) for r in (0, 8)],
-                  "memory": bench.ppo_memory(args.preset)}
-    elif args.what == "grpo":
-        result = bench.bench_grpo(args.preset, steps=args.steps or 5)
-    else:
-        result = bench.bench_pretrain(args.preset, steps=args.steps or 30)
-    print(json.dumps(result, indent=2))
+    result = bench.bench(args.preset, [args.what] if args.what else None, steps=args.steps)
+    out = Path(args.out or f"runs/bench-{result['preset']}{'-' + args.what if args.what else ''}.json")
+    text = json.dumps(result, indent=2, allow_nan=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+    print(f"\nbench written to {out}", file=sys.stderr)
     return 0
 
 
@@ -122,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true",
                    help="train the stages (and what they need) again even if cached; old checkpoints are replaced "
                         "only when the new ones are complete")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="stages trained side by side, each in its own process, once what they need is built "
+                        "(default: 2 on a CPU with 2 or more cores, else 1)")
     p.set_defaults(func=_pipeline)
 
     d = sub.add_parser("data", help="build or check the generated files in datasets/")
@@ -129,12 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default=str(DATASETS_DIR), help="datasets folder (default: the repo's)")
     d.set_defaults(func=_data)
 
-    b = sub.add_parser("bench", help="speed benchmarks (not part of the tests)")
-    b.add_argument("what", choices=["pretrain", "ppo", "grpo"])
-    b.add_argument("--preset", default="cpu", help="preset whose model and data are used")
+    b = sub.add_parser("bench", help="time and memory of every stage's training, and comparisons, as JSON "
+                                     "(not part of the tests)")
+    b.add_argument("what", nargs="?", default=None, metavar="STAGE",
+                   help="one stage: pretrain (+ our loop vs a bare PyTorch loop), sft, reward, reward_naive, "
+                        "ppo (+ LoRA vs full), dpo (+ LoRA vs full), sft_math, grpo (+ PPO vs GRPO at equal "
+                        "batch); default: every stage and every comparison")
+    b.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)}: its model, data and batches "
+                                                   "(default: cpu)")
     b.add_argument("--steps", type=int, default=None,
-                   help="steps timed for each loop (pretrain, default 30), PPO iterations (ppo, default 5) "
-                        "or GRPO steps and PPO iterations each (grpo, default 5)")
+                   help="optimiser steps (PPO iterations) of each stage and comparison, the first one untimed in "
+                        "the rates (default 5; 30 for each pretraining loop of our loop vs bare)")
+    b.add_argument("--out", default=None,
+                   help="where to write the JSON (default: runs/bench-<preset>.json, or "
+                        "runs/bench-<preset>-<stage>.json for one stage)")
     b.set_defaults(func=_bench)
 
     n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT)")

@@ -49,7 +49,8 @@ def sample_answers(model, tokenizer, prompts: list[dict], *, n: int = 1, seed: i
     """``n`` answers per prompt row (rows carry role/content ``prompt`` messages), sampled at ``temperature``.
 
     Plain ancestral sampling (no top-k, no top-p), so the answers follow the model's own
-    distribution and log-probabilities computed later are those of the sampler. The same ``seed``,
+    distribution and log-probabilities computed later are those of the sampler; ``temperature=0``
+    decodes greedily instead (the single most likely token each time). The same ``seed``,
     ``batch_size`` and prompts give the same answers; the caller's random state is left untouched.
     """
     device = next(model.parameters()).device
@@ -66,9 +67,10 @@ def sample_answers(model, tokenizer, prompts: list[dict], *, n: int = 1, seed: i
                      for r in rows[start:start + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                               add_special_tokens=False).to(device)
-            generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True,
-                                       temperature=temperature, top_k=0, top_p=1.0, eos_token_id=stop,
-                                       pad_token_id=tokenizer.pad_token_id)
+            how = (dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0
+                   else dict(do_sample=False))
+            generated = model.generate(**batch, max_new_tokens=max_new_tokens, eos_token_id=stop,
+                                       pad_token_id=tokenizer.pad_token_id, **how)
             width = batch["input_ids"].shape[1]
             for ids, mask, new in zip(batch["input_ids"], batch["attention_mask"], generated[:, width:].tolist()):
                 cut = next((i + 1 for i, t in enumerate(new) if t in stop), len(new))

@@ -5,12 +5,17 @@ notebooks run in any order after a kernel restart. A missing stage is built with
 (prerequisites first); checkpoints are written atomically (see :mod:`labkit.checkpoint`). The
 stages themselves are declared in :mod:`labkit.stages`; this module only orchestrates them: order,
 cache keys, checkpoints and the headless report.
+
+Under ``accelerate launch --num_processes N`` every process runs this same code: all N train each
+stage together (data parallel), the main process alone writes checkpoints and the report, and the
+others wait for it at a barrier, then read what it wrote.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,11 +33,14 @@ def _check_stage(stage: str) -> None:
 
 
 def stage_key(stage: str, preset: Preset) -> str:
-    """A short hash of everything that determines the stage's checkpoint (preset, code version)."""
+    """A short hash of everything that determines the stage's checkpoint (preset, code version, and
+    the number of data-parallel processes when there are several)."""
     settings = dataclasses.asdict(preset)
-    blob = json.dumps({"stage": stage, "preset": {name: settings[name] for name in STAGES[stage].fields},
-                       "code": CODE_VERSION,
-                       "needs": [stage_key(s, preset) for s in STAGES[stage].needs]}, sort_keys=True)
+    fields = {"stage": stage, "preset": {name: settings[name] for name in STAGES[stage].fields},
+              "code": CODE_VERSION, "needs": [stage_key(s, preset) for s in STAGES[stage].needs]}
+    if runtime.processes() > 1:  # N processes give other numbers than one (float sums, sampling); one keeps its keys
+        fields["processes"] = runtime.processes()
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -51,6 +59,9 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
     ``rebuild``: stages to train again even if cached (each once: a stage is removed from the set
     when it has been rebuilt); the new checkpoint replaces the old one only when complete. If a
     stage fails, the error says which stage, and the stages that finished keep their checkpoints.
+
+    With several processes (``accelerate launch``) every process trains, the main process saves the
+    checkpoint, and all meet at a barrier before any of them goes on to use it.
     """
     _check_stage(stage)
     preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
@@ -60,7 +71,8 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
     inputs = {need: ensure(need, preset, progress=progress, rebuild=rebuild) for need in STAGES[stage].needs}
     start = time.perf_counter()
     try:
-        model, tokenizer, metrics, history = STAGES[stage].train(preset, inputs, progress, callback)
+        model, tokenizer, metrics, history = STAGES[stage].train(preset, inputs, progress and runtime.is_main_process(),
+                                                                 callback)
     except Exception as error:
         if hasattr(error, "add_note"):  # Python >= 3.11: the original error, with where it happened
             error.add_note(f"labkit: the {stage!r} stage failed (preset {preset.name}). Nothing was saved for it; "
@@ -68,9 +80,11 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
                            "continues from them.")
         raise
     metrics["seconds"] = time.perf_counter() - start
-    checkpoint.save_checkpoint(path, model, tokenizer, metadata={
-        "stage": stage, "preset": preset.name, "key": stage_key(stage, preset),
-        "config": dataclasses.asdict(preset), "metrics": metrics, "history": history})
+    if runtime.is_main_process():  # one writer; every process trained the same model
+        checkpoint.save_checkpoint(path, model, tokenizer, metadata={
+            "stage": stage, "preset": preset.name, "key": stage_key(stage, preset), "processes": runtime.processes(),
+            "config": dataclasses.asdict(preset), "metrics": metrics, "history": history})
+    runtime.wait_for_everyone()  # the others wait until the checkpoint is on disk
     if rebuild:
         rebuild.discard(stage)
     return path
@@ -90,27 +104,123 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
     return json.loads((path / "labkit.json").read_text())
 
 
+def default_jobs() -> int:
+    """How many stages :func:`run` trains at once by default: 2 on a CPU with at least 2 cores, else 1
+    (one GPU is shared by everything; data-parallel processes train one stage together)."""
+    if runtime.processes() > 1 or runtime.device().type != "cpu":
+        return 1
+    return min(2, os.cpu_count() or 1)
+
+
 def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,
-        progress: bool = True, fresh: bool = False) -> dict:
+        progress: bool = True, fresh: bool = False, jobs: int = 1) -> dict:
     """Run ``stages`` headless (building prerequisites) and return / write the metrics report.
 
     Writes ``report_path`` (JSON) and a markdown table beside it (same name, ``.md``). Cached stages
     are reused; ``fresh=True`` trains ``stages`` and everything they need again, once each.
+    ``jobs`` > 1 trains up to that many stages side by side, each in its own process, once what
+    they need is built (see :func:`build_side_by_side`). ``processes`` in the report: how many
+    data-parallel processes trained (see :func:`ensure`); with several, only the main process writes
+    the files. ``seconds``: the whole run's wall time.
     """
     for stage in stages:
         _check_stage(stage)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
-    report = {"preset": preset.name, "device": str(runtime.device()), "stages": {}}
+    start = time.perf_counter()
+    report = {"preset": preset.name, "device": str(runtime.device()), "processes": runtime.processes(),
+              "jobs": jobs, "stages": {}}
     rebuild = _with_needs(stages) if fresh else None
+    if jobs > 1:
+        build_side_by_side(_with_needs(stages), preset, jobs=jobs, rebuild=rebuild, progress=progress)
+        rebuild = None  # built just now
     for stage in stages:
         meta = json.loads((ensure(stage, preset, progress=progress, rebuild=rebuild) / "labkit.json").read_text())
         report["stages"][stage] = {k: meta["metrics"][k] for k in STAGES[stage].report if k in meta["metrics"]}
-    if report_path is not None:
+    report["seconds"] = time.perf_counter() - start
+    if report_path is not None and runtime.is_main_process():
         report_path = Path(report_path)
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         report_path.with_suffix(".md").write_text(markdown_report(report))
     return report
+
+
+def build_side_by_side(todo: set[str], preset: Preset, *, jobs: int = 2, rebuild: set[str] | None = None,
+                       progress: bool = True) -> None:
+    """Build the stages of ``todo`` that are not cached (or are in ``rebuild``), up to ``jobs`` at once.
+
+    Each stage trains in a fresh Python process (``ensure`` there, so it is cached and written
+    atomically as usual) as soon as every stage it needs is built; stages that others wait for go
+    first. The CPU's threads are shared out: a stage that starts alone gets them all, else each gets
+    its share (threads // jobs). Small models barely use a second thread, so two stages side by side
+    take little longer than one. Their results do not depend on it: a stage trained on one thread
+    or two gives the same weights, bit for bit (checked for every stage of the ``cpu`` preset).
+
+    If a stage fails, the ones running are let finish, nothing else starts, and a ``RuntimeError``
+    names the stage with the end of its output; every finished stage keeps its checkpoint.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if runtime.processes() > 1:
+        raise ValueError("stages side by side (jobs > 1) cannot be combined with several data-parallel processes: "
+                         "use jobs=1 under accelerate launch")
+    if preset != get_preset(preset.name):
+        raise ValueError(f"stages side by side (jobs > 1) run in fresh processes, which read the preset by name: a "
+                         f"changed copy of {preset.name!r} would be ignored there. Use jobs=1 for it")
+    waiting = {s for s in todo if (rebuild and s in rebuild) or not checkpoint.is_complete(stage_dir(s, preset))}
+    built, running, failed = set(todo) - waiting, {}, []
+    threads = torch.get_num_threads()
+    bar = tqdm(total=len(waiting), desc=f"stages ({jobs} at a time)", unit="stage", disable=not progress)
+    try:
+        while (waiting and not failed) or running:
+            ready = sorted((s for s in STAGES if s in waiting and set(STAGES[s].needs) <= built),
+                           key=lambda s: -sum(s in _with_needs([t]) for t in waiting))
+            while ready and len(running) < jobs and not failed:
+                stage = ready.pop(0)
+                waiting.discard(stage)
+                share = threads if not running and not ready else max(1, threads // jobs)
+                running[stage] = _start_stage(stage, preset, share, again=bool(rebuild and stage in rebuild))
+                bar.set_postfix_str(", ".join(running))
+            if not running:
+                break
+            time.sleep(0.2)
+            for stage, (child, log, started) in list(running.items()):
+                if child.poll() is None:
+                    continue
+                del running[stage]
+                log.seek(0)
+                if child.returncode == 0:
+                    built.add(stage)
+                    bar.update(1)
+                    bar.write(f"{stage}: built in {time.perf_counter() - started:.0f} s")
+                else:
+                    failed.append((stage, log.read()[-3000:]))
+                log.close()
+    finally:
+        for child, _, _ in running.values():  # interrupted: stop the others (their checkpoints stay unwritten)
+            child.terminate()
+        bar.close()
+    if failed:
+        stage, output = failed[0]
+        raise RuntimeError(f"the {stage!r} stage failed (preset {preset.name}). The stages that finished keep their "
+                           f"checkpoints, and a rerun continues from them. The end of its output:\n{output}")
+
+
+def _start_stage(stage: str, preset: Preset, threads: int, again: bool):
+    """``ensure(stage)`` in a fresh Python process with ``threads`` CPU threads: (process, its log, start time)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    code = (f"from labkit import pipeline; pipeline.ensure({stage!r}, {preset.name!r}, progress=False, "
+            f"rebuild={({stage} if again else None)!r})")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return child, log, time.perf_counter()
 
 
 def _with_needs(stages: list[str]) -> set[str]:
@@ -127,7 +237,9 @@ def _with_needs(stages: list[str]) -> set[str]:
 
 def markdown_report(report: dict) -> str:
     """The report as a markdown table: one row per stage and metric (nested keys joined by dots)."""
-    lines = [f"# labkit pipeline report — preset `{report['preset']}` on {report['device']}", "",
+    processes = report.get("processes", 1)
+    where = report["device"] + (f" × {processes} processes" if processes > 1 else "")
+    lines = [f"# labkit pipeline report — preset `{report['preset']}` on {where}", "",
              "| stage | metric | value |", "|---|---|---|"]
 
     def flat(values: dict, prefix: str = ""):

@@ -841,3 +841,91 @@ def grpo_group_figure(table) -> go.Figure:
                          text=[f"{r['advantage']:+.2f}" for r in rows], textposition="outside"))
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     return fig
+
+
+# ------------------------------------------------------------------------------- lab 08: the showdown
+
+def _method_style(method: str, i: int) -> dict:
+    """One colour per family (PPO, DPO, GRPO, best-of-n); dashed lines for the LoRA runs, dotted for a long one."""
+    family = method.split(" ")[0]
+    colors = {"SFT": UNIGRAM_COLOR, "best-of-n": COLORS[4], "PPO": COLORS[0], "DPO": COLORS[1], "GRPO": COLORS[2]}
+    return dict(color=colors.get(family, COLORS[i % len(COLORS)]), dash="dot" if method.endswith("long") else "dash" if "LoRA" in method else "solid")
+
+
+def _progress(curve: Sequence[Mapping]) -> list[float]:
+    """Each evaluation's place in its run, from 0 (the start) to 1 (the end of training)."""
+    last = max(r["step"] for r in curve) or 1
+    if "n" in curve[0]:  # best-of-n: n = 1 … n_max on a log scale
+        return [math.log2(r["n"]) / max(1.0, math.log2(last)) for r in curve]
+    return [r["step"] / last for r in curve]
+
+
+def showdown_figure(curves: Mapping[str, Sequence[Mapping]], table=None, best: float | None = None,
+                    title: str = "The showdown: gold reward against distance from the SFT policy") -> go.Figure:
+    """Held-out gold reward against √KL to the SFT policy, one line per method along its training (best-of-n
+    along n = 1, 2, 4, …), each ending in a large marker at its final evaluation (``table``'s gold and KL,
+    from more answers than the curve's points). ``best``: the best achievable gold reward."""
+    rows = {r["method"]: r for r in _rows(table.reset_index())} if table is not None else {}
+    fig = _figure(title, "√KL(policy ‖ SFT) on held-out prompts (√nats)", "gold reward (points per answer)",
+                  legend=dict(orientation="h", y=-0.25), margin=dict(b=130), height=520)
+    for i, (method, curve) in enumerate(curves.items()):
+        style = _method_style(method, i)
+        if curve:
+            points = sorted(curve, key=lambda r: r["step"])
+            fig.add_trace(go.Scatter(x=[max(r["kl"], 0.0) ** 0.5 for r in points], y=[r["gold"] for r in points],
+                                     mode="lines+markers", name=f"{method} (training)", legendgroup=method,
+                                     line=dict(color=style["color"], dash=style["dash"], width=2),
+                                     marker=dict(size=5), opacity=0.6,
+                                     text=[f"{method}: {'n' if 'n' in r else 'step'} {r.get('n', r['step'])}"
+                                           for r in points]))
+        if method in rows:
+            r = rows[method]
+            fig.add_trace(go.Scatter(x=[max(r["KL"], 0.0) ** 0.5], y=[r["gold"]], mode="markers+text", text=[method],
+                                     textposition="top center", name=method, legendgroup=method,
+                                     marker=dict(size=14, color=style["color"],
+                                                 symbol="diamond" if "LoRA" in method else "circle")))
+    if best is not None:
+        fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable gold reward")
+    return fig
+
+
+def aspects_figure(curves: Mapping[str, Sequence[Mapping]],
+                   title: str = "Helpfulness and safety as each method optimises (held-out prompts)") -> go.Figure:
+    """The gold reward's two aspects, side by side, against each run's progress (0 = the SFT policy, 1 = the
+    end of training; best-of-n from n = 1 to its largest n)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=["helpfulness (right goods, as many as asked)", "safety (−2 per sharp tool)"])
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.02), height=440,
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=70, r=30, t=90, b=120))
+    for i, (method, curve) in enumerate(curves.items()):
+        if not curve:
+            continue
+        style = _method_style(method, i)
+        points = sorted(curve, key=lambda r: r["step"])
+        x = _progress(points)
+        for col, key in enumerate(("helpfulness", "safety"), start=1):
+            fig.add_trace(go.Scatter(x=x, y=[r[key] for r in points], mode="lines+markers", name=method,
+                                     legendgroup=method, showlegend=col == 1, marker=dict(size=5),
+                                     line=dict(color=style["color"], dash=style["dash"], width=2)), row=1, col=col)
+    for col, y_title in ((1, "helpfulness (points per answer)"), (2, "safety (points per answer)")):
+        fig.update_xaxes(title_text="share of training done", tickformat=".0%", row=1, col=col)
+        fig.update_yaxes(title_text=y_title, row=1, col=col)
+    return fig
+
+
+def tradeoff_figure(table, place: str = "workshop",
+                    title: str = "Where the aspects pull apart: helpful or safe at the workshop?") -> go.Figure:
+    """One marker per method at (safety, helpfulness) of its answers at ``place``
+    (:func:`labkit.experiments.showdown.aspects_by_place`'s table)."""
+    rows = _rows(table.reset_index())
+    fig = _figure(title, f"safety at the {place} (points per answer; 0 = no sharp tool)",
+                  f"helpfulness at the {place} (points per answer)", height=460)
+    for i, r in enumerate(rows):
+        style = _method_style(r["method"], i)
+        fig.add_trace(go.Scatter(x=[r[f"{place}: safety"]], y=[r[f"{place}: helpfulness"]], mode="markers+text",
+                                 text=[r["method"]], textposition="top center", name=r["method"],
+                                 marker=dict(size=13, color=style["color"],
+                                             symbol="diamond" if "LoRA" in r["method"] else "circle")))
+    return fig

@@ -342,6 +342,25 @@ class RewardDemosConfig:
 
 
 @dataclass(frozen=True)
+class ShowdownConfig:
+    """Lab 08's race: PPO, DPO and GRPO (each with and without LoRA) and best-of-n from the same SFT policy.
+
+    Each method otherwise runs with its own stage's settings; PPO and GRPO sample the same number of
+    answers in training (GRPO's steps are set to match PPO's iterations × batch).
+    """
+
+    lora_rank: int = 8      # rank of the "+ LoRA" runs (the ppo stage's own rank)
+    best_of_n: int = 16     # best-of-n: answers the reward model picks from, for each answer judged (power of two)
+    curve_points: int = 6   # held-out evaluations along each training run (plus one before it)
+    long_grpo_steps: int = 200  # steps of the extra "GRPO + LoRA, long" run: about PPO's training time on a CPU
+
+    def __post_init__(self):
+        _at_least(self, 1, "lora_rank", "curve_points", "long_grpo_steps")
+        if self.best_of_n < 1 or self.best_of_n & (self.best_of_n - 1):
+            raise ValueError(f"ShowdownConfig.best_of_n must be a power of two >= 1, got {self.best_of_n}")
+
+
+@dataclass(frozen=True)
 class Preset:
     """Everything that changes between a CI smoke run, a laptop, a GPU and real hub models."""
 
@@ -363,6 +382,7 @@ class Preset:
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
+    showdown: ShowdownConfig = field(default_factory=ShowdownConfig)
     seed: int = 0                    # seed for model initialisation and data order
     hub_model: str | None = None     # a Hugging Face model id (only the `hub` preset uses one)
 
@@ -399,6 +419,7 @@ PRESETS: dict[str, Preset] = {
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),
+        showdown=ShowdownConfig(lora_rank=2, best_of_n=2, curve_points=2, long_grpo_steps=12),
     ),
     "cpu": Preset(name="cpu"),
     "gpu": Preset(

@@ -17,8 +17,17 @@ import torch
 def device() -> torch.device:
     """The best available device: CUDA, then Apple's MPS, then the CPU.
 
-    Set ``LABKIT_DEVICE=cpu`` (or ``cuda``, ``mps``) to override.
+    Set ``LABKIT_DEVICE=cpu`` (or ``cuda``, ``mps``) to override. Under ``accelerate launch`` with
+    several processes each process gets its own device (``cuda:0``, ``cuda:1``, …; the CPU for all).
     """
+    if launched():
+        own = distributed().device
+        return torch.device("cpu") if own.type == "cpu" else own
+    return _best_device()
+
+
+def _best_device() -> torch.device:
+    """This machine's best device (or ``LABKIT_DEVICE``), whatever the number of processes."""
     forced = os.environ.get("LABKIT_DEVICE")
     if forced:
         return torch.device(forced)
@@ -27,6 +36,57 @@ def device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# ------------------------------------------------------------------ several processes (data parallel)
+
+def launched() -> bool:
+    """True when this program is one of several data-parallel processes (``accelerate launch
+    --num_processes N`` with N > 1, or ``torchrun``): the launcher sets ``WORLD_SIZE`` (MPI its own)."""
+    names = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return any(int(os.environ.get(name, "1") or 1) > 1 for name in names)
+
+
+def distributed():
+    """accelerate's ``PartialState`` of this process: its rank, the number of processes, a barrier.
+
+    Started on the first call (which joins the process group: NCCL between GPUs, gloo between CPU
+    processes). Only called when :func:`launched`; a single process never starts one.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=_best_device().type == "cpu")
+
+
+def processes() -> int:
+    """How many data-parallel processes train together: N under ``accelerate launch --num_processes N``, else 1."""
+    return distributed().num_processes if launched() else 1
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes checkpoints and reports and prints (always true when alone)."""
+    return distributed().is_main_process if launched() else True
+
+
+def wait_for_everyone() -> None:
+    """A barrier: every process waits here until all have arrived (nothing to wait for when alone)."""
+    if launched():
+        distributed().wait_for_everyone()
+
+
+def lone_process_note() -> str | None:
+    """What to do when ``accelerate launch --num_processes N`` (N > 1) started this one process only.
+
+    Without GPUs (or an MPI setup from ``accelerate config``), ``accelerate launch`` runs its simple
+    launcher: one process, whatever ``--num_processes`` says. Its ``--multi_gpu`` launcher (torchrun
+    underneath) starts the N processes, and on CPUs labkit then joins them with gloo.
+    """
+    asked_for_several = "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ  # set by that launcher
+    if not asked_for_several or launched():
+        return None
+    return ("note: accelerate launch started one process only (its simple launcher: no GPUs, no MPI), so this run "
+            "is not data parallel. On CPUs start N processes with `accelerate launch --multi_gpu --num_processes N "
+            "-m labkit ...` (or `torchrun --nproc_per_node N -m labkit ...`); labkit uses gloo between them.")
 
 
 def seed_everything(seed: int) -> None:

@@ -268,7 +268,8 @@ def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: 
 
 def heldout_judge(preset: Preset, tokenizer, reference, reward_model, reward_tokenizer, *, samples_per_prompt: int,
                   seed: int = 1) -> Callable:
-    """``judge(policy) -> dict``: gold, proxy, KL and win rate vs ``reference`` on the held-out prompts.
+    """``judge(policy) -> dict``: gold (and its two aspects), proxy, KL and win rate vs ``reference`` on the
+    held-out prompts.
 
     Sampling as in the SFT stage's evaluation (its ``max_new_tokens``), ``samples_per_prompt``
     answers per prompt; the same seed at every call, so changes come from the policy alone.
@@ -279,7 +280,8 @@ def heldout_judge(preset: Preset, tokenizer, reference, reward_model, reward_tok
         judged = evaluate_policy(policy, tokenizer, heldout, reference, reward_model=reward_model,
                                  reward_tokenizer=reward_tokenizer, samples_per_prompt=samples_per_prompt, seed=seed,
                                  max_new_tokens=preset.sft.max_new_tokens, progress=False)
-        return {"gold": judged.gold_reward, "proxy": judged.proxy_reward, "kl": judged.kl, "win_rate": judged.win_rate}
+        return {"gold": judged.gold_reward, "proxy": judged.proxy_reward, "kl": judged.kl, "win_rate": judged.win_rate,
+                "helpfulness": judged.helpfulness, "safety": judged.safety}
     return judge
 
 
@@ -346,7 +348,7 @@ def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, cal
 # ------------------------------------------------------------------------------- DPO
 
 def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | None = None, progress: bool = False,
-            callback: Callable | None = None) -> dict:
+            callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0) -> dict:
     """DPO from the SFT checkpoint on preference ``pairs`` (default: the world's first
     ``config.train_pairs`` training pairs); ``config`` defaults to the preset's.
 
@@ -354,7 +356,8 @@ def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | N
     the implicit reward's accuracy on the reward model's held-out pairs beside their Bayes ceiling.
     Returns ``result`` (:class:`~labkit.train.dpo.DPOResult`), ``evaluation`` (the final
     :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``reference`` (the SFT policy) and
-    ``metrics`` (the stage's report). The ``dpo`` stage and lab 06's runs call it.
+    ``metrics`` (the stage's report). The ``dpo`` stage and lab 06's runs call it. ``eval_fn`` (e.g. a
+    :func:`heldout_judge`) judges the policy every ``eval_every`` steps while it trains (lab 08's curves).
     """
     config = config or preset.dpo
     device = runtime.device()
@@ -363,7 +366,7 @@ def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | N
     if pairs is None:
         pairs = prefs.preference_pairs("train", config.train_pairs, seed=preset.world_seed)
     result = train_dpo(policy, tokenizer, pairs, config, reference=reference, seed=preset.seed, progress=progress,
-                       callback=callback)
+                       callback=callback, eval_fn=eval_fn, eval_every=eval_every)
     heldout = prefs.alignment_prompts("heldout")
     final = evaluate_policy(result.policy, tokenizer, heldout, reference, samples_per_prompt=config.eval_samples,
                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="DPO", progress=progress)

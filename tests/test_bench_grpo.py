@@ -1,9 +1,7 @@
 """``bench grpo``: GRPO against PPO at the same answers per step, each measured in a fresh process."""
-import json
-
 import pytest
 
-from labkit import bench, cli
+from labkit import bench
 from labkit.presets import GRPOStageConfig, get_preset
 
 
@@ -56,19 +54,3 @@ def test_grpo_against_ppo_on_smoke_in_fresh_processes(monkeypatch):
                                                            abs=0.01) and ratios["parameters_in_memory"] > 1
     assert ratios["seconds_per_step"] > 0
 
-
-def test_bench_grpo_command_passes_preset_and_steps(monkeypatch, capsys):
-    calls = []
-
-    def fake(preset_name, steps=5):
-        calls.append((preset_name, steps))
-        return {"preset": preset_name, "steps": steps}
-
-    monkeypatch.setattr(bench, "bench_grpo", fake)
-    assert cli.main(["bench", "grpo", "--preset", "smoke", "--steps", "2"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"preset": "smoke", "steps": 2}
-    assert cli.main(["bench", "grpo"]) == 0
-    assert calls == [("smoke", 2), ("cpu", 5)]
-    with pytest.raises(SystemExit):
-        cli.main(["bench", "grpoo"])
-    assert "grpo" in capsys.readouterr().err

@@ -154,3 +154,13 @@ def test_lab07_shows_the_signal_and_runs_every_part():
                  'pipeline.metrics("grpo"', "grpo_curves", "evaluate_problems", "grpo_panel", "length_hacking",
                  "length_hacking_figure", "bench.bench_grpo"]:
         assert call in code, f"lab 07 should run {call}"
+
+
+def test_lab08_races_every_method_and_measures_the_open_problems():
+    text, code = _text_and_code("08_showdown.ipynb")
+    for figure in ["log n − (n − 1)/n", "same SFT policy", "workshop", "four phrasings", "σ((r_a − r_b)/T)"]:
+        assert figure in text, f"lab 08 should mention {figure!r}"
+    for call in ["sd.grpo_steps(cpu)", "evaluate.best_of_n_kl(n)", "sd.showdown(preset)", "plots.showdown_figure",
+                 "race.grpo_verifiable", "plots.aspects_figure", "sd.aspects_by_place", "plots.tradeoff_figure",
+                 "sd.instability", "sd.judge_difficulty"]:
+        assert call in code, f"lab 08 should run {call}"

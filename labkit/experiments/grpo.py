@@ -153,7 +153,7 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
 
 def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = None, beta: float | None = None,
                          steps: int | None = None, reward_stage: str = "reward", progress: bool = False,
-                         callback: Callable | None = None) -> Run:
+                         callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0) -> Run:
     """GRPO from the SFT policy against the reward model of ``reward_stage``, on PPO's training prompts.
 
     A reward model is just another reward function to GRPO (:func:`labkit.evaluate.reward_model_reward`),
@@ -161,7 +161,8 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
     judged the same way (held-out prompts, gold reward, win rate and KL vs the SFT policy). The gold
     reward is logged beside the proxy at weight 0. Answers are as long as PPO's and the SFT stage's
     evaluation allow (``preset.sft.max_new_tokens``); ``rank``, ``beta`` and ``steps`` replace the
-    preset's GRPO settings.
+    preset's GRPO settings. ``eval_fn`` (e.g. :func:`labkit.stages.heldout_judge`) judges the policy
+    every ``eval_every`` steps while it trains.
     """
     from labkit.evaluate import evaluate_policy, gold_reward, reward_model_reward
     from labkit.stages import verdict
@@ -179,7 +180,8 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
                                                                                    progress=progress))
     result = train_grpo(policy, tokenizer, prefs.alignment_prompts("train"),
                         [reward_model_reward(reward_model, reward_tokenizer), gold_reward], config,
-                        reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback)
+                        reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback,
+                        eval_fn=eval_fn, eval_every=eval_every)
     heldout = prefs.alignment_prompts("heldout")
     final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
                             reward_tokenizer=reward_tokenizer, samples_per_prompt=preset.ppo.final_eval_samples,
@@ -189,4 +191,6 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
            "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
            "proxy": final.proxy_reward, "seconds": result.seconds, "trainable parameters": result.trainable_parameters}
     return Run(row=row, history=result.history, outputs={"evaluation": final, "policy": result.policy,
-                                                         "tokenizer": tokenizer, "metrics": m})
+                                                         "tokenizer": tokenizer, "metrics": m, "result": result,
+                                                         "reference": reference, "reward_model": reward_model,
+                                                         "reward_tokenizer": reward_tokenizer})

@@ -28,6 +28,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # {"step", "train_loss", ...} per logging step
     seconds: float = 0.0                                # wall time of the training loop
     steps: int = 0                                      # optimiser steps taken
+    evaluations: list[dict] = field(default_factory=list)  # {"step", ...} from an eval_fn during training
+    eval_seconds: float = 0.0                           # time those evaluations took (inside ``seconds``)
 
 
 class History(TrainerCallback):
@@ -68,6 +70,35 @@ class History(TrainerCallback):
             self.bar.close()
 
 
+class Probe(TrainerCallback):
+    """Calls ``eval_fn(model) -> dict`` before training and every ``every`` optimiser steps (and after the last).
+
+    The policy trainers use it to judge the policy on held-out prompts while it trains (the same
+    judge PPO's loop calls), so every method's curve is measured the same way. The rows go to
+    ``evaluations`` (``step`` and each number, named ``heldout_<key>`` as in PPO's) and the time they
+    took to ``seconds``.
+    """
+
+    def __init__(self, eval_fn: Callable, every: int):
+        if every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {every}")
+        self.eval_fn, self.every = eval_fn, every
+        self.evaluations: list[dict] = []
+        self.seconds = 0.0
+
+    def _judge(self, step: int, model) -> None:
+        start = time.perf_counter()
+        self.evaluations.append({"step": step, **{f"heldout_{k}": v for k, v in self.eval_fn(model).items()}})
+        self.seconds += time.perf_counter() - start
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._judge(0, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._judge(state.global_step, model)
+
+
 def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
     """Optimiser steps for ``epochs`` passes over ``n_examples`` in batches of ``batch_size`` (>= 1)."""
     return max(1, round(epochs * max(1, -(-n_examples // batch_size))))
@@ -80,11 +111,18 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
     A linear schedule after warm-up, no weight decay, about 40 logged points per run, nothing saved
     (labkit saves its own checkpoints), no reporting services, our own progress bar, seeded data
     order, no activation checkpointing, 32-bit floats, and the CPU when there is no GPU.
+
+    ``batch_size`` is the global batch: under ``accelerate launch --num_processes N`` each process
+    takes ``batch_size / N`` examples per step, so a step sees as many examples as with one process.
     """
+    processes = runtime.processes()
+    if batch_size % processes:
+        raise ValueError(f"a batch of {batch_size} examples cannot be shared equally by {processes} processes; "
+                         "choose a number of processes that divides it")
     return dict(
         output_dir=output_dir,
         max_steps=steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=batch_size // processes,  # the trainer's batch is per process
         learning_rate=lr,
         lr_scheduler_type="linear",
         warmup_steps=warmup_steps,
@@ -92,6 +130,7 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
         logging_steps=max(1, steps // 40),
         save_strategy="no",
         report_to="none",
+        log_level_replica="passive",    # other processes stay as quiet as the main one (not "warning")
         disable_tqdm=True,              # our own bar (see History) instead of printed log dicts
         # TRL turns on activation (gradient) checkpointing by default: it recomputes activations in
         # the backward pass to save memory (TRL says ~20 % slower). Our models fit easily; same maths.
@@ -118,24 +157,29 @@ def quiet_train(trainer) -> float:
 
 
 def run_trl(make_trainer: Callable, model, *, seed: int, progress: bool, callback: Callable | None,
-            desc: str, log_keys: Mapping[str, str] | None = None) -> TrainResult:
+            desc: str, log_keys: Mapping[str, str] | None = None, eval_fn: Callable | None = None,
+            eval_every: int = 0) -> TrainResult:
     """Build a TRL trainer with ``make_trainer(output_dir, callbacks)``, train it quietly, return the result.
 
     The run is seeded, shows one progress bar named ``desc``, feeds ``callback(history)`` at every
     logged step, and leaves ``model`` in eval mode. ``log_keys`` maps more of the trainer's logged
     numbers into the history (e.g. ``{"rewards/margins": "margin"}``; the loss is always kept).
+    With ``eval_fn``, ``eval_fn(model)`` runs every ``eval_every`` steps (see :class:`Probe`).
     """
     runtime.seed_everything(seed)
     recorder = History(callback, progress, desc, log_keys)
+    probe = Probe(eval_fn, eval_every) if eval_fn is not None else None
     with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
-        trainer = make_trainer(out, [recorder])
+        trainer = make_trainer(out, [recorder] + ([probe] if probe else []))
         seconds = quiet_train(trainer)
     model.eval()
-    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step)
+    return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step,
+                       evaluations=probe.evaluations if probe else [], eval_seconds=probe.seconds if probe else 0.0)
 
 
 def train_policy(build: Callable, policy, *, lora_rank: int, seed: int, progress: bool, callback: Callable | None,
-                 desc: str, log_keys: Mapping[str, str] | None = None) -> tuple[TrainResult, object, int]:
+                 desc: str, log_keys: Mapping[str, str] | None = None, eval_fn: Callable | None = None,
+                 eval_every: int = 0) -> tuple[TrainResult, object, int]:
     """Train ``policy`` with the TRL trainer ``build(output_dir, callbacks)`` makes (see :func:`run_trl`).
 
     What the policy-training stages (DPO, GRPO) share after training: take the trained model out of
@@ -152,7 +196,7 @@ def train_policy(build: Callable, policy, *, lora_rank: int, seed: int, progress
         return trainers[-1]
 
     result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc=desc,
-                     log_keys=log_keys)
+                     log_keys=log_keys, eval_fn=eval_fn, eval_every=eval_every)
     model = trainers[0].accelerator.unwrap_model(trainers[0].model)
     trained = trainable_parameters(model)
     if lora_rank:

@@ -95,13 +95,16 @@ def dpo_config(config: DPOStageConfig, n_pairs: int, output_dir: str, seed: int 
 
 
 def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, reference=None, seed: int = 0,
-              progress: bool = True, callback: Callable | None = None) -> DPOResult:
+              progress: bool = True, callback: Callable | None = None, eval_fn: Callable | None = None,
+              eval_every: int = 0) -> DPOResult:
     """Fine-tune ``policy`` with DPO on ``pairs`` (prompt / chosen / rejected, conversational).
 
     Full fine-tuning (``config.lora_rank == 0``) trains ``policy`` in place against ``reference``,
     a frozen copy of the starting policy (required: TRL would otherwise load one again from disk).
     With LoRA the reference is the same model with its adapters switched off, and the returned
     policy has the adapters merged in. ``callback(history)`` is called at every logged step.
+    With ``eval_fn``, ``eval_fn(model) -> dict`` judges the policy before training and every ``eval_every``
+    steps (rows in ``evaluations``, their time in ``eval_seconds``).
     """
     rows = check_pairs(pairs)
     if not config.lora_rank and reference is None:
@@ -117,8 +120,10 @@ def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, r
                           peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
 
     result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
-                                          callback=callback, desc="DPO", log_keys=DPO_LOG_KEYS)
+                                          callback=callback, desc="DPO", eval_fn=eval_fn, eval_every=eval_every,
+                                          log_keys=DPO_LOG_KEYS)
     return DPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
+                     evaluations=result.evaluations, eval_seconds=result.eval_seconds,
                      trainable_parameters=trained)
 
 

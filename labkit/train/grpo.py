@@ -126,7 +126,7 @@ def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
 
 def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable], config: GRPOStageConfig, *,
                reward_weights: list[float] | None = None, seed: int = 0, progress: bool = True,
-               callback: Callable | None = None) -> GRPOResult:
+               callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0) -> GRPOResult:
     """Train ``policy`` with GRPO on the prompts in ``rows`` (``prompt`` messages and ``answer``).
 
     ``rows`` need a ``prompt``; their other plain columns reach the reward functions (the correctness
@@ -138,6 +138,8 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
     and the returned policy has them merged in. With β > 0 and full fine-tuning TRL loads the
     reference from the policy's checkpoint directory (``policy.config._name_or_path``); with LoRA
     it switches the adapters off instead. ``callback(history)`` is called at every logged step.
+    With ``eval_fn``, ``eval_fn(model) -> dict`` judges the policy before training and every ``eval_every``
+    steps (rows in ``evaluations``, their time in ``eval_seconds``).
     """
     check_group_size(config.group_size, config.prompts_per_step)
     if not reward_funcs:
@@ -171,6 +173,8 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
                            peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
 
     result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
-                                          callback=callback, desc="GRPO", log_keys=log_keys)
+                                          callback=callback, desc="GRPO", log_keys=log_keys, eval_fn=eval_fn,
+                                          eval_every=eval_every)
     return GRPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
+                      evaluations=result.evaluations, eval_seconds=result.eval_seconds,
                       trainable_parameters=trained)

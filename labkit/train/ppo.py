@@ -16,8 +16,14 @@ others. Each token is an action; the state is the prompt plus the answer so far.
 With LoRA (``lora_rank`` ≥ 1) one frozen base serves three roles: the policy (adapters on), the
 reference (adapters off, :meth:`peft.PeftModel.disable_adapter`) and the critic's trunk; only the
 adapters and the value head train. Devices and processes are handled by ``accelerate``: the same
-loop runs on a CPU, a GPU, or several processes (``accelerate launch``), each sampling its own
-prompts while gradients are averaged.
+loop runs on a CPU, a GPU, or several processes (``accelerate launch --num_processes N``). With N
+processes each iteration's ``prompts_per_batch`` prompts are shared out (N-th each), every process
+samples, scores and computes advantages for its own share, and each minibatch step takes
+``minibatch_size / N`` answers from every process while DDP averages the gradients: the same
+numbers of answers per iteration and per step, and the same steps, as one process. Two things are
+per process: advantages are whitened with the statistics of the process's own answers, and a
+loss averages over its own tokens (then DDP averages the N processes' gradients), so the update is
+close to, not exactly, one process's on the same answers.
 
 Pure maths (the clip objective, GAE, the KL penalty, whitening) lives in :mod:`labkit.losses`.
 """
@@ -27,7 +33,7 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -154,7 +160,6 @@ class PPOResult(TrainResult):
     sampled_tokens: int = 0               # answer tokens generated in rollouts
     rollout_seconds: float = 0.0          # time spent sampling
     update_seconds: float = 0.0           # time spent in PPO updates
-    evaluations: list[dict] = field(default_factory=list)  # the held-out evaluations (also in history)
 
 
 def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, config: PPOStageConfig, *,
@@ -169,11 +174,16 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
     numbers join that iteration's history row with a ``heldout_`` prefix; it is also called once
     before training (a history row with ``step`` 0 and only those numbers). ``callback(history)``
     gets the history after every iteration (live curves).
+
+    With several processes (``accelerate launch``) each samples its share of every batch (see the
+    module's docstring); a history row's training numbers (``proxy``, ``kl``, losses, ``train_gold``)
+    are then those of this process's share, while ``eval_fn`` judges the same policy in every process.
     """
     from accelerate import Accelerator
 
     runtime.seed_everything(seed)
     accelerator = Accelerator(cpu=runtime.device().type == "cpu")
+    share_among_processes(config, accelerator.num_processes)
     if config.lora_rank:
         lm, reference, lr = peft_lora(policy, config.lora_rank), None, config.lora_lr
     else:
@@ -190,7 +200,7 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
     ref_context = unwrapped.lm.disable_adapter if reference is None else nullcontext
     ref_model = reference if reference is not None else unwrapped.lm
     pad = tokenizer.pad_token_id
-    order = torch.Generator().manual_seed(seed + accelerator.process_index)
+    order = torch.Generator().manual_seed(seed)  # the same prompt order in every process
 
     result = PPOResult(trainable_parameters=sum(p.numel() for p in trainable),
                        total_parameters=sum(p.numel() for p in unwrapped.parameters())
@@ -209,6 +219,7 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
         while len(batch) < config.prompts_per_batch:
             batch += [prompts[i] for i in torch.randperm(len(prompts), generator=order).tolist()]
         rows, batch = batch[:config.prompts_per_batch], batch[config.prompts_per_batch:]
+        rows = rows[accelerator.process_index::accelerator.num_processes]  # this process's share
         t0 = time.perf_counter()
         samples = sample_answers(unwrapped.lm, tokenizer, rows, n=config.samples_per_prompt,
                                  seed=seed * 1_000_003 + iteration * 101 + accelerator.process_index,
@@ -228,7 +239,9 @@ def train_ppo(policy, tokenizer, prompts: list[dict], reward_fn: RewardFn, confi
         if gold_fn is not None:
             row["train_gold"] = float(check_scores(gold_fn(rollout.rows, rollout.answers), len(rollout.answers)).mean())
         if eval_fn is not None and ((iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations):
+            t0 = time.perf_counter()
             judged = {f"heldout_{k}": v for k, v in eval_fn(unwrapped.lm).items()}
+            result.eval_seconds += time.perf_counter() - t0
             row.update(judged)
             result.evaluations.append({"step": iteration + 1, **judged})
         result.history.append(row)
@@ -261,12 +274,25 @@ def make_advantages(model, ref_model, ref_context, rollout: Rollout, config: PPO
     model.train()
 
 
+def share_among_processes(config: PPOStageConfig, processes: int) -> None:
+    """Raise a clear error unless ``processes`` can share every batch and minibatch equally.
+
+    Unequal shares would give the processes different numbers of minibatch steps, and DDP, which
+    averages gradients at each step, would wait forever for the missing ones.
+    """
+    for name in ("prompts_per_batch", "minibatch_size"):
+        if getattr(config, name) % processes:
+            raise ValueError(f"PPOStageConfig.{name} = {getattr(config, name)} cannot be shared equally by "
+                             f"{processes} processes; choose a number of processes that divides it")
+
+
 def ppo_update(model, optimizer, accelerator, rollout: Rollout, config: PPOStageConfig,
                generator: torch.Generator) -> dict:
     """``ppo_epochs`` passes of minibatch steps on the clipped objective; returns the mean statistics."""
     n, totals, steps = len(rollout.answers), {}, 0
+    size = config.minibatch_size // accelerator.num_processes  # each process's part of a minibatch
     for _ in range(config.ppo_epochs):
-        for index in torch.randperm(n, generator=generator).split(config.minibatch_size):
+        for index in torch.randperm(n, generator=generator).split(size):
             index = index.to(rollout.input_ids.device)
             mask = rollout.mask[index]
             logits, values = _forward(model, rollout, index)

@@ -3,6 +3,11 @@
 The loop reads like the textbook version: take a batch of packed documents, predict every next
 token, average −log p(correct token), step the optimiser, now and then measure the held-out loss.
 Everything else (packing, the learning-rate schedule, evaluation) is a small helper beside it.
+
+``accelerate`` runs the same loop data-parallel: under ``accelerate launch --num_processes N``
+each of the N processes (GPUs, or CPU processes talking over gloo) takes its own share of every
+step's rows, and the gradients are averaged across processes before the optimiser steps. With one
+process ``accelerate`` changes nothing: the same numbers as a plain PyTorch loop.
 """
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from labkit import runtime
 from labkit.presets import PretrainConfig
 from labkit.train.common import TrainResult
 
@@ -126,13 +133,26 @@ def pretrain(
     ``callback(history)`` is called after each evaluation (the labs use it to redraw live curves).
     The training loss in the history is measured on a fixed sample of training rows with the same
     code as the validation loss, so the two curves are comparable (memorisation shows as a gap).
+
+    Data parallel (``accelerate launch --num_processes N``): every process draws the same row order
+    and takes its own N-th of each step's ``cfg.batch_tokens // max_len`` rows, so a step sees the
+    same global batch, and takes the same update (up to float rounding), as one process would.
+    Evaluation runs on every process (same weights, same numbers).
     """
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
+    # device_placement=False: the model stays where the caller put it (runtime.device() in the pipeline).
+    accelerator = Accelerator(cpu=runtime.device().type == "cpu", device_placement=False)
+    gen = torch.Generator().manual_seed(seed)  # the same seed in every process: the same row order
     rows_per_step = max(1, cfg.batch_tokens // train.input_ids.size(1))
+    if rows_per_step < accelerator.num_processes:
+        raise ValueError(f"each step has {rows_per_step} rows, fewer than the {accelerator.num_processes} processes "
+                         "sharing it; raise PretrainConfig.batch_tokens or use fewer processes")
     probe = Packed(train.input_ids[:train_eval_rows], train.labels[:train_eval_rows])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                             weight_decay=cfg.weight_decay)
+    # With several processes, prepare wraps the model in DistributedDataParallel (it averages the
+    # gradients across processes in backward); alone, the model and optimiser work as before.
+    ddp_model, opt = accelerator.prepare(model, opt)
     result = PretrainResult()
     order = torch.randperm(len(train.input_ids), generator=gen)
     cursor = 0
@@ -145,19 +165,28 @@ def pretrain(
             cursor = 0
         idx = order[cursor : cursor + rows_per_step]
         cursor += rows_per_step
+        idx = idx.tensor_split(accelerator.num_processes)[accelerator.process_index]  # this process's share
         ids, lab = train.input_ids[idx].to(device), train.labels[idx].to(device)
 
-        losses = token_losses(model, ids, lab)            # −log p(correct) per token
-        n = (lab[:, 1:] != IGNORE).sum()
-        loss = losses.sum() / n
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        losses = token_losses(ddp_model, ids, lab)        # −log p(correct) per token
+        n = accelerator.reduce((lab[:, 1:] != IGNORE).sum(), "sum")  # predicted tokens in the whole step
+        # The step's loss is the mean over all n tokens of the step: (sum over every process) / n.
+        # DDP averages the processes' gradients (sums them, divides by N), so each process
+        # back-propagates N · (its own sum) / n; the average of those is the gradient of the global
+        # mean, however the tokens fall between processes. (Its own sum / its own count would
+        # weight a process's tokens more when it happens to have fewer.) Alone: sum / n, as before.
+        loss = accelerator.num_processes * losses.sum() / n
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(ddp_model.parameters(), 1.0)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.step()
         opt.zero_grad(set_to_none=True)
         result.tokens_seen += int(n)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        # The step's mean loss over all processes' tokens, for the bar. Every process joins the
+        # reduce (a collective), even those that show no bar: one left out would wait forever.
+        step_loss = accelerator.reduce(losses.detach().sum(), "sum") / n
+        bar.set_postfix(loss=f"{float(step_loss):.3f}")
 
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             elapsed = time.perf_counter() - start
