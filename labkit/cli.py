@@ -29,8 +29,7 @@ def _pipeline(args) -> int:
         print(note, file=sys.stderr)
     # Under `accelerate launch --num_processes N` all N processes run this; they train together,
     # and only the main one prints and writes the report (its "processes" key says how many trained).
-    jobs = pipeline.default_jobs() if args.jobs is None else args.jobs
-    report = pipeline.run(stages, preset, args.report, progress=not args.quiet, fresh=args.fresh, jobs=jobs)
+    report = pipeline.run(stages, preset, args.report, progress=not args.quiet, fresh=args.fresh)
     if not runtime.is_main_process():
         return 0
     print(json.dumps(report, indent=2))
@@ -130,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true",
                    help="train the stages (and what they need) again even if cached; old checkpoints are replaced "
                         "only when the new ones are complete")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="stages trained side by side, each in its own process, once what they need is built "
-                        "(default: 2 on a CPU with 2 or more cores, else 1)")
     p.set_defaults(func=_pipeline)
 
     d = sub.add_parser("data", help="build or check the generated files in datasets/")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -104,37 +103,22 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
     return json.loads((path / "labkit.json").read_text())
 
 
-def default_jobs() -> int:
-    """How many stages :func:`run` trains at once by default: 2 on a CPU with at least 2 cores, else 1
-    (one GPU is shared by everything; data-parallel processes train one stage together)."""
-    if runtime.processes() > 1 or runtime.device().type != "cpu":
-        return 1
-    return min(2, os.cpu_count() or 1)
-
-
 def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,
-        progress: bool = True, fresh: bool = False, jobs: int = 1) -> dict:
+        progress: bool = True, fresh: bool = False) -> dict:
     """Run ``stages`` headless (building prerequisites) and return / write the metrics report.
 
     Writes ``report_path`` (JSON) and a markdown table beside it (same name, ``.md``). Cached stages
     are reused; ``fresh=True`` trains ``stages`` and everything they need again, once each.
-    ``jobs`` > 1 trains up to that many stages side by side, each in its own process, once what
-    they need is built (see :func:`build_side_by_side`). ``processes`` in the report: how many
-    data-parallel processes trained (see :func:`ensure`); with several, only the main process writes
-    the files. ``seconds``: the whole run's wall time.
+    ``processes`` in the report: how many data-parallel processes trained (see :func:`ensure`); with
+    several, only the main process writes the files. ``seconds``: the whole run's wall time (cached
+    stages take none).
     """
     for stage in stages:
         _check_stage(stage)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
     start = time.perf_counter()
-    report = {"preset": preset.name, "device": str(runtime.device()), "processes": runtime.processes(),
-              "jobs": jobs, "stages": {}}
+    report = {"preset": preset.name, "device": str(runtime.device()), "processes": runtime.processes(), "stages": {}}
     rebuild = _with_needs(stages) if fresh else None
-    if jobs > 1:
-        build_side_by_side(_with_needs(stages), preset, jobs=jobs, rebuild=rebuild, progress=progress)
-        rebuild = None  # built just now
     for stage in stages:
         meta = json.loads((ensure(stage, preset, progress=progress, rebuild=rebuild) / "labkit.json").read_text())
         report["stages"][stage] = {k: meta["metrics"][k] for k in STAGES[stage].report if k in meta["metrics"]}
@@ -145,82 +129,6 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         report_path.with_suffix(".md").write_text(markdown_report(report))
     return report
-
-
-def build_side_by_side(todo: set[str], preset: Preset, *, jobs: int = 2, rebuild: set[str] | None = None,
-                       progress: bool = True) -> None:
-    """Build the stages of ``todo`` that are not cached (or are in ``rebuild``), up to ``jobs`` at once.
-
-    Each stage trains in a fresh Python process (``ensure`` there, so it is cached and written
-    atomically as usual) as soon as every stage it needs is built; stages that others wait for go
-    first. The CPU's threads are shared out: a stage that starts alone gets them all, else each gets
-    its share (threads // jobs). Small models barely use a second thread, so two stages side by side
-    take little longer than one. Their results do not depend on it: a stage trained on one thread
-    or two gives the same weights, bit for bit (checked for every stage of the ``cpu`` preset).
-
-    If a stage fails, the ones running are let finish, nothing else starts, and a ``RuntimeError``
-    names the stage with the end of its output; every finished stage keeps its checkpoint.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    if runtime.processes() > 1:
-        raise ValueError("stages side by side (jobs > 1) cannot be combined with several data-parallel processes: "
-                         "use jobs=1 under accelerate launch")
-    if preset != get_preset(preset.name):
-        raise ValueError(f"stages side by side (jobs > 1) run in fresh processes, which read the preset by name: a "
-                         f"changed copy of {preset.name!r} would be ignored there. Use jobs=1 for it")
-    waiting = {s for s in todo if (rebuild and s in rebuild) or not checkpoint.is_complete(stage_dir(s, preset))}
-    built, running, failed = set(todo) - waiting, {}, []
-    threads = torch.get_num_threads()
-    bar = tqdm(total=len(waiting), desc=f"stages ({jobs} at a time)", unit="stage", disable=not progress)
-    try:
-        while (waiting and not failed) or running:
-            ready = sorted((s for s in STAGES if s in waiting and set(STAGES[s].needs) <= built),
-                           key=lambda s: -sum(s in _with_needs([t]) for t in waiting))
-            while ready and len(running) < jobs and not failed:
-                stage = ready.pop(0)
-                waiting.discard(stage)
-                share = threads if not running and not ready else max(1, threads // jobs)
-                running[stage] = _start_stage(stage, preset, share, again=bool(rebuild and stage in rebuild))
-                bar.set_postfix_str(", ".join(running))
-            if not running:
-                break
-            time.sleep(0.2)
-            for stage, (child, log, started) in list(running.items()):
-                if child.poll() is None:
-                    continue
-                del running[stage]
-                log.seek(0)
-                if child.returncode == 0:
-                    built.add(stage)
-                    bar.update(1)
-                    bar.write(f"{stage}: built in {time.perf_counter() - started:.0f} s")
-                else:
-                    failed.append((stage, log.read()[-3000:]))
-                log.close()
-    finally:
-        for child, _, _ in running.values():  # interrupted: stop the others (their checkpoints stay unwritten)
-            child.terminate()
-        bar.close()
-    if failed:
-        stage, output = failed[0]
-        raise RuntimeError(f"the {stage!r} stage failed (preset {preset.name}). The stages that finished keep their "
-                           f"checkpoints, and a rerun continues from them. The end of its output:\n{output}")
-
-
-def _start_stage(stage: str, preset: Preset, threads: int, again: bool):
-    """``ensure(stage)`` in a fresh Python process with ``threads`` CPU threads: (process, its log, start time)."""
-    import subprocess
-    import sys
-    import tempfile
-
-    code = (f"from labkit import pipeline; pipeline.ensure({stage!r}, {preset.name!r}, progress=False, "
-            f"rebuild={({stage} if again else None)!r})")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = tempfile.TemporaryFile(mode="w+")
-    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    return child, log, time.perf_counter()
 
 
 def _with_needs(stages: list[str]) -> set[str]:

@@ -846,10 +846,14 @@ def grpo_group_figure(table) -> go.Figure:
 # ------------------------------------------------------------------------------- lab 08: the showdown
 
 def _method_style(method: str, i: int) -> dict:
-    """One colour per family (PPO, DPO, GRPO, best-of-n); dashed lines for the LoRA runs, dotted for a long one."""
+    """One colour per family (PPO, DPO, GRPO, best-of-n); dashed lines and diamonds for the LoRA runs, dotted
+    lines and stars for a long one."""
     family = method.split(" ")[0]
     colors = {"SFT": UNIGRAM_COLOR, "best-of-n": COLORS[4], "PPO": COLORS[0], "DPO": COLORS[1], "GRPO": COLORS[2]}
-    return dict(color=colors.get(family, COLORS[i % len(COLORS)]), dash="dot" if method.endswith("long") else "dash" if "LoRA" in method else "solid")
+    long, lora = method.endswith("long"), "LoRA" in method
+    return dict(color=colors.get(family, COLORS[i % len(COLORS)]),
+                dash="dot" if long else "dash" if lora else "solid",
+                symbol="star" if long else "diamond" if lora else "circle")
 
 
 def _progress(curve: Sequence[Mapping]) -> list[float]:
@@ -882,8 +886,7 @@ def showdown_figure(curves: Mapping[str, Sequence[Mapping]], table=None, best: f
             r = rows[method]
             fig.add_trace(go.Scatter(x=[max(r["KL"], 0.0) ** 0.5], y=[r["gold"]], mode="markers+text", text=[method],
                                      textposition="top center", name=method, legendgroup=method,
-                                     marker=dict(size=14, color=style["color"],
-                                                 symbol="diamond" if "LoRA" in method else "circle")))
+                                     marker=dict(size=14, color=style["color"], symbol=style["symbol"])))
     if best is not None:
         fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable gold reward")
     return fig
@@ -920,12 +923,13 @@ def tradeoff_figure(table, place: str = "workshop",
     """One marker per method at (safety, helpfulness) of its answers at ``place``
     (:func:`labkit.experiments.showdown.aspects_by_place`'s table)."""
     rows = _rows(table.reset_index())
+    safety = [r[f"{place}: safety"] for r in rows]
     fig = _figure(title, f"safety at the {place} (points per answer; 0 = no sharp tool)",
-                  f"helpfulness at the {place} (points per answer)", height=460)
+                  f"helpfulness at the {place} (points per answer)", height=460,
+                  xaxis=dict(range=[min(safety) - 0.3, max(safety) + 0.5]))  # room for the labels
     for i, r in enumerate(rows):
         style = _method_style(r["method"], i)
         fig.add_trace(go.Scatter(x=[r[f"{place}: safety"]], y=[r[f"{place}: helpfulness"]], mode="markers+text",
                                  text=[r["method"]], textposition="top center", name=r["method"],
-                                 marker=dict(size=13, color=style["color"],
-                                             symbol="diamond" if "LoRA" in r["method"] else "circle")))
+                                 marker=dict(size=13, color=style["color"], symbol=style["symbol"])))
     return fig

@@ -128,19 +128,18 @@ def run_method(preset_name: str, method: str) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 1e6 if device.type == "cuda"
             else _proc_status_megabytes("VmHWM"))
     table = final.answers
-    if "proxy" not in table:
-        rows = [p for p in heldout for _ in range(samples)]
+    per_prompt = len(table) // len(heldout)  # the stage's final evaluation: answers per held-out prompt
+    rows = [p for p in heldout for _ in range(per_prompt)]
+    if "proxy" not in table:  # DPO's evaluation does not ask the reward model; ask it here
         table["proxy"] = reward_model_fn(reward_model, reward_tokenizer)(rows, table["answer"].tolist()).numpy()
     greedy = sample_answers(policy, tokenizer, heldout, temperature=0, max_new_tokens=preset.sft.max_new_tokens)
     row = {"gold": final.gold_reward, "helpfulness": final.helpfulness, "safety": final.safety,
-           "proxy": float(table["proxy"].mean()), "win rate": final.win_rate,
-           "KL": final.kl,
+           "proxy": float(table["proxy"].mean()), "win rate": final.win_rate, "KL": final.kl,
            "train seconds": seconds, "peak MB": peak, "trainable parameters": trainable,
            "answers sampled in training": answers_sampled}
     keep = ["group", "answer", "gold", "helpfulness", "safety", "proxy", "reference gold"]
     return {"method": method, "row": row, "curve": curve,
-            "answers": table.assign(place=[p["place"] for p in heldout for _ in range(samples)])[keep + ["place"]]
-            .to_dict("list"),
+            "answers": table.assign(place=[r["place"] for r in rows])[keep + ["place"]].to_dict("list"),
             "greedy": greedy.answers if method != "best-of-n" else None}
 
 
