@@ -348,7 +348,8 @@ def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, cal
 # ------------------------------------------------------------------------------- DPO
 
 def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | None = None, progress: bool = False,
-            callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0) -> dict:
+            callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0,
+            reference=None) -> dict:
     """DPO from the SFT checkpoint on preference ``pairs`` (default: the world's first
     ``config.train_pairs`` training pairs); ``config`` defaults to the preset's.
 
@@ -357,12 +358,14 @@ def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | N
     Returns ``result`` (:class:`~labkit.train.dpo.DPOResult`), ``evaluation`` (the final
     :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``reference`` (the SFT policy) and
     ``metrics`` (the stage's report). The ``dpo`` stage and lab 06's runs call it. ``eval_fn`` (e.g. a
-    :func:`heldout_judge`) judges the policy every ``eval_every`` steps while it trains (lab 08's curves).
+    :func:`heldout_judge`) judges the policy every ``eval_every`` steps while it trains (lab 08's curves);
+    ``reference``: the SFT policy if the caller has it loaded already (else it is loaded here).
     """
     config = config or preset.dpo
     device = runtime.device()
     policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
-    reference, _, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+    if reference is None:
+        reference, _, _ = checkpoint.load_checkpoint(sft_dir, device=device)
     if pairs is None:
         pairs = prefs.preference_pairs("train", config.train_pairs, seed=preset.world_seed)
     result = train_dpo(policy, tokenizer, pairs, config, reference=reference, seed=preset.seed, progress=progress,

@@ -153,7 +153,7 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
 
 def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = None, beta: float | None = None,
                          steps: int | None = None, reward_stage: str = "reward", progress: bool = False,
-                         callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0) -> Run:
+                         callback: Callable | None = None, eval_every: int = 0) -> Run:
     """GRPO from the SFT policy against the reward model of ``reward_stage``, on PPO's training prompts.
 
     A reward model is just another reward function to GRPO (:func:`labkit.evaluate.reward_model_reward`),
@@ -161,11 +161,11 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
     judged the same way (held-out prompts, gold reward, win rate and KL vs the SFT policy). The gold
     reward is logged beside the proxy at weight 0. Answers are as long as PPO's and the SFT stage's
     evaluation allow (``preset.sft.max_new_tokens``); ``rank``, ``beta`` and ``steps`` replace the
-    preset's GRPO settings. ``eval_fn`` (e.g. :func:`labkit.stages.heldout_judge`) judges the policy
-    every ``eval_every`` steps while it trains.
+    preset's GRPO settings. With ``eval_every`` ≥ 1 the policy is judged on the held-out prompts every
+    that many steps while it trains (:func:`labkit.stages.heldout_judge`, as PPO's loop does).
     """
     from labkit.evaluate import evaluate_policy, gold_reward, reward_model_reward
-    from labkit.stages import verdict
+    from labkit.stages import heldout_judge, verdict
     from labkit.train.grpo import train_grpo
     from labkit.world import preferences as prefs
 
@@ -178,10 +178,12 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
     reference, _, _ = checkpoint.load_checkpoint(sft_dir)
     reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure(reward_stage, preset,
                                                                                    progress=progress))
+    judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
+                          samples_per_prompt=preset.ppo.eval_samples) if eval_every else None
     result = train_grpo(policy, tokenizer, prefs.alignment_prompts("train"),
                         [reward_model_reward(reward_model, reward_tokenizer), gold_reward], config,
                         reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback,
-                        eval_fn=eval_fn, eval_every=eval_every)
+                        eval_fn=judge, eval_every=eval_every)
     heldout = prefs.alignment_prompts("heldout")
     final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
                             reward_tokenizer=reward_tokenizer, samples_per_prompt=preset.ppo.final_eval_samples,

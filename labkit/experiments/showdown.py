@@ -83,12 +83,11 @@ def run_method(preset_name: str, method: str) -> dict:
     device = runtime.device()
     sft_dir = pipeline.ensure("sft", preset, progress=False)
     reward_dir = pipeline.ensure("reward", preset, progress=False)
-    reference, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
-    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward_dir, device=device)
+    if not method.startswith(("PPO", "GRPO")):  # PPO's and GRPO's runs load (and judge with) their own
+        reference, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
+        reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward_dir, device=device)
     heldout = prefs.alignment_prompts("heldout")
     samples = preset.ppo.final_eval_samples
-    judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
-                          samples_per_prompt=preset.ppo.eval_samples)
     rank = _rank(method, preset)
     _memory_start(device)
     curve, trainable, answers_sampled, seconds = [], 0, 0, 0.0
@@ -104,21 +103,23 @@ def run_method(preset_name: str, method: str) -> dict:
     elif method.startswith("PPO"):
         config = dataclasses.replace(preset.ppo, lora_rank=rank, eval_every=_every(preset.ppo.iterations, preset))
         run = run_ppo(preset, sft_dir, reward_dir, config)
-        result, final = run["result"], run["evaluation"]
+        result, final, tokenizer = run["result"], run["evaluation"], run["tokenizer"]
         answers_sampled = config.iterations * config.prompts_per_batch * config.samples_per_prompt
     elif method.startswith("DPO"):
         from labkit.train.common import total_steps
 
         config = dataclasses.replace(preset.dpo, lora_rank=rank)
         steps = total_steps(config.train_pairs, config.batch_size, config.epochs)
-        run = run_dpo(preset, sft_dir, config, eval_fn=judge, eval_every=_every(steps, preset))
+        judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
+                              samples_per_prompt=preset.ppo.eval_samples)
+        run = run_dpo(preset, sft_dir, config, eval_fn=judge, eval_every=_every(steps, preset), reference=reference)
         result, final = run["result"], run["evaluation"]
     else:
         from labkit.experiments.grpo import grpo_on_reward_model
 
         steps = preset.showdown.long_grpo_steps if method.endswith("long") else grpo_steps(preset)
-        run = grpo_on_reward_model(preset, rank=rank, steps=steps, eval_fn=judge, eval_every=_every(steps, preset))
-        result, final = run.outputs["result"], run.outputs["evaluation"]
+        run = grpo_on_reward_model(preset, rank=rank, steps=steps, eval_every=_every(steps, preset))
+        result, final, tokenizer = run.outputs["result"], run.outputs["evaluation"], run.outputs["tokenizer"]
         answers_sampled = steps * preset.grpo.prompts_per_step * preset.grpo.group_size
     if method not in ("SFT", "best-of-n"):
         seconds = result.seconds - result.eval_seconds
