@@ -30,12 +30,25 @@ def _best_device() -> torch.device:
     """This machine's best device (or ``LABKIT_DEVICE``), whatever the number of processes."""
     forced = os.environ.get("LABKIT_DEVICE")
     if forced:
-        return torch.device(forced)
+        return _tensor_cores(torch.device(forced))
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return _tensor_cores(torch.device("cuda"))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _tensor_cores(device: torch.device) -> torch.device:
+    """On CUDA, let float32 matrix products run on the tensor cores as TensorFloat-32.
+
+    Every stage trains in float32 (see ``train.common``: a T4 has no bfloat16). TF32 keeps float32's
+    range and rounds the products' inputs to a 10-bit mantissa, which training does not notice; GPUs
+    from the A100 on run it several times faster than full float32, and older GPUs ignore the switch.
+    The CPU's numbers are untouched.
+    """
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    return device
 
 
 # ------------------------------------------------------------------ several processes (data parallel)

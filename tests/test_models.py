@@ -99,3 +99,19 @@ def test_hub_id_offline_is_a_runtime_error_saying_what_to_do(monkeypatch):
         models.load_causal_lm("labkit-tests/no-such-model")
     message = str(info.value)
     assert "labkit-tests/no-such-model" in message and "huggingface-cli download" in message
+
+
+def test_cuda_device_turns_on_tensor_float_32_and_cpu_leaves_float32_alone(monkeypatch):
+    from labkit import runtime
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+        assert runtime.device().type == "cpu"
+        assert torch.get_float32_matmul_precision() == "highest"  # the CPU's numbers are untouched
+        monkeypatch.setenv("LABKIT_DEVICE", "cuda")  # a device object needs no GPU to exist
+        assert runtime.device().type == "cuda"
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
