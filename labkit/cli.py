@@ -9,6 +9,7 @@
                                            # (runs/bench-cpu.json)
     python -m labkit bench grpo            # one stage and its comparison (grpo: PPO vs GRPO at equal batch)
     python -m labkit notebooks checked     # store the outputs of the cells nbval compares
+    python -m labkit notebooks colab OWNER/NAME   # the course's GitHub repository, in every Colab cell
 """
 from __future__ import annotations
 
@@ -91,6 +92,15 @@ def _notebooks(args) -> int:
 
     from labkit import runtime
 
+    if args.action == "colab":
+        from labkit import colab
+
+        if len(args.paths) != 1:
+            raise ValueError("say which GitHub repository the course lives in: "
+                             "python -m labkit notebooks colab OWNER/NAME")
+        for path in colab.set_repository(args.paths[0], runtime.repo_root()):
+            print(f"{path}: Colab repository set to {args.paths[0]}")
+        return 0
     os.environ["LABKIT_PRESET"] = "smoke"  # the kernel inherits it, as under `make test`
     paths = [Path(p) for p in args.paths] or sorted((runtime.repo_root() / "labs").glob("*.ipynb"))
     for path in paths:
@@ -152,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                         "runs/bench-<preset>-<stage>.json for one stage)")
     b.set_defaults(func=_bench)
 
-    n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT)")
-    n.add_argument("action", choices=["checked"])
-    n.add_argument("paths", nargs="*", help="notebooks (default: every lab in labs/)")
+    n = sub.add_parser("notebooks", help="store the outputs of the cells nbval checks (# NBVAL_CHECK_OUTPUT), "
+                                         "or write the course's repository into the Colab cells and links")
+    n.add_argument("action", choices=["checked", "colab"],
+                   help="checked: run the labs and keep the checked cells' outputs; "
+                        "colab OWNER/NAME: write that GitHub repository into every lab's Colab cell and the README")
+    n.add_argument("paths", nargs="*", help="checked: notebooks (default: every lab in labs/); colab: OWNER/NAME")
     n.set_defaults(func=_notebooks)
 
     args = parser.parse_args(argv)
