@@ -13,13 +13,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
 
 LAYERS = [
-    {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "lora"},
+    {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "lora", "colab"},
     {"world"},
     {"data", "models", "metrics", "evaluate", "plots"},
     {"train"},
     {"stages"},
     {"pipeline"},
-    {"experiments", "widgets", "bench"},
+    {"experiments", "widgets", "bench", "exercises"},
     {"cli", "__main__"},
 ]
 

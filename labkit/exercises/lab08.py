@@ -1,0 +1,4 @@
+"""Lab 08 (the showdown): its graded exercise and solution."""
+from __future__ import annotations
+
+__all__: list[str] = []
