@@ -9,8 +9,9 @@ arXiv:2106.09685) freezes W and learns ΔW as a product of two thin matrices,
 That is r·(m + n) trainable numbers instead of m·n: at m = n = 4096 and r = 8, 65,536 instead of
 16,777,216 (1/256). ``R`` starts at zero, so training starts from exactly the pretrained model;
 after training, ``W + L @ R`` can be merged into one matrix and costs nothing at inference.
-``peft`` names the two matrices the other way round (``lora_A`` is r×in, ``lora_B`` is out×r, for
-``y = x Wᵀ + x Aᵀ Bᵀ · alpha/r``); it is the same idea.
+In ``peft`` the same two factors are stored transposed: L = ``lora_A.weight``ᵀ (``lora_A`` is r×in,
+random at the start) and R = ``lora_B.weight``ᵀ (``lora_B`` is out×r, zero at the start), for
+``y = x Wᵀ + x Aᵀ Bᵀ · alpha/r``.
 """
 from __future__ import annotations
 

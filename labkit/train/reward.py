@@ -54,6 +54,36 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
     return run_trl(make_trainer, model, seed=seed, progress=progress, callback=callback, desc="reward model")
 
 
+def trl_batch_loss(model, tokenizer, pairs: list[dict]) -> dict:
+    """TRL's own reward loss on ``pairs`` as one batch, for checking ``losses.bradley_terry_loss`` against it.
+
+    Builds a ``RewardTrainer`` the way :func:`train_reward` does (nothing is trained), lets its
+    collator make the batch (the chosen conversations, then the rejected) and its ``compute_loss``
+    score it. Returns ``loss`` (a float), the ``chosen`` and ``rejected`` scores it saw (on the CPU),
+    and the trainer's ``margin`` and ``centring`` settings (none and None: the plain loss).
+    """
+    import tempfile
+
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:  # the trainer wants a folder; nothing lands in it
+        args = RewardConfig(output_dir=out, max_length=None, eos_token=END if END in tokenizer.get_vocab() else None,
+                            bf16=False, report_to="none", use_cpu=runtime.device().type == "cpu")
+        trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=pairs_dataset(pairs))
+        batch = trainer.data_collator(list(trainer.train_dataset))
+    if batch["input_ids"].shape[0] != 2 * len(pairs):
+        raise RuntimeError(f"TRL's batch has {batch['input_ids'].shape[0]} rows for {len(pairs)} pairs")
+    batch = {key: value.to(model.device) for key, value in batch.items()}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+    model.train(was_training)
+    chosen, rejected = torch.chunk(outputs.logits.squeeze(-1).float().cpu(), chunks=2)
+    return {"loss": float(loss), "chosen": chosen, "rejected": rejected, "margin": "margin" in batch,
+            "centring": args.center_rewards_coefficient}
+
+
 def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of the chosen and of the rejected response of every pair."""
     prompts = [p["prompt"] for p in pairs]
