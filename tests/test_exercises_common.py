@@ -15,7 +15,7 @@ def check_double(answer):
 def test_the_shipped_placeholder_is_not_attempted_and_not_an_error():
     verdict = check_double(...)
     assert verdict.status == NOT_ATTEMPTED and not verdict
-    assert "Replace the `...`" in str(verdict)
+    assert "Replace the ... with your answer" in str(verdict)
 
 
 def test_right_and_each_hint_and_the_fallback():

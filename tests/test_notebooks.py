@@ -164,3 +164,103 @@ def test_lab08_races_every_method_and_measures_the_open_problems():
                  "race.grpo_verifiable", "plots.aspects_figure", "sd.aspects_by_place", "plots.tradeoff_figure",
                  "sd.instability", "sd.judge_difficulty"]:
         assert call in code, f"lab 08 should run {call}"
+
+
+def _lab03_04_shipped_verdicts(name: str) -> list:
+    """Run each "Your turn" cell of a lab as shipped (its last line is the check) and return the verdicts."""
+    import random
+
+    from labkit import exercises
+    from labkit.world import preferences
+
+    cells = nbformat.read(LABS / name, as_version=4).cells
+    verdicts = []
+    for before, cell in zip(cells, cells[1:]):
+        if before.cell_type == "markdown" and before.source.startswith("## Your turn:") and cell.cell_type == "code":
+            *body, last = cell.source.strip().splitlines()
+            namespace = {"exercises": exercises, "prefs": preferences, "random": random, "print": lambda *a, **k: None}
+            exec("\n".join(body), namespace)
+            verdicts.append(eval(last, namespace))
+    return verdicts
+
+
+def test_lab03_exercise_ships_unattempted_and_the_lecture_letters_are_mapped():
+    text, code = _text_and_code("03_lora.ipynb")
+    assert [v.status for v in _lab03_04_shipped_verdicts("03_lora.ipynb")] == ["not attempted yet"]
+    assert "exercises.check_lora_count(answer" in code
+    # the slide's B is the weight and C its output: here B is an update, so C is the output's change
+    assert "C = A × B is the **change**" in text
+    # peft's factors are the lecture's L and R only up to transpose; lora_B (R) is the one that starts at zero
+    assert "its transpose is the lecture's L" in text and "its transpose is the lecture's R" in text
+    assert "L = `lora_A`ᵀ" in text and "R = `lora_B`ᵀ" in text and "the same two matrices" not in text
+    assert ".self_attn.q_proj\")" in code and '("lora_B", "R"' in code  # peft's own factors, on the lab's model
+    checked = [c for c in nbformat.read(LABS / "03_lora.ipynb", as_version=4).cells if is_checked(c)]
+    assert len(checked) >= 3
+
+
+def test_lab04_exercises_ship_unattempted_and_trls_loss_is_computed_beside_ours():
+    text, code = _text_and_code("04_reward_modelling.ipynb")
+    assert [v.status for v in _lab03_04_shipped_verdicts("04_reward_modelling.ipynb")] == ["not attempted yet"] * 2
+    assert "every **unordered** pair" in text and "ordered pairs" not in text
+    for call in ["rm.trl_batch_loss(reward_model, tok, test_pairs", "losses.bradley_terry_loss(chosen, rejected)",
+                 "check_ranking_pairs(answer", "check_bradley_terry_loss("]:
+        assert call in code, f"lab 04 should run {call}"
+    assert "center_rewards_coefficient" in text and "margin" in text
+    checked = [c for c in nbformat.read(LABS / "04_reward_modelling.ipynb", as_version=4).cells if is_checked(c)]
+    assert len(checked) >= 3
+
+
+def test_lab00_ships_its_exercise_unanswered_and_asks_the_framework_question():
+    from labkit.exercises import lab00
+
+    text, code = _text_and_code("00_start_here.ipynb")
+    assert "## Your turn: a one-shot prompt" in text
+    assert "my_messages = ...  #" in code and "exercises.check_few_shot_prompt(my_messages)" in code
+    assert f'example_review = "{lab00.EXAMPLE_REVIEW}"' in code and f'query = "{lab00.QUERY}"' in code
+    assert "self-supervised" in text and "reinforcement learning" in text and "at heart" not in text
+    cells = {c.get("id"): c.source for c in nbformat.read(LABS / "00_start_here.ipynb", as_version=4).cells}
+    *body, last = cells["exercise"].strip().splitlines()  # run as shipped: the check is the last line
+    namespace = {}
+    exec("\n".join(body), namespace)
+    assert eval(last, namespace).status == "not attempted yet"
+
+
+def test_lab01_ships_its_exercise_unanswered_and_gives_both_units():
+    text, code = _text_and_code("01_pretraining.ipynb")
+    flat = " ".join(text.split())
+    assert "## Your turn: a text's loss by hand, in nats and bits" in text
+    assert "loss_nats = ...  #" in code and "loss_bits = ...  #" in code
+    assert "exercises.check_text_loss(loss_nats, loss_bits)" in code
+    for words in ["326 GiB", "346 GB matches neither unit", "500 billion tokens", "most of the Digimon"]:
+        assert words in flat, f"lab 01 should say {words!r}"
+    assert "500 billion training tokens" not in flat
+    cells = {c.get("id"): c.source for c in nbformat.read(LABS / "01_pretraining.ipynb", as_version=4).cells}
+    namespace = {"print": lambda *a, **k: None}
+    exec(cells["exercise-data"], namespace)
+    *body, last = cells["exercise"].strip().splitlines()
+    exec("\n".join(body), namespace)
+    assert eval(last, namespace).status == "not attempted yet"
+
+
+def test_lab02_ships_its_exercise_unanswered_and_states_the_transfer_direction():
+    from labkit import exercises, world
+    from labkit.exercises import lab02
+    from labkit.prompts import show_mask
+    from labkit.tokenizer import train_tokenizer
+
+    text, code = _text_and_code("02_instruction_tuning.ipynb")
+    flat = " ".join(text.split())
+    assert "## Your turn: the labels SFT trains on" in text
+    assert "labels = ...  #" in code and "exercises.check_sft_labels(labels, base_tok, chat)" in code
+    assert "fine-tuned for reading comprehension on English questions only" in flat
+    assert "answered Chinese questions with EM 63.3 and F1 78.8" in flat
+    assert "# NBVAL_CHECK_OUTPUT" in code
+    cells = {c.get("id"): c.source for c in nbformat.read(LABS / "02_instruction_tuning.ipynb", as_version=4).cells}
+    tok = train_tokenizer([], extra_words=world.vocabulary())  # the lab's tokenizer knows every word of the world
+    namespace = {"base_tok": tok, "show_mask": show_mask, "print": lambda *a, **k: None}
+    exec(cells["exercise-data"], namespace)
+    assert tok.unk_token not in namespace["tokens"] and namespace["tokens"].count("<|assistant|>") == 2
+    *body, last = cells["exercise"].strip().splitlines()
+    exec("\n".join(body), namespace)
+    assert eval(last, namespace).status == "not attempted yet"
+    assert exercises.check_sft_labels(lab02.solution_sft_labels(tok, namespace["chat"]), tok, namespace["chat"]).right

@@ -57,7 +57,7 @@ def grade(exercise: str, answer: Any, is_right: Callable[[Any], bool], *, praise
     counts as "no" for them, so a learner's odd answer gets a hint, never a traceback.
     """
     if answer is Ellipsis:
-        return Verdict(exercise, NOT_ATTEMPTED, "Replace the `...` with your answer and run the cell again.")
+        return Verdict(exercise, NOT_ATTEMPTED, "Replace the ... with your answer and run the cell again.")
     if _safely(is_right, answer):
         return Verdict(exercise, RIGHT, praise)
     for matches, hint in hints:
