@@ -1,7 +1,7 @@
 # The workbook's two commands (see README.md):
 #   make lab    install (first time) and open the workbook in JupyterLab
 #   make test   install (first time) and run every test, notebooks included (preset smoke; not the slow tier)
-# The slow tier, also run by CI: make test-slow (each lab's effects asserted at the cpu preset)
+# The slow tier: make test-slow (each lab's effects asserted at the cpu preset; not yet run by CI)
 # Headless equivalent of the workbook: make headless
 # Choose a preset for either with PRESET=smoke|cpu|gpu|hub (make lab: unset = gpu with CUDA, else cpu).
 PY ?= python3
