@@ -166,6 +166,13 @@ def test_lab08_races_every_method_and_measures_the_open_problems():
         assert call in code, f"lab 08 should run {call}"
 
 
+def _run_shipped(source: str, namespace: dict):
+    """Run an exercise cell as shipped (its last line is the check) in ``namespace``; return the verdict."""
+    *body, last = source.strip().splitlines()
+    exec("\n".join(body), namespace)
+    return eval(last, namespace)
+
+
 def _lab03_04_shipped_verdicts(name: str) -> list:
     """Run each "Your turn" cell of a lab as shipped (its last line is the check) and return the verdicts."""
     import random
@@ -177,10 +184,8 @@ def _lab03_04_shipped_verdicts(name: str) -> list:
     verdicts = []
     for before, cell in zip(cells, cells[1:]):
         if before.cell_type == "markdown" and before.source.startswith("## Your turn:") and cell.cell_type == "code":
-            *body, last = cell.source.strip().splitlines()
             namespace = {"exercises": exercises, "prefs": preferences, "random": random, "print": lambda *a, **k: None}
-            exec("\n".join(body), namespace)
-            verdicts.append(eval(last, namespace))
+            verdicts.append(_run_shipped(cell.source, namespace))
     return verdicts
 
 
@@ -219,10 +224,7 @@ def test_lab00_ships_its_exercise_unanswered_and_asks_the_framework_question():
     assert f'example_review = "{lab00.EXAMPLE_REVIEW}"' in code and f'query = "{lab00.QUERY}"' in code
     assert "self-supervised" in text and "reinforcement learning" in text and "at heart" not in text
     cells = {c.get("id"): c.source for c in nbformat.read(LABS / "00_start_here.ipynb", as_version=4).cells}
-    *body, last = cells["exercise"].strip().splitlines()  # run as shipped: the check is the last line
-    namespace = {}
-    exec("\n".join(body), namespace)
-    assert eval(last, namespace).status == "not attempted yet"
+    assert _run_shipped(cells["exercise"], {}).status == "not attempted yet"
 
 
 def test_lab01_ships_its_exercise_unanswered_and_gives_both_units():
@@ -237,9 +239,7 @@ def test_lab01_ships_its_exercise_unanswered_and_gives_both_units():
     cells = {c.get("id"): c.source for c in nbformat.read(LABS / "01_pretraining.ipynb", as_version=4).cells}
     namespace = {"print": lambda *a, **k: None}
     exec(cells["exercise-data"], namespace)
-    *body, last = cells["exercise"].strip().splitlines()
-    exec("\n".join(body), namespace)
-    assert eval(last, namespace).status == "not attempted yet"
+    assert _run_shipped(cells["exercise"], namespace).status == "not attempted yet"
 
 
 def test_lab02_ships_its_exercise_unanswered_and_states_the_transfer_direction():
@@ -260,7 +260,5 @@ def test_lab02_ships_its_exercise_unanswered_and_states_the_transfer_direction()
     namespace = {"base_tok": tok, "show_mask": show_mask, "print": lambda *a, **k: None}
     exec(cells["exercise-data"], namespace)
     assert tok.unk_token not in namespace["tokens"] and namespace["tokens"].count("<|assistant|>") == 2
-    *body, last = cells["exercise"].strip().splitlines()
-    exec("\n".join(body), namespace)
-    assert eval(last, namespace).status == "not attempted yet"
+    assert _run_shipped(cells["exercise"], namespace).status == "not attempted yet"
     assert exercises.check_sft_labels(lab02.solution_sft_labels(tok, namespace["chat"]), tok, namespace["chat"]).right
