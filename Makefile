@@ -1,7 +1,7 @@
 # The workbook's two commands (see README.md):
 #   make lab    install (first time) and open the workbook in JupyterLab
 #   make test   install (first time) and run every test, notebooks included (preset smoke; not the slow tier)
-# The slow tier: make test-slow (each lab's effects asserted at the cpu preset; not yet run by CI)
+# The slow tier: make test-slow (each lab's effects asserted at the cpu preset; CI runs it after make test)
 # Headless equivalent of the workbook: make headless
 # Choose a preset for either with PRESET=smoke|cpu|gpu|hub (make lab: unset = gpu with CUDA, else cpu).
 PY ?= python3
@@ -34,7 +34,7 @@ test: install
 	LABKIT_PRESET=smoke $(BIN)/python -m pytest --nbval-lax -q -m "not slow" tests labs
 
 # Uses the stage cache in LABKIT_HOME (default ~/.cache/labkit); from an empty cache it first trains
-# the whole cpu pipeline (~15 min on 2 cores), then the labs' demonstrations.
+# the whole cpu pipeline (~16 min on 2 cores), then the labs' demonstrations (~10 min).
 test-slow: install
 	LABKIT_PRESET=cpu LABKIT_TEST_KEEP_HOME=1 $(BIN)/python -m pytest -q -m slow --durations=0 tests
 
