@@ -9,7 +9,7 @@ erases an effect fails. Run it with ``make test-slow``, which is
 
 ``LABKIT_TEST_KEEP_HOME=1`` keeps the cache in ``LABKIT_HOME`` (default ``~/.cache/labkit``): with the
 stages cached only the demonstrations train (10-11 min on 2 quiet cores); from an empty cache the
-whole pipeline trains first (16-18 min more; 26 min 40 s to 28 min 28 s in all, in three runs). Without it, ``tests/conftest.py`` gives the
+whole pipeline trains first (16-18 min more; 26 min 30 s to 28 min 28 s in all, in four runs). Without it, ``tests/conftest.py`` gives the
 tests a private, empty cache. Under any other preset than ``cpu`` these tests are skipped: their
 thresholds are the ``cpu`` preset's.
 
