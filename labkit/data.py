@@ -2,7 +2,8 @@
 
 Files are JSON Lines (one JSON object per line), the format ``datasets.load_dataset("json", ...)``
 reads and the Hugging Face Hub uses for instruction and preference data. ``build_datasets`` writes
-them from the generator; a test checks the committed files are exactly what it writes.
+them from the generator; a test checks the committed files are exactly what it writes. Each dataset's
+card (its ``README.md``) is a template in ``labkit/cards/`` filled with the numbers computed here.
 :func:`from_hh_rlhf` turns Anthropic's hh-rlhf transcripts into prompt / chosen / rejected messages;
 :func:`load_problems` reads word problems for GRPO from JSONL and :func:`from_gsm8k` converts GSM8K rows.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
@@ -108,38 +110,16 @@ def story_rows(split: str, n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def render_card(name: str, **values) -> str:
+    """A dataset card: the template ``labkit/cards/<name>.md`` with its ``{field:spec}`` placeholders
+    filled from ``values`` by :meth:`str.format` (so a literal brace in a template is written twice)."""
+    template = (resources.files("labkit") / "cards" / f"{name}.md").read_text(encoding="utf-8")
+    return template.format(**values)
+
+
 def _stories_card(stats: dict, rows: dict[str, list[dict]]) -> str:
-    counts = {s: len(r) for s, r in rows.items()}
-    return f"""# stories — the pretraining corpus
-
-Short stories and dialogues from the synthetic village of `labkit.world` (seed 0). Every token's
-true probability is known, so the corpus's entropy rate is computed exactly.
-
-| file | documents | what for |
-|---|---|---|
-| `validation.jsonl` | {counts['validation']:,} | held-out loss and the entropy floor (the `cpu` preset's validation set) |
-| `train_sample.jsonl` | {counts['train_sample']:,} | the first training documents: examples to read, the memorisation run |
-
-Larger training sets (40,000 documents for `cpu`) are generated on the fly by
-`labkit.world.corpus("train", n)`; document *i* is the same whatever *n* is.
-
-Fields: `id`; `kind` (`story` or `dialogue`); `text` (lowercase words and punctuation separated by
-single spaces); `n_tokens` (words + the final `</s>`, the tokens a model predicts); `nll`
-(−ln p(document) under the generator, nats); `entropy` (sum over tokens of the entropy of the
-generator's choice there, nats).
-
-How it is made: `python -m labkit data build` (see `labkit/world/corpus.py`). Every random choice
-opens with its own word, so the text alone determines the choices and `labkit.world.score_text`
-recovers each token's probability.
-
-Statistics of `validation.jsonl` (nats per predicted token):
-
-- entropy floor (mean conditional entropy): {stats['entropy_floor']:.4f}
-- the generator's own loss on these tokens: {stats['true_nll']:.4f}
-- unigram entropy (token frequencies of `train_sample.jsonl`; the best loss without context): {stats['unigram_entropy']:.4f}
-- floor / unigram: {stats['entropy_floor'] / stats['unigram_entropy']:.3f}
-- predicted tokens: {stats['tokens']:,}
-"""
+    return render_card("stories", counts={s: len(r) for s, r in rows.items()}, stats=stats,
+                       floor_over_unigram=stats["entropy_floor"] / stats["unigram_entropy"])
 
 
 def build_datasets(out: str | Path = DATASETS_DIR) -> list[Path]:
@@ -215,71 +195,16 @@ def _problems_card() -> str:
     rows = problem_files()
     sample = rows["train_sample"]
     worked = sum(r["messages"][-1]["content"] != f"{problems.MARKER} {r['answer']}" for r in sample)
-    steps = {k: sum(r["steps"] == k for r in rows["test"]) for k in (2, 3)}
     example = rows["test"][0]
-    grpo, m = cpu.grpo, PROBLEMS_CPU
     grpo_start = cpu.sft_math.train_problems
-    grpo_end = grpo_start + grpo.steps * grpo.prompts_per_step
-    return f"""# problems — word problems with one numeric answer, for GRPO
-
-Short word problems about the synthetic village: a person starts with some goods, then buys more,
-is given some, gives some away or eats some, and the question asks how many they have now. Each has
-two or three such steps, and every number in it, the intermediate totals too, lies between 0 and
-{problems.MAX_NUMBER}. Each step is a sum or difference that lab 02's SFT policy already gets right on its own;
-the hard part for a small model is doing two or three in a row. Made by
-`labkit/world/problems.py` (seed {cpu.world_seed}).
-
-| file | problems | what for |
-|---|---|---|
-| `train_sample.jsonl` | {len(sample):,} | the first demonstrations of the `sft_math` stage, exactly as it sees them (`cpu` preset) |
-| `test.jsonl` | {len(rows['test']):,} | the held-out problems every policy is judged on (worked solutions) |
-
-A worked answer writes one line of arithmetic per step and ends with the final number after
-`{problems.MARKER}` (the GSM8K convention); the correctness reward reads the number after the last `{problems.MARKER}`
-(`labkit.rewards.extract_final_answer`) and compares it with `answer`:
-
-    {example['prompt'][0]['content']}
-    {example['solution']}
-
-`{problems.MARKER}` is not a word of the village, so the word-level tokenizer does not know it: the
-`sft_math` stage adds it to the tokenizer as one new token (`labkit.stages.add_answer_marker`).
-
-Fields: `id` (`split-problem-index`); `category` (`word_problem`); `steps` (2 or 3); `prompt` (the
-user message alone, what GRPO samples answers to); `messages` (the user message and the
-demonstrator's answer); `solution` (the worked answer); `answer` (the final number, a string).
-
-Splits. The `train` and `test` splits are drawn from separate random streams, and held-out problems
-are never trained on (the tests check that no held-out prompt is among the first 12,000 training
-prompts). The `cpu` preset's `sft_math` stage learns from the first {grpo_start:,} training problems;
-GRPO then trains on the training problems that follow them (problems {grpo_start:,} to {grpo_end - 1:,}: {grpo.steps}
-steps of {grpo.prompts_per_step}), new problems whose answers it is never shown. Problem *i* of a split is the same
-however many are generated. Of the held-out problems, {steps[2]} have two steps and {steps[3]} three.
-
-Imperfect demonstrators. Only {cpu.sft_math.worked_share:.0%} of the `sft_math` demonstrations show the working
-(`messages`); the rest give only `{problems.MARKER} N` ({worked} of the {len(sample)} in `train_sample.jsonl` show it). `solution`
-always holds the worked answer. The SFT policy imitates the mix: it mostly answers without working,
-and is right less often when it skips the working than when it writes it out.
-
-Starting point and what GRPO does, measured with
-`python -m labkit pipeline --preset cpu --stages sft_math,grpo` on a 2-core CPU (on `test.jsonl`;
-greedy decoding, and one answer sampled per problem at temperature 1):
-
-- the SFT policy before the word-problem SFT: {m['sft_accuracy']:.1%} right (greedy)
-- the `sft_math` policy: {m['sft_math_accuracy']:.1%} right greedy, {m['sft_math_sampled_accuracy']:.1%} with one sampled answer.
-  Sampled answers show working {m['sft_math_worked_share']:.1%} of the time; they are right {m['sft_math_worked_accuracy']:.1%} of the time
-  when they do and {m['sft_math_bare_accuracy']:.1%} when they give the bare answer.
-- after GRPO ({grpo.steps} steps, G = {grpo.group_size} answers per problem, {grpo.prompts_per_step} problems per step, rewarded only for
-  the exact final answer): {m['grpo_accuracy']:.1%} right greedy, {m['grpo_sampled_accuracy']:.1%} sampled, and {m['grpo_worked_share']:.1%} of sampled
-  answers show working.
-
-Nothing rewards the working itself; GRPO finds out from the final answers alone that working pays.
-It can, because the answers in a group differ: some are right and some wrong. Lab 02's one-step
-arithmetic is the contrast: the SFT policy solves every in-range problem there, so all the answers
-in a group get the same reward and GRPO has no signal to learn from.
-
-How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
-files equal the generator's output.
-"""
+    return render_card(
+        "problems", max_number=problems.MAX_NUMBER, seed=cpu.world_seed, marker=problems.MARKER,
+        n_sample=len(sample), n_test=len(rows["test"]), worked=worked, worked_share=cpu.sft_math.worked_share,
+        steps={k: sum(r["steps"] == k for r in rows["test"]) for k in (2, 3)},
+        example_prompt=example["prompt"][0]["content"], example_solution=example["solution"],
+        grpo=cpu.grpo, grpo_start=grpo_start,
+        grpo_last=grpo_start + cpu.grpo.steps * cpu.grpo.prompts_per_step - 1,   # the last problem GRPO sees
+        m=PROBLEMS_CPU)
 
 
 def _preferences_card() -> str:
@@ -288,118 +213,31 @@ def _preferences_card() -> str:
 
     test = prefs.preference_pairs("test", PREFERENCE_FILES["test"])
     heldout, train_prompts = prefs.alignment_prompts("heldout"), prefs.alignment_prompts("train")
-    best, demo = prefs.best_mean_gold_reward(heldout), prefs.demonstrator_gold_reward(heldout)
     sft = (f"{SFT_GOLD_REWARD_CPU:.2f}, measured with "
            "`python -m labkit pipeline --preset cpu --stages sft` (report key `sft.gold_reward`: "
            "8 sampled answers per prompt at temperature 1)" if SFT_GOLD_REWARD_CPU is not None else "not measured yet")
-    phrasings = "\n".join(f"- `{whole}` / `{counted}`" for whole, counted in prefs.PHRASINGS)
-    return f"""# preferences — comparisons labelled by a known gold reward
-
-Requests for the goods sold at a place, answers to them, and the answer a simulated annotator
-preferred, in the conversational layout TRL's `RewardTrainer` reads. Made by
-`labkit/world/preferences.py` (seed 0).
-
-| file | rows | what for |
-|---|---|---|
-| `prompts.jsonl` | {len(train_prompts) + len(heldout):,} prompts | every request in every phrasing, `train` or `heldout` |
-| `demonstrations.jsonl` | {DEMONSTRATION_FILE_SIZE:,} answers | the first SFT demonstrations of the task (`open_brainstorm` in the SFT mix) |
-| `train_sample.jsonl` | {PREFERENCE_FILES['train_sample']:,} pairs | the first training pairs, to read (the `cpu` preset trains on 16,000) |
-| `test.jsonl` | {PREFERENCE_FILES['test']:,} pairs | held-out accuracy and the Bayes ceiling of the `cpu` preset |
-| `rankings.jsonl` | {RANKING_FILE_SIZE:,} rankings | four responses each, best first; each gives C(4, 2) = 6 pairs |
-
-Requests. A request names a place (12) and asks for all its goods or for {' or '.join(str(c) for c in prefs.COUNTS if c)} of
-them, in one of {len(prefs.PHRASINGS)} phrasings (all / a number):
-
-{phrasings}
-
-Held-out prompts. Each place has one held-out request ({len(heldout) // len(prefs.PHRASINGS)} requests, {len(heldout)} prompts
-with their phrasings): no SFT demonstration, training pair or RL prompt ever uses them; policies are
-judged on them and `test.jsonl` asks them. The phrasings of one request form a *paraphrase group*
-(field `group`), for measuring how much an answer depends on the wording. The other
-{len(train_prompts)} prompts are for training.
-
-Gold reward = helpfulness + safety. Helpfulness: +1 per distinct right good for the place, −1 per
-wrong or repeated good, and, when a number was asked for, −1 per good beyond it. Safety:
-−{prefs.SAFETY_WEIGHT:g} per sharp tool named ({', '.join(sorted(prefs.SHARP))}). At the workshop the two aspects conflict.
-
-Answers come from imperfect demonstrators (`sample_response`): per answer a quality (the chance an
-item is a right good) of 0.2 to 1.0, repeats in {prefs.REPEAT_SHARE:.0%} of items, 1 to 5 items (the asked number
-{prefs.EXACT_LENGTH_SHARE:.0%} of the time). The SFT demonstrations come from the same demonstrators, so the SFT
-policy imitates them. On the held-out prompts (mean gold reward per answer):
-
-- best achievable (the right goods that are not sharp, as many as asked): {best:.2f}
-- a random demonstrator: {demo:.2f}
-- the SFT policy under `cpu`: {sft}
-
-The SFT policy is no better than the demonstrators it imitates; learning from comparisons (best-of-n
-with a reward model, PPO, DPO, GRPO) can take it towards the best.
-
-Labels: the annotator prefers a over b with probability σ((r_a − r_b) / T), T = {prefs.TEMPERATURE}
-(Bradley–Terry). Rankings are drawn the same way, best first (Plackett–Luce). The `reward` stage
-also labels comparisons of the SFT policy's own answers and of wild variants of them (repeats,
-lists of 6–14 goods, stray words, a trailing comma; `policy_pairs`), so that its reward model
-knows the answers a policy tries once optimised; `reward_naive` learns from the pairs here only.
-
-Pair fields: `id`; `place`; `count` (null: all goods); `phrasing`; `group`; `prompt`, `chosen`,
-`rejected` (role/content messages); `gold_chosen`, `gold_rejected` (gold rewards); `p_chosen` (the
-true probability that an annotator picks `chosen`). Ranking fields: `id`, `place`, `prompt`,
-`ranked` (responses, best first), `gold` (their rewards).
-
-On `test.jsonl`:
-
-- Bayes ceiling (mean of max(p, 1 − p), the best any reward model can expect): {prefs.bayes_ceiling(test):.4f}
-- the gold reward used as a scorer: {scorer_accuracy(test, prefs.gold_reward):.4f}
-- a length-only scorer (more goods is better): {scorer_accuracy(test, prefs.length_score):.4f}
-- a keyword-only scorer (no sharp tools): {scorer_accuracy(test, prefs.keyword_score):.4f}
-
-How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
-files equal the generator's output.
-"""
+    return render_card(
+        "preferences", n_prompts=len(train_prompts) + len(heldout), n_demonstrations=DEMONSTRATION_FILE_SIZE,
+        pairs=PREFERENCE_FILES, n_rankings=RANKING_FILE_SIZE,
+        counts=" or ".join(str(c) for c in prefs.COUNTS if c), n_phrasings=len(prefs.PHRASINGS),
+        phrasings="\n".join(f"- `{whole}` / `{counted}`" for whole, counted in prefs.PHRASINGS),
+        heldout_requests=len(heldout) // len(prefs.PHRASINGS), n_heldout=len(heldout),
+        n_train_prompts=len(train_prompts), safety_weight=prefs.SAFETY_WEIGHT, sharp=", ".join(sorted(prefs.SHARP)),
+        repeat_share=prefs.REPEAT_SHARE, exact_length_share=prefs.EXACT_LENGTH_SHARE,
+        best=prefs.best_mean_gold_reward(heldout), demonstrator=prefs.demonstrator_gold_reward(heldout), sft=sft,
+        temperature=prefs.TEMPERATURE, bayes_ceiling=prefs.bayes_ceiling(test),
+        gold_scorer=scorer_accuracy(test, prefs.gold_reward), length_scorer=scorer_accuracy(test, prefs.length_score),
+        keyword_scorer=scorer_accuracy(test, prefs.keyword_score))
 
 
 def _instructions_card() -> str:
     from labkit.world import tasks
 
-    counts = {s: n * len(tasks.CATEGORIES) for s, n in INSTRUCTION_FILES.items()}
     example = tasks.task_example("classify", "train", 0)
-    rows = "\n".join(f"| `{c}` | {tasks.NO_ROBOTS[c]} |" for c in tasks.CATEGORIES)
-    return f"""# instructions — the instruction-tuning tasks
-
-Instructions about the synthetic village with exactly one correct answer each, in the layout of
-the no_robots dataset: a list of role/content `messages` (a user turn, then the assistant's
-answer), plus a `category`. Made by `labkit/world/tasks.py` (seed 0).
-
-| file | examples | what for |
-|---|---|---|
-| `train_sample.jsonl` | {counts['train_sample']:,} | the first training examples of each category, to read |
-| `validation.jsonl` | {counts['validation']:,} | choosing settings without touching the test set |
-| `test.jsonl` | {counts['test']:,} | held-out exact match of the `cpu` preset (base vs SFT model) |
-
-The `cpu` preset trains on 18,000 examples (fewer of the two easy categories, rewrite and
-brainstorm), generated on the fly by `labkit.world.tasks.task_mixture("train", ...)`; example *i*
-of a category is the same whatever the total. The three splits are drawn from separate random
-streams.
-
-Fields: `id` (`split-category-index`); `category`; `messages`; `answer` (the assistant's content,
-repeated for scoring).
-
-| category | no_robots category it stands for |
-|---|---|
-{rows}
-
-The `classify` answers are JSON objects with `label`, `confidence` and `evidence`, one JSON token
-per word so the word-level tokenizer can write them, e.g.
-
-    {example['messages'][0]['content']}
-    {example['answer']}
-
-Scoring: a reply is right when its words equal the answer's (`labkit.metrics.exact_match`); a
-`classify` reply is valid when it parses as JSON with exactly those three keys
-(`labkit.metrics.json_valid`).
-
-How it is made: `python -m labkit data build`; `python -m labkit data check` confirms the committed
-files equal the generator's output.
-"""
+    return render_card(
+        "instructions", counts={s: n * len(tasks.CATEGORIES) for s, n in INSTRUCTION_FILES.items()},
+        categories="\n".join(f"| `{c}` | {tasks.NO_ROBOTS[c]} |" for c in tasks.CATEGORIES),
+        example_prompt=example["messages"][0]["content"], example_answer=example["answer"])
 
 
 def _hh_turns(transcript: str) -> list[dict]:

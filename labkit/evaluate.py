@@ -212,6 +212,36 @@ def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, r
                             distinct=table["answer"].nunique() / len(table), answers=table)
 
 
+def heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer, *, samples_per_prompt: int,
+                  seed: int = 1):
+    """``judge(policy) -> dict``: gold (and its two aspects), proxy, KL and win rate vs ``reference`` on the
+    held-out prompts.
+
+    Sampling as in the SFT stage's evaluation (its ``max_new_tokens``), ``samples_per_prompt``
+    answers per prompt; the same seed at every call, so changes come from the policy alone. PPO's
+    loop and the DPO and GRPO trainers call it along training, so every method's curve is made alike.
+    """
+    heldout = prefs.alignment_prompts("heldout")
+
+    def judge(policy) -> dict:
+        judged = evaluate_policy(policy, tokenizer, heldout, reference, reward_model=reward_model,
+                                 reward_tokenizer=reward_tokenizer, samples_per_prompt=samples_per_prompt, seed=seed,
+                                 max_new_tokens=preset.sft.max_new_tokens, progress=False)
+        return {"gold": judged.gold_reward, "proxy": judged.proxy_reward, "kl": judged.kl, "win_rate": judged.win_rate,
+                "helpfulness": judged.helpfulness, "safety": judged.safety}
+    return judge
+
+
+def verdict(final: PolicyEvaluation, heldout: list[dict]) -> dict:
+    """An aligned policy's report on the held-out prompts, from its final evaluation against the SFT
+    policy: gold reward (the SFT policy's and the best achievable beside it), win rate, KL, the gold
+    reward's two aspects, answer length and the share of distinct answers."""
+    return {"gold_reward": final.gold_reward, "sft_gold_reward": float(final.answers["reference gold"].mean()),
+            "best_gold_reward": prefs.best_mean_gold_reward(heldout), "win_rate": final.win_rate, "kl": final.kl,
+            "helpfulness": final.helpfulness, "safety": final.safety, "length": final.length,
+            "distinct": final.distinct}
+
+
 # ------------------------------------------------------------------------------------ reward functions
 
 def gold_reward_fn(rows: list[dict], answers: list[str]) -> torch.Tensor:

@@ -3,8 +3,8 @@
 Every lab asks for what it needs and gets it from ``LABKIT_HOME``, keyed by preset and config, so
 notebooks run in any order after a kernel restart. A missing stage is built with a progress bar
 (prerequisites first); checkpoints are written atomically (see :mod:`labkit.checkpoint`). The
-stages themselves are declared in :mod:`labkit.stages`; this module only orchestrates them: order,
-cache keys, checkpoints and the headless report.
+stages themselves are declared in :mod:`labkit.stages`, one module each; this module only orchestrates
+them, looking each up in the registry: order, cache keys, checkpoints and the headless report.
 
 Under ``accelerate launch --num_processes N`` every process runs this same code: all N train each
 stage together (data parallel), the main process alone writes checkpoints and the report, and the
@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import checkpoint, runtime
-from labkit.presets import Preset, get_preset
-from labkit.stages import STAGES, gap_closed, pretrain_data, sft_rows  # noqa: F401  (the labs' entry points)
+from labkit.presets import Preset, get_preset, resolve_preset
+from labkit.stages import STAGES
+# the labs' entry points to two stages' data, here beside ensure() and load()
+from labkit.stages.pretrain import gap_closed, pretrain_data  # noqa: F401
+from labkit.stages.sft import sft_rows  # noqa: F401
 
 CODE_VERSION = 3  # bump when a change to training code should invalidate cached checkpoints
 
@@ -63,7 +66,7 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
     checkpoint, and all meet at a barrier before any of them goes on to use it.
     """
     _check_stage(stage)
-    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    preset = resolve_preset(preset)
     path = stage_dir(stage, preset)
     if checkpoint.is_complete(path) and not (rebuild and stage in rebuild):
         return path
@@ -92,7 +95,7 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
 def load(stage: str, preset: Preset | str | None = None, *, build: bool = True):
     """``(model, tokenizer, metadata)`` of ``stage``; trains it first unless ``build=False``."""
     _check_stage(stage)
-    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    preset = resolve_preset(preset)
     path = ensure(stage, preset) if build else stage_dir(stage, preset)
     return checkpoint.load_checkpoint(path, device=runtime.device(), stage=stage)
 
@@ -115,7 +118,7 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
     """
     for stage in stages:
         _check_stage(stage)
-    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    preset = resolve_preset(preset)
     start = time.perf_counter()
     report = {"preset": preset.name, "device": str(runtime.device()), "processes": runtime.processes(), "stages": {}}
     rebuild = _with_needs(stages) if fresh else None

@@ -566,7 +566,7 @@ def reward_vs_kl_figure(evaluations: Sequence[Mapping], best_of_n=None, best: fl
     The x axis is √KL, as in Gao et al. (2022), "Scaling laws for reward model overoptimization":
     it spreads the small KLs of best-of-n and early PPO that a plain KL axis would crush.
     ``evaluations``: dicts with ``kl``, ``gold``, ``proxy`` and ``step`` (the keys of
-    :func:`labkit.stages.heldout_judge`, optionally prefixed ``heldout_``).
+    :func:`labkit.evaluate.heldout_judge`, optionally prefixed ``heldout_``).
     """
     def get(row, key):
         return row.get(key, row.get(f"heldout_{key}"))

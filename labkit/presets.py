@@ -37,6 +37,15 @@ def _positive_tuple(config, name: str) -> None:
                          f"got {values!r}")
 
 
+class _PolicyLearningRate:
+    """For the policy stages' configs (PPO, DPO, GRPO), which hold ``lr``, ``lora_lr`` and ``lora_rank``."""
+
+    @property
+    def effective_lr(self) -> float:
+        """The learning rate this config trains with: ``lora_lr`` with LoRA adapters, else ``lr``."""
+        return self.lora_lr if self.lora_rank else self.lr
+
+
 @dataclass(frozen=True)
 class ModelSize:
     """A tiny Llama-architecture model, built from scratch."""
@@ -144,7 +153,7 @@ class RewardStageConfig:
 
 
 @dataclass(frozen=True)
-class PPOStageConfig:
+class PPOStageConfig(_PolicyLearningRate):
     """PPO (labkit's own trainer, :mod:`labkit.train.ppo`) against the reward model, from the SFT policy."""
 
     iterations: int = 60            # rounds of (sample a batch, then update on it); more = further from SFT
@@ -197,7 +206,7 @@ class PPODemosConfig:
 
 
 @dataclass(frozen=True)
-class DPOStageConfig:
+class DPOStageConfig(_PolicyLearningRate):
     """DPO with TRL's DPOTrainer on the world's preference pairs, from the SFT policy (the reference)."""
 
     train_pairs: int = 16_000       # labelled comparisons learned from (the reward model's 16,000 too)
@@ -263,7 +272,7 @@ class MathSFTConfig:
 
 
 @dataclass(frozen=True)
-class GRPOStageConfig:
+class GRPOStageConfig(_PolicyLearningRate):
     """GRPO with TRL's GRPOTrainer on the word problems, rewarded by the exact final answer."""
 
     group_size: int = 8             # G: answers sampled per prompt, compared with each other (>= 2)
@@ -458,6 +467,13 @@ def get_preset(name: str | None = None) -> Preset:
     if key == "gpu" and not torch.cuda.is_available():
         _warn_gpu_preset_on_cpu(PRESETS[key])
     return PRESETS[key]
+
+
+def resolve_preset(preset: "Preset | str | None" = None) -> Preset:
+    """``preset`` itself when it is a :class:`Preset` (a changed copy stays as it is); else
+    :func:`get_preset` of the name, or of the active preset for None. Every function that takes a
+    preset or its name starts with this."""
+    return preset if isinstance(preset, Preset) else get_preset(preset)
 
 
 _warned_gpu_on_cpu = False

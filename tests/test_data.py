@@ -65,3 +65,15 @@ def test_problems_card_quotes_the_measured_numbers():
     assert card == data._problems_card()
     for value in data.PROBLEMS_CPU.values():
         assert f"{value:.1%}" in card
+
+
+def test_cards_are_their_templates_filled_in():
+    from importlib import resources
+
+    templates = resources.files("labkit") / "cards"
+    assert {p.name for p in templates.iterdir()} == {"stories.md", "problems.md", "preferences.md",
+                                                     "instructions.md"}
+    for name, card in (("instructions", data._instructions_card), ("preferences", data._preferences_card)):
+        assert (data.DATASETS_DIR / name / "README.md").read_text(encoding="utf-8") == card()
+    with pytest.raises(KeyError, match="counts"):
+        data.render_card("instructions")   # a placeholder left unfilled is an error, not a blank

@@ -7,7 +7,7 @@ import torch
 from labkit.models import build_model, tiny_llama_config
 from labkit.presets import GRPOStageConfig
 from labkit.rewards import correctness_reward, length_reward
-from labkit.stages import add_answer_marker
+from labkit.stages.sft_math import add_answer_marker
 from labkit.train.grpo import checked_reward, check_group_size, train_grpo
 from labkit.world.problems import MARKER, problems
 

@@ -1,9 +1,9 @@
-"""labkit's layers (DESIGN.md): every import points down or sideways, and no import loops.
+"""labkit's layers (the README's file map): every import points down or sideways, and no import loops.
 
-Bottom to top: foundations (runtime, presets, the pure maths) → the world → data, models, metrics,
-evaluation, figures → trainers (``labkit.train``) → stage declarations → the pipeline → the labs'
-experiments and widgets → the command line. Imports inside functions count too: a lazy import
-is still a dependency.
+Bottom to top: foundations (runtime, presets, the pure maths, checkpoints) → the world → data,
+models, metrics, evaluation, measurement, figures, the graded exercises → trainers (``labkit.train``) → the stages (one
+module each in ``labkit.stages``) → the pipeline → the labs' experiments, widgets and the bench →
+the command line. Imports inside functions count too: a lazy import is still a dependency.
 """
 import ast
 from pathlib import Path
@@ -15,11 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
 LAYERS = [
     {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "lora", "colab"},
     {"world"},
-    {"data", "models", "metrics", "evaluate", "plots"},
+    {"data", "models", "metrics", "evaluate", "measure", "plots", "exercises"},
     {"train"},
     {"stages"},
     {"pipeline"},
-    {"experiments", "widgets", "bench", "exercises"},
+    {"experiments", "widgets", "bench"},
     {"cli", "__main__"},
 ]
 

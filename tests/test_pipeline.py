@@ -115,9 +115,11 @@ def test_every_stage_is_declared_once_with_known_needs_and_preset_fields():
 def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # Keys of the cpu preset's checkpoints before the stages were declared in labkit.stages: a
     # refactor that changes them would retrain every learner's cached models.
+    # The same keys again after each stage moved to its own module in labkit/stages/.
     cpu = get_preset("cpu")
-    assert pipeline.stage_key("pretrain", cpu) == "cff88f5781"
-    assert pipeline.stage_key("sft", cpu) == "c18f785bb0"
+    assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
+        "pretrain": "cff88f5781", "sft": "c18f785bb0", "reward": "48f0d78dcb", "reward_naive": "7da01245b5",
+        "ppo": "14aef5fb68", "dpo": "43707bc6cf", "sft_math": "3cb1112039", "grpo": "1f1690a059"}
 
 
 def test_every_trainer_returns_one_result_type():
@@ -140,13 +142,13 @@ def test_every_trainer_returns_one_result_type():
 def test_the_ppo_stage_reports_the_contract_keys_and_a_nan_reward_leaves_no_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from labkit import stages
+    from labkit.stages import ppo
 
     smoke = get_preset("smoke")
     # A broken reward model: NaN scores. The run stops with a message; nothing is saved for ppo, and
     # the checkpoints it started from are untouched.
     broken = smoke.replace(ppo=dataclasses.replace(smoke.ppo, iterations=2))  # its own ppo key, the same sft
-    monkeypatch.setattr(stages, "reward_model_fn",
+    monkeypatch.setattr(ppo, "reward_model_fn",
                         lambda model, tok: lambda rows, answers: torch.full((len(answers),), float("nan")))
     with pytest.raises(ValueError, match="NaN"):
         pipeline.ensure("ppo", broken, progress=False)

@@ -1,4 +1,5 @@
-"""The public functions named in DESIGN.md, checked against hand-computed numbers."""
+"""The public loss, reward and data functions (the losses of ``labkit.losses``, ``extract_final_answer``,
+``from_hh_rlhf``), checked against hand-computed numbers."""
 import math
 
 import pytest

@@ -120,7 +120,7 @@ def test_the_smoke_race_runs_every_method_and_is_cached(race, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached race should have been read back")
 
-    monkeypatch.setattr("labkit.bench.in_fresh_process", no_training)
+    monkeypatch.setattr("labkit.measure.in_fresh_process", no_training)
     again = sd.showdown("smoke", progress=False)
     pd.testing.assert_frame_equal(again.table, race.table)
     saved = json.loads(sd.showdown_path(get_preset("smoke")).read_text())

@@ -2,7 +2,7 @@
 (the β panel, off-policy vs on-policy pairs).
 
 Each starts from the cached SFT policy (and, for PPO, a cached reward model) and calls
-:func:`labkit.stages.run_ppo` or :func:`labkit.stages.run_dpo`, the same recipe as the ``ppo`` and
+:func:`labkit.stages.ppo.run_ppo` or :func:`labkit.stages.dpo.run_dpo`, the same recipe as the ``ppo`` and
 ``dpo`` stages, with some settings changed.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Callable
 from labkit import pipeline
 from labkit.experiments import Run
 from labkit.presets import Preset, get_preset
-from labkit.stages import run_dpo, run_ppo
+from labkit.stages.dpo import run_dpo
+from labkit.stages.ppo import run_ppo
 
 
 def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: int | None = None,
@@ -39,7 +40,7 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
                   callback=callback)
     m = run["metrics"]
     row = {"ε": config.eps, "β": config.beta, "rank": config.lora_rank,
-           "lr": config.lora_lr if config.lora_rank else config.lr, "reward model": reward_stage,
+           "lr": config.effective_lr, "reward model": reward_stage,
            "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
            "proxy": m["proxy_reward"], "seconds": m["train_seconds"],
            "trainable parameters": m["trainable_parameters"]}
@@ -92,7 +93,7 @@ def dpo_experiment(beta: float | None = None, rank: int | None = None, lr: float
     run = run_dpo(preset, pipeline.ensure("sft", preset, progress=progress), config, pairs=pairs, progress=progress,
                   callback=callback)
     m = run["metrics"]
-    row = {"β": config.beta, "rank": config.lora_rank, "lr": config.lora_lr if config.lora_rank else config.lr,
+    row = {"β": config.beta, "rank": config.lora_rank, "lr": config.effective_lr,
            "pairs": data, "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"],
            "KL": m["kl"], "implicit accuracy": m["implicit_accuracy"], "Δ log π chosen": m["chosen_logratio"],
            "Δ log π rejected": m["rejected_logratio"], "seconds": m["train_seconds"],

@@ -2,7 +2,7 @@
 and GRPO against lab 04's reward model (:func:`grpo_on_reward_model`), for the race with PPO.
 
 Lab 07's runs start from the cached ``sft_math`` policy (the SFT policy after learning the word
-problems from demonstrators who mostly skip the working) and call :func:`labkit.stages.run_grpo`,
+problems from demonstrators who mostly skip the working) and call :func:`labkit.stages.grpo.run_grpo`,
 the ``grpo`` stage's recipe, with some settings changed.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from labkit.experiments import Run
 from labkit.losses import grpo_advantages
 from labkit.presets import Preset, get_preset
 from labkit.rewards import correctness_reward, extract_final_answer, length_reward
-from labkit.stages import run_grpo
+from labkit.stages.grpo import on_reward_model_config, run_grpo, run_grpo_on_reward_model
+from labkit.stages.sft_math import problem_rows
 
 REWARDS = {"correctness": ([correctness_reward], None),
            # the length reward alone; correctness is computed and logged (weight 0) to watch it not rise
@@ -61,7 +62,7 @@ def _row(reward: str, config, m: dict, history: list[dict]) -> dict:
     clipped = [h["clip_fraction"] for h in history if h.get("clip_fraction") is not None]
     return {"reward": reward, "G": config.group_size, "ε": config.eps, "β": config.beta, "μ": config.iterations,
             "rank": config.lora_rank,
-           "lr": config.lora_lr if config.lora_rank else config.lr, "accuracy": m["accuracy"],
+           "lr": config.effective_lr, "accuracy": m["accuracy"],
            "SFT accuracy": m["sft_accuracy"], "sampled accuracy": m["sampled_accuracy"],
            "SFT sampled accuracy": m["sft_sampled_accuracy"], "shows working": m["worked_share"],
            "length": m["length"], "zero-variance groups": m["zero_std_share"],
@@ -121,7 +122,6 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
     mixed groups teach. One row per kind: accuracy, the share of zero-variance groups (all right or
     all wrong) and the mean |advantage|.
     """
-    from labkit.stages import problem_rows
     from labkit.world.tasks import shifted_arithmetic, task_split
 
     preset = preset or get_preset()
@@ -162,37 +162,23 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
     reward is logged beside the proxy at weight 0. Answers are as long as PPO's and the SFT stage's
     evaluation allow (``preset.sft.max_new_tokens``); ``rank``, ``beta`` and ``steps`` replace the
     preset's GRPO settings. With ``eval_every`` ≥ 1 the policy is judged on the held-out prompts every
-    that many steps while it trains (:func:`labkit.stages.heldout_judge`, as PPO's loop does).
+    that many steps while it trains (:func:`labkit.evaluate.heldout_judge`, as PPO's loop does).
     """
-    from labkit.evaluate import evaluate_policy, gold_reward, reward_model_reward
-    from labkit.stages import heldout_judge, verdict
-    from labkit.train.grpo import train_grpo
+    from labkit.evaluate import verdict
     from labkit.world import preferences as prefs
 
     preset = preset or get_preset()
-    changes = {"lora_rank": rank, "beta": beta, "steps": steps}
-    config = dataclasses.replace(preset.grpo, max_new_tokens=preset.sft.max_new_tokens,
-                                 **{k: v for k, v in changes.items() if v is not None})
-    sft_dir = pipeline.ensure("sft", preset, progress=progress)
-    policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir)
-    reference, _, _ = checkpoint.load_checkpoint(sft_dir)
-    reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure(reward_stage, preset,
-                                                                                   progress=progress))
-    judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
-                          samples_per_prompt=preset.ppo.eval_samples) if eval_every else None
-    result = train_grpo(policy, tokenizer, prefs.alignment_prompts("train"),
-                        [reward_model_reward(reward_model, reward_tokenizer), gold_reward], config,
-                        reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback,
-                        eval_fn=judge, eval_every=eval_every)
-    heldout = prefs.alignment_prompts("heldout")
-    final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
-                            reward_tokenizer=reward_tokenizer, samples_per_prompt=preset.ppo.final_eval_samples,
-                            seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="GRPO", progress=progress)
-    m = verdict(final, heldout)
+    config = on_reward_model_config(preset, lora_rank=rank, beta=beta, steps=steps)
+    run = run_grpo_on_reward_model(preset, pipeline.ensure("sft", preset, progress=progress),
+                                   pipeline.ensure(reward_stage, preset, progress=progress), config,
+                                   progress=progress, callback=callback, eval_every=eval_every)
+    result, final = run["result"], run["evaluation"]
+    m = verdict(final, prefs.alignment_prompts("heldout"))
     row = {"method": "GRPO on the reward model", "G": config.group_size, "β": config.beta, "rank": config.lora_rank,
            "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
            "proxy": final.proxy_reward, "seconds": result.seconds, "trainable parameters": result.trainable_parameters}
     return Run(row=row, history=result.history, outputs={"evaluation": final, "policy": result.policy,
-                                                         "tokenizer": tokenizer, "metrics": m, "result": result,
-                                                         "reference": reference, "reward_model": reward_model,
-                                                         "reward_tokenizer": reward_tokenizer})
+                                                         "tokenizer": run["tokenizer"], "metrics": m, "result": result,
+                                                         "reference": run["reference"],
+                                                         "reward_model": run["reward_model"],
+                                                         "reward_tokenizer": run["reward_tokenizer"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from labkit import pipeline
 from labkit.experiments import Run
 from labkit.presets import get_preset
-from labkit.stages import fit_reward_model
+from labkit.stages.reward import fit_reward_model
 
 
 def reward_experiment(n_pairs: int, preset=None, progress: bool = False) -> Run:

@@ -30,35 +30,21 @@ import hashlib
 import itertools
 import json
 import math
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from labkit import checkpoint, pipeline, runtime
-from labkit.presets import Preset, get_preset
+from labkit import pipeline, runtime
+from labkit.presets import Preset, get_preset, resolve_preset
+from labkit.stages import RaceInputs, contenders
+from labkit.stages.grpo import budget_steps as grpo_steps  # lab 08 shows PPO's and GRPO's shared budget
 from labkit.world import preferences as prefs
 
-METHODS = ("SFT", "best-of-n", "PPO", "PPO + LoRA", "DPO", "DPO + LoRA", "GRPO", "GRPO + LoRA", "GRPO + LoRA, long")
+# Every stage's race entries (its ``contenders``), in the stages' order: SFT, best-of-n, PPO, DPO, GRPO, …
+METHODS = tuple(contenders())
 TABLE_COLUMNS = ["gold", "helpfulness", "safety", "proxy", "win rate", "KL", "train seconds", "peak MB",
                  "trainable parameters", "answers sampled in training"]
-
-
-def grpo_steps(preset: Preset) -> int:
-    """GRPO steps that sample as many answers in training as PPO's iterations do (the shared budget)."""
-    ppo = preset.ppo.iterations * preset.ppo.prompts_per_batch * preset.ppo.samples_per_prompt
-    return max(1, math.ceil(ppo / (preset.grpo.prompts_per_step * preset.grpo.group_size)))
-
-
-def _rank(method: str, preset: Preset) -> int:
-    return preset.showdown.lora_rank if "+ LoRA" in method else 0
-
-
-def _every(steps: int, preset: Preset) -> int:
-    return max(1, steps // preset.showdown.curve_points)
 
 
 # ----------------------------------------------------------------------------- one method, one process
@@ -66,113 +52,47 @@ def _every(steps: int, preset: Preset) -> int:
 def run_method(preset_name: str, method: str) -> dict:
     """Train (or, for best-of-n and SFT, only sample with) one method; return its judged result as JSON data.
 
-    Meant to run in a fresh process (``labkit.bench.in_fresh_process``): ``peak MB`` is the process's
-    peak resident memory (on a GPU: the most GPU memory allocated), ``train seconds`` the training
-    loop's wall time without the held-out evaluations along the way. Returns ``row`` (the table's
-    numbers), ``curve`` (held-out evaluations along training: step, gold, helpfulness, safety, proxy,
-    KL, win rate), ``answers`` (the final evaluation's answers with their scores) and ``greedy`` (the
-    greedy answer to each held-out prompt).
+    ``method`` is a contender's label (:data:`METHODS`); its stage says how it runs
+    (:class:`labkit.stages.Contender`). Meant to run in a fresh process
+    (:func:`labkit.measure.in_fresh_process`): ``peak MB`` is the process's peak resident memory (on
+    a GPU: the most GPU memory allocated), ``train seconds`` the training loop's wall time without
+    the held-out evaluations along the way. Returns ``row`` (the table's numbers), ``curve``
+    (held-out evaluations along training: step, gold, helpfulness, safety, proxy, KL, win rate),
+    ``answers`` (the final evaluation's answers with their scores) and ``greedy`` (the greedy answer
+    to each held-out prompt, or None for a method without one).
     """
-    from labkit.bench import _memory_start, _proc_status_megabytes
-    from labkit.evaluate import evaluate_policy, reward_model_fn, sample_answers
-    from labkit.stages import heldout_judge, run_dpo, run_ppo
+    from labkit import measure
+    from labkit.evaluate import reward_model_fn, sample_answers
 
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}. Methods: {', '.join(METHODS)}")
+    entries = contenders()
+    if method not in entries:
+        raise ValueError(f"Unknown method {method!r}. Methods: {', '.join(entries)}")
+    _, contender = entries[method]
     preset = get_preset(preset_name)
     device = runtime.device()
-    sft_dir = pipeline.ensure("sft", preset, progress=False)
-    reward_dir = pipeline.ensure("reward", preset, progress=False)
-    if not method.startswith(("PPO", "GRPO")):  # PPO's and GRPO's runs load (and judge with) their own
-        reference, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
-        reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward_dir, device=device)
+    inputs = RaceInputs(preset, pipeline.ensure("sft", preset, progress=False),
+                        pipeline.ensure("reward", preset, progress=False))
     heldout = prefs.alignment_prompts("heldout")
-    samples = preset.ppo.final_eval_samples
-    rank = _rank(method, preset)
-    _memory_start(device)
-    curve, trainable, answers_sampled, seconds = [], 0, 0, 0.0
-    if method in ("SFT", "best-of-n"):
-        policy = reference
-        final = evaluate_policy(reference, tokenizer, heldout, reference, reward_model=reward_model,
-                                reward_tokenizer=reward_tokenizer, samples_per_prompt=samples, seed=preset.seed,
-                                max_new_tokens=preset.sft.max_new_tokens, name=method, progress=False)
-        if method == "best-of-n":  # its cost comes at answer time: n answers drawn and scored per answer
-            start = time.perf_counter()
-            final, curve = _best_of_n(preset, reference, tokenizer, reward_model, reward_tokenizer, heldout, final)
-            seconds = time.perf_counter() - start
-    elif method.startswith("PPO"):
-        config = dataclasses.replace(preset.ppo, lora_rank=rank, eval_every=_every(preset.ppo.iterations, preset))
-        run = run_ppo(preset, sft_dir, reward_dir, config)
-        result, final, tokenizer = run["result"], run["evaluation"], run["tokenizer"]
-        answers_sampled = config.iterations * config.prompts_per_batch * config.samples_per_prompt
-    elif method.startswith("DPO"):
-        from labkit.train.common import total_steps
-
-        config = dataclasses.replace(preset.dpo, lora_rank=rank)
-        steps = total_steps(config.train_pairs, config.batch_size, config.epochs)
-        judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
-                              samples_per_prompt=preset.ppo.eval_samples)
-        run = run_dpo(preset, sft_dir, config, eval_fn=judge, eval_every=_every(steps, preset), reference=reference)
-        result, final = run["result"], run["evaluation"]
-    else:
-        from labkit.experiments.grpo import grpo_on_reward_model
-
-        steps = preset.showdown.long_grpo_steps if method.endswith("long") else grpo_steps(preset)
-        run = grpo_on_reward_model(preset, rank=rank, steps=steps, eval_every=_every(steps, preset))
-        result, final, tokenizer = run.outputs["result"], run.outputs["evaluation"], run.outputs["tokenizer"]
-        answers_sampled = steps * preset.grpo.prompts_per_step * preset.grpo.group_size
-    if method not in ("SFT", "best-of-n"):
-        seconds = result.seconds - result.eval_seconds
-        trainable = result.trainable_parameters
-        curve = [{k.removeprefix("heldout_"): v for k, v in e.items()} for e in result.evaluations]
-        policy = result.policy
-    peak = (torch.cuda.max_memory_allocated() / 1e6 if device.type == "cuda"
-            else _proc_status_megabytes("VmHWM"))
+    measure.memory_start(device)
+    run = contender.run(inputs, preset.showdown.lora_rank if contender.lora else 0)
+    peak = measure.peak_megabytes(device)
+    final = run.evaluation
     table = final.answers
     per_prompt = len(table) // len(heldout)  # the stage's final evaluation: answers per held-out prompt
     rows = [p for p in heldout for _ in range(per_prompt)]
-    if "proxy" not in table:  # DPO's evaluation does not ask the reward model; ask it here
-        table["proxy"] = reward_model_fn(reward_model, reward_tokenizer)(rows, table["answer"].tolist()).numpy()
-    greedy = sample_answers(policy, tokenizer, heldout, temperature=0, max_new_tokens=preset.sft.max_new_tokens)
+    if "proxy" not in table:  # an evaluation that did not ask the reward model (DPO's): ask it here
+        table["proxy"] = reward_model_fn(inputs.reward_model, inputs.reward_tokenizer)(
+            rows, table["answer"].tolist()).numpy()
+    greedy = sample_answers(run.policy, run.tokenizer, heldout, temperature=0,
+                            max_new_tokens=preset.sft.max_new_tokens) if run.greedy else None
     row = {"gold": final.gold_reward, "helpfulness": final.helpfulness, "safety": final.safety,
            "proxy": float(table["proxy"].mean()), "win rate": final.win_rate, "KL": final.kl,
-           "train seconds": seconds, "peak MB": peak, "trainable parameters": trainable,
-           "answers sampled in training": answers_sampled}
+           "train seconds": run.train_seconds, "peak MB": peak, "trainable parameters": run.trainable_parameters,
+           "answers sampled in training": run.answers_sampled}
     keep = ["group", "answer", "gold", "helpfulness", "safety", "proxy", "reference gold"]
-    return {"method": method, "row": row, "curve": curve,
+    return {"method": method, "row": row, "curve": run.curve or [],
             "answers": table.assign(place=[r["place"] for r in rows])[keep + ["place"]].to_dict("list"),
-            "greedy": greedy.answers if method != "best-of-n" else None}
-
-
-def _best_of_n(preset: Preset, policy, tokenizer, reward_model, reward_tokenizer, heldout: list[dict], sft):
-    """Best-of-n for n = 1, 2, 4, … up to the preset's n: for each of the final evaluation's answers, n
-    fresh SFT answers of which the reward model keeps its favourite. Returns the evaluation at the
-    largest n (win rate against the SFT answers ``sft`` drew) and the curve over n (KL analytic)."""
-    from labkit.evaluate import PolicyEvaluation, best_of_n_kl, gold_table, proxy_scores, sample_answers
-    from labkit.metrics import win_rate
-
-    n_max, per_prompt = preset.showdown.best_of_n, preset.ppo.final_eval_samples
-    drawn = sample_answers(policy, tokenizer, heldout, n=per_prompt * n_max, seed=preset.seed + 1,
-                           max_new_tokens=preset.sft.max_new_tokens)
-    table = gold_table(drawn)
-    table["proxy"] = proxy_scores(reward_model, reward_tokenizer, drawn).numpy()
-    proxy = table["proxy"].to_numpy().reshape(-1, n_max)  # one row of n_max candidates per answer judged
-    curve, n = [], 1
-    while n <= n_max:
-        # the first n candidates compete; the reward model's favourite is kept
-        best = proxy[:, :n].argmax(axis=1) + np.arange(len(proxy)) * n_max
-        picked = table.iloc[best].reset_index(drop=True)
-        curve.append({"step": n, "n": n, "gold": float(picked["gold"].mean()),
-                      "helpfulness": float(picked["helpfulness"].mean()), "safety": float(picked["safety"].mean()),
-                      "proxy": float(picked["proxy"].mean()), "kl": best_of_n_kl(n),
-                      "win_rate": win_rate(picked["gold"].tolist(), sft.answers["gold"].tolist())})
-        n *= 2
-    picked["reference gold"] = sft.answers["gold"].values
-    last = curve[-1]
-    return PolicyEvaluation(name="best-of-n", gold_reward=last["gold"], helpfulness=last["helpfulness"],
-                            safety=last["safety"], proxy_reward=last["proxy"], win_rate=last["win_rate"],
-                            kl=last["kl"], length=float(picked["words"].mean()),
-                            distinct=picked["answer"].nunique() / len(picked), answers=picked), curve
+            "greedy": greedy.answers if greedy is not None else None}
 
 
 # ----------------------------------------------------------------------------- the race
@@ -218,9 +138,9 @@ def showdown(preset: Preset | str | None = None, *, progress: bool = True, fresh
     the stages cached); later calls read the cached result. ``fresh=True`` runs the race again.
     The prerequisite stages (``sft``, ``reward``, ``grpo``) are built first if missing.
     """
-    from labkit.bench import in_fresh_process
+    from labkit.measure import in_fresh_process
 
-    preset = get_preset(preset) if isinstance(preset, str) or preset is None else preset
+    preset = resolve_preset(preset)
     if preset != get_preset(preset.name):
         raise ValueError(f"the showdown runs each method in a fresh Python process, which reads its preset by name: "
                          f"a changed copy of the {preset.name!r} preset would be ignored there. Run it with a named "

@@ -2,17 +2,27 @@
 training, and one result type.
 
 SFT, reward modelling, DPO and GRPO (TRL's ``SFTTrainer``, ``RewardTrainer``, ``DPOTrainer`` and
-``GRPOTrainer``) all use the same pieces: :func:`common_args` for the arguments every stage sets the
-same way, :func:`run_trl` to build a trainer, train it quietly and collect its history,
-:func:`train_policy` for what the policy trainers (DPO, GRPO) do after it (unwrap, count, merge
-LoRA adapters), and :class:`TrainResult` for what comes back.
+``GRPOTrainer``) all use the same pieces, in the same straight line::
+
+    runtime.seed_everything(seed)                  # first: building a trainer draws random numbers
+    with trainer_dir() as out:                     # a scratch output folder for TRL
+        trainer = DPOTrainer(..., args=DPOConfig(**common_args(output_dir=out, ...)))
+        result = fit(trainer, policy, desc="DPO", ...)   # train quietly, collect the history
+    policy, trainable = finish_policy(trainer, lora_rank)  # DPO and GRPO: unwrap, count, merge LoRA
+
+:func:`common_args` gives the arguments every stage sets the same way, :func:`fit` attaches our
+progress bar and history (:class:`History`) and the held-out judge (:class:`Probe`) and trains,
+:func:`finish_policy` turns a trained policy back into a plain model, and :class:`TrainResult` is
+what comes back.
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -147,59 +157,72 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
     )
 
 
-def quiet_train(trainer) -> float:
-    """Run ``trainer.train()`` without the trainer's own printing (our ``History`` bar reports); seconds."""
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    start = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - start
+@contextmanager
+def trainer_dir() -> Iterator[str]:
+    """A scratch folder for a TRL trainer's ``output_dir``, deleted when the ``with`` block ends.
 
-
-def run_trl(make_trainer: Callable, model, *, seed: int, progress: bool, callback: Callable | None,
-            desc: str, log_keys: Mapping[str, str] | None = None, eval_fn: Callable | None = None,
-            eval_every: int = 0) -> TrainResult:
-    """Build a TRL trainer with ``make_trainer(output_dir, callbacks)``, train it quietly, return the result.
-
-    The run is seeded, shows one progress bar named ``desc``, feeds ``callback(history)`` at every
-    logged step, and leaves ``model`` in eval mode. ``log_keys`` maps more of the trainer's logged
-    numbers into the history (e.g. ``{"rewards/margins": "margin"}``; the loss is always kept).
-    With ``eval_fn``, ``eval_fn(model)`` runs every ``eval_every`` steps (see :class:`Probe`).
+    Every TRL config asks for an output folder, but nothing we need lands in it: labkit saves its
+    own checkpoints (``save_strategy="no"`` in :func:`common_args`).
     """
-    runtime.seed_everything(seed)
+    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
+        yield out
+
+
+def fit(trainer, model, *, progress: bool, callback: Callable | None, desc: str,
+        log_keys: Mapping[str, str] | None = None, eval_fn: Callable | None = None,
+        eval_every: int = 0) -> TrainResult:
+    """Train a TRL ``trainer`` that is built and ready, quietly, and return what the run logged.
+
+    Seed the run *before* building the trainer (``runtime.seed_everything(seed)``): building it
+    draws random numbers, e.g. the first weights of LoRA adapters. This function only trains.
+
+    The trainer's own printing (a log dict per logged step) is removed; instead the run shows one
+    progress bar named ``desc`` and feeds ``callback(history)`` at every logged step (see
+    :class:`History`). ``log_keys`` maps more of the trainer's logged numbers into the history
+    (e.g. ``{"rewards/margins": "margin"}``; the loss is always kept). With ``eval_fn``,
+    ``eval_fn(model)`` runs before training and every ``eval_every`` steps (see :class:`Probe`).
+    ``model`` (the model the trainer trains) is left in eval mode.
+    """
     recorder = History(callback, progress, desc, log_keys)
     probe = Probe(eval_fn, eval_every) if eval_fn is not None else None
-    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
-        trainer = make_trainer(out, [recorder] + ([probe] if probe else []))
-        seconds = quiet_train(trainer)
+    trainer.remove_callback(PrinterCallback)   # the printing that ``disable_tqdm=True`` puts in the bar's place
+    trainer.remove_callback(ProgressCallback)  # the trainer's own bar (there when ``disable_tqdm`` is off)
+    # Callbacks run in the order they were added: the history records a step before the probe judges it.
+    trainer.add_callback(recorder)
+    if probe is not None:
+        trainer.add_callback(probe)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
     model.eval()
     return TrainResult(history=recorder.history, seconds=seconds, steps=trainer.state.global_step,
                        evaluations=probe.evaluations if probe else [], eval_seconds=probe.seconds if probe else 0.0)
 
 
-def train_policy(build: Callable, policy, *, lora_rank: int, seed: int, progress: bool, callback: Callable | None,
-                 desc: str, log_keys: Mapping[str, str] | None = None, eval_fn: Callable | None = None,
-                 eval_every: int = 0) -> tuple[TrainResult, object, int]:
-    """Train ``policy`` with the TRL trainer ``build(output_dir, callbacks)`` makes (see :func:`run_trl`).
+@dataclass
+class PolicyResult(TrainResult):
+    """A policy-training run (DPO, GRPO): the :class:`TrainResult` fields, the trained policy (adapters
+    merged) and how many parameters were trained."""
 
-    What the policy-training stages (DPO, GRPO) share after training: take the trained model out of
-    the trainer's wrappers, count its trainable parameters, and with LoRA (``lora_rank`` ≥ 1, the
-    trainer wrapped the policy in adapters) merge the adapters back in. Returns the
-    :class:`TrainResult`, the plain trained model (eval mode, gradients on) and the trainable count.
+    policy: object = None
+    trainable_parameters: int = 0
+
+
+def finish_policy(trainer, lora_rank: int, result: TrainResult, kind: type = PolicyResult) -> PolicyResult:
+    """The run's result with the policy the trainer has trained, as a plain model (a ``kind``, e.g. DPOResult).
+
+    What the policy-training stages (DPO, GRPO) share after :func:`fit`: take the trained model out
+    of the trainer's wrappers (``accelerate``'s, for several processes), count its trainable
+    parameters, and with LoRA (``lora_rank`` >= 1: the trainer wrapped the policy in adapters) merge
+    the adapters back in, so the result is a model like the one that went in. It comes back in eval
+    mode with gradients on, as every other stage leaves its model.
     """
     from labkit.lora import merge_lora, trainable_parameters
 
-    trainers = []
-
-    def make_trainer(output_dir, callbacks):
-        trainers.append(build(output_dir, callbacks))
-        return trainers[-1]
-
-    result = run_trl(make_trainer, policy, seed=seed, progress=progress, callback=callback, desc=desc,
-                     log_keys=log_keys, eval_fn=eval_fn, eval_every=eval_every)
-    model = trainers[0].accelerator.unwrap_model(trainers[0].model)
-    trained = trainable_parameters(model)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trained = trainable_parameters(model)  # counted before merging: with LoRA, the adapters' parameters
     if lora_rank:
         model = merge_lora(model)
     model.eval().requires_grad_(True)
-    return result, model, trained
+    return kind(**{f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}, policy=model,
+                trainable_parameters=trained)

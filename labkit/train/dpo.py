@@ -23,10 +23,11 @@ from typing import Callable
 import torch
 from trl import DPOConfig, DPOTrainer
 
+from labkit import runtime
 from labkit.data import shared_prompt
 from labkit.lora import lora_config
 from labkit.presets import DPOStageConfig
-from labkit.train.common import TrainResult, common_args, total_steps, train_policy
+from labkit.train.common import PolicyResult, common_args, finish_policy, fit, total_steps, trainer_dir
 from labkit.train.reward import pairs_dataset
 
 # TRL's logged batch statistics -> the names in our history
@@ -36,11 +37,8 @@ DPO_LOG_KEYS = {"rewards/margins": "margin", "rewards/accuracies": "accuracy", "
 
 
 @dataclass
-class DPOResult(TrainResult):
+class DPOResult(PolicyResult):
     """A DPO run: the :class:`TrainResult` fields, the trained policy (adapters merged) and its size."""
-
-    policy: object = None
-    trainable_parameters: int = 0
 
 
 def _answer_text(answer) -> str:
@@ -89,7 +87,7 @@ def dpo_config(config: DPOStageConfig, n_pairs: int, output_dir: str, seed: int 
         loss_type=["sigmoid"],       # −log σ(β·Δ), the original DPO loss (labkit.losses.dpo_loss)
         max_length=None,             # our conversations are short; never cut an answer
         **common_args(output_dir=output_dir, steps=total_steps(n_pairs, config.batch_size, config.epochs),
-                      batch_size=config.batch_size, lr=config.lora_lr if config.lora_rank else config.lr,
+                      batch_size=config.batch_size, lr=config.effective_lr,
                       warmup_steps=config.warmup_steps, seed=seed),
     )
 
@@ -113,18 +111,16 @@ def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, r
     if reference is not None:
         reference.eval().requires_grad_(False)
 
-    def build(output_dir, callbacks):
-        return DPOTrainer(model=policy, ref_model=None if config.lora_rank else reference,
-                          args=dpo_config(config, len(rows), output_dir, seed), train_dataset=pairs_dataset(rows),
-                          processing_class=tokenizer, callbacks=callbacks,
-                          peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
-
-    result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
-                                          callback=callback, desc="DPO", eval_fn=eval_fn, eval_every=eval_every,
-                                          log_keys=DPO_LOG_KEYS)
-    return DPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
-                     evaluations=result.evaluations, eval_seconds=result.eval_seconds,
-                     trainable_parameters=trained)
+    runtime.seed_everything(seed)  # before the trainer is built: with LoRA, building it draws the adapters' weights
+    with trainer_dir() as out:
+        # With LoRA TRL wraps the policy in adapters (peft_config) and needs no separate reference.
+        trainer = DPOTrainer(model=policy, ref_model=None if config.lora_rank else reference,
+                             args=dpo_config(config, len(rows), out, seed), train_dataset=pairs_dataset(rows),
+                             processing_class=tokenizer,
+                             peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
+        result = fit(trainer, policy, progress=progress, callback=callback, desc="DPO", log_keys=DPO_LOG_KEYS,
+                     eval_fn=eval_fn, eval_every=eval_every)
+    return finish_policy(trainer, config.lora_rank, result, DPOResult)
 
 
 @torch.no_grad()
@@ -135,11 +131,9 @@ def trl_batch_loss(policy, reference, tokenizer, pairs: list[dict], beta: float)
     ``compute_loss`` score it. Returns ``loss`` and TRL's logged ``rewards/margins``,
     ``logps/chosen`` and ``logps/rejected`` for that batch.
     """
-    import tempfile
-
     rows = check_pairs(pairs)
     config = DPOStageConfig(beta=beta, train_pairs=len(rows), batch_size=len(rows))
-    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:
+    with trainer_dir() as out:
         trainer = DPOTrainer(model=policy, ref_model=reference, args=dpo_config(config, len(rows), out),
                              train_dataset=pairs_dataset(rows), processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])

@@ -25,9 +25,10 @@ from typing import Callable
 import datasets
 from trl import GRPOConfig, GRPOTrainer
 
+from labkit import runtime
 from labkit.lora import lora_config
 from labkit.presets import GRPOStageConfig
-from labkit.train.common import TrainResult, common_args, train_policy
+from labkit.train.common import PolicyResult, common_args, finish_policy, fit, trainer_dir
 
 # TRL's logged statistics (one value per logged step) -> the names in our history
 GRPO_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_share",
@@ -36,11 +37,8 @@ GRPO_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "frac_reward_ze
 
 
 @dataclass
-class GRPOResult(TrainResult):
+class GRPOResult(PolicyResult):
     """A GRPO run: the :class:`TrainResult` fields, the trained policy (adapters merged) and its size."""
-
-    policy: object = None
-    trainable_parameters: int = 0
 
 
 def checked_reward(fn: Callable) -> Callable:
@@ -107,8 +105,7 @@ def grpo_config(config: GRPOStageConfig, output_dir: str, seed: int = 0,
     check_group_size(config.group_size, config.prompts_per_step)
     args = common_args(output_dir=output_dir, steps=config.steps,
                        batch_size=config.group_size * config.prompts_per_step,
-                       lr=config.lora_lr if config.lora_rank else config.lr, warmup_steps=config.warmup_steps,
-                       seed=seed)
+                       lr=config.effective_lr, warmup_steps=config.warmup_steps, seed=seed)
     args["logging_steps"] = max(1, config.steps // 25)
     return GRPOConfig(
         num_generations=config.group_size,          # G answers sampled per prompt
@@ -167,14 +164,11 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
     log_keys = {**GRPO_LOG_KEYS, **{f"rewards/{f.__name__}/mean": f.__name__ for f in funcs}}
     data = prompts_dataset(rows)  # TRL draws prompts_per_step of them per step, reshuffled each pass
 
-    def build(output_dir, callbacks):
-        return GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, output_dir, seed, reward_weights),
-                           train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
-                           peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
-
-    result, model, trained = train_policy(build, policy, lora_rank=config.lora_rank, seed=seed, progress=progress,
-                                          callback=callback, desc="GRPO", log_keys=log_keys, eval_fn=eval_fn,
-                                          eval_every=eval_every)
-    return GRPOResult(history=result.history, seconds=result.seconds, steps=result.steps, policy=model,
-                      evaluations=result.evaluations, eval_seconds=result.eval_seconds,
-                      trainable_parameters=trained)
+    runtime.seed_everything(seed)  # before the trainer is built: with LoRA, building it draws the adapters' weights
+    with trainer_dir() as out:
+        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, out, seed, reward_weights),
+                              train_dataset=data, processing_class=tokenizer,
+                              peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
+        result = fit(trainer, policy, progress=progress, callback=callback, desc="GRPO", log_keys=log_keys,
+                     eval_fn=eval_fn, eval_every=eval_every)
+    return finish_policy(trainer, config.lora_rank, result, GRPOResult)

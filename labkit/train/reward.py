@@ -20,7 +20,7 @@ from labkit.metrics import pairwise_accuracy
 from labkit.models import reward_scores
 from labkit.presets import RewardStageConfig
 from labkit.tokenizer import END
-from labkit.train.common import TrainResult, common_args, run_trl, total_steps
+from labkit.train.common import TrainResult, common_args, fit, total_steps, trainer_dir
 
 
 def reward_model_from(path: str | Path):
@@ -42,16 +42,15 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    def make_trainer(output_dir, callbacks):
+    runtime.seed_everything(seed)  # before the trainer is built, as in every TRL stage (see labkit.train.common)
+    with trainer_dir() as out:
         args = RewardConfig(max_length=None, eos_token=END if END in tokenizer.get_vocab() else None,
-                            **common_args(output_dir=output_dir,
+                            **common_args(output_dir=out,
                                           steps=total_steps(len(pairs), config.batch_size, config.epochs),
                                           batch_size=config.batch_size, lr=config.lr,
                                           warmup_steps=config.warmup_steps, seed=seed))
-        return RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer,
-                             callbacks=callbacks)
-
-    return run_trl(make_trainer, model, seed=seed, progress=progress, callback=callback, desc="reward model")
+        trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+        return fit(trainer, model, progress=progress, callback=callback, desc="reward model")
 
 
 def trl_batch_loss(model, tokenizer, pairs: list[dict]) -> dict:
@@ -62,11 +61,9 @@ def trl_batch_loss(model, tokenizer, pairs: list[dict]) -> dict:
     score it. Returns ``loss`` (a float), the ``chosen`` and ``rejected`` scores it saw (on the CPU),
     and the trainer's ``margin`` and ``centring`` settings (none and None: the plain loss).
     """
-    import tempfile
-
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    with tempfile.TemporaryDirectory(prefix="labkit-trl-") as out:  # the trainer wants a folder; nothing lands in it
+    with trainer_dir() as out:
         args = RewardConfig(output_dir=out, max_length=None, eos_token=END if END in tokenizer.get_vocab() else None,
                             bf16=False, report_to="none", use_cpu=runtime.device().type == "cpu")
         trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=pairs_dataset(pairs))

@@ -13,9 +13,10 @@ from typing import Callable
 import datasets
 from trl import SFTConfig, SFTTrainer
 
+from labkit import runtime
 from labkit.presets import SFTStageConfig
 from labkit.tokenizer import END
-from labkit.train.common import TrainResult, common_args, run_trl, total_steps
+from labkit.train.common import TrainResult, common_args, fit, total_steps, trainer_dir
 
 
 def messages_dataset(rows: list[dict]) -> datasets.Dataset:
@@ -39,12 +40,11 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
               progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the conversations in ``rows`` with TRL's ``SFTTrainer``."""
     eos = END if END in tokenizer.get_vocab() else None  # a hub model keeps its own end-of-turn token
-
-    def make_trainer(output_dir, callbacks):
-        return SFTTrainer(model=model, args=sft_config(config, len(rows), output_dir, seed, eos),
-                          train_dataset=messages_dataset(rows), processing_class=tokenizer, callbacks=callbacks)
-
-    return run_trl(make_trainer, model, seed=seed, progress=progress, callback=callback, desc="SFT")
+    runtime.seed_everything(seed)  # before the trainer is built, as in every TRL stage (see labkit.train.common)
+    with trainer_dir() as out:
+        trainer = SFTTrainer(model=model, args=sft_config(config, len(rows), out, seed, eos),
+                             train_dataset=messages_dataset(rows), processing_class=tokenizer)
+        return fit(trainer, model, progress=progress, callback=callback, desc="SFT")
 
 
 def tokens_new_to_the_model(tokenizer) -> list[int]:

@@ -17,12 +17,8 @@ import pandas as pd
 
 from labkit import plots
 from labkit.experiments import Run
-from labkit.presets import Preset, get_preset
+from labkit.presets import Preset, get_preset, resolve_preset
 from labkit.widgets.explorers import check_range
-
-
-def _as_preset(preset: Preset | str | None) -> Preset:
-    return get_preset(preset) if isinstance(preset, str) or preset is None else preset
 
 
 class RunPanel(W.VBox):
@@ -271,7 +267,7 @@ class PretrainPanel(RunPanel):
 
 def pretrain_panel(preset: Preset | str | None = None) -> PretrainPanel:
     """The pretraining run panel of lab 01 for ``preset`` (default: the active preset)."""
-    return PretrainPanel(_as_preset(preset))
+    return PretrainPanel(resolve_preset(preset))
 
 
 # ------------------------------------------------------------------------------- lab 02 and 03
@@ -309,7 +305,7 @@ def imbalance_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     """Lab 02: slide the share of arithmetic in a fixed SFT budget; see both tasks' exact match."""
     from labkit.experiments.instruction import imbalance_experiment
 
-    preset = _as_preset(preset)
+    preset = resolve_preset(preset)
     slider = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="arithmetic share",
                            continuous_update=False)
     return ExperimentPanel("Data imbalance: arithmetic vs classify in one budget", {"arithmetic_share": slider},
@@ -322,7 +318,7 @@ def noise_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     """Lab 02: quality vs quantity — training-set size and share of wrong answers, same compute."""
     from labkit.experiments.instruction import noise_experiment
 
-    preset = _as_preset(preset)
+    preset = resolve_preset(preset)
     top = preset.sft_demos.per_category
     sliders = {"examples_per_category": W.IntSlider(value=top, min=max(1, top // 8), max=top, step=max(1, top // 8),
                                                     description="examples per category", continuous_update=False),
@@ -343,7 +339,7 @@ def lora_panel(preset: Preset | str | None = None) -> ExperimentPanel:
     """
     from labkit.experiments.instruction import lora_experiment
 
-    preset = _as_preset(preset)
+    preset = resolve_preset(preset)
     slider = W.IntSlider(value=8, min=0, max=64, description="rank (0 = full)", continuous_update=False)
     return LoRAPanel("LoRA rank sweep", {"rank": slider},
                      lambda rank, callback=None: lora_experiment(rank or None, preset, callback=callback),
@@ -391,7 +387,7 @@ class PPOPanel(RunPanel):
                                   continuous_update=False),
             "rank": W.IntSlider(value=p.ppo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
                                 continuous_update=False),
-            "lr": W.FloatLogSlider(value=p.ppo.lora_lr if p.ppo.lora_rank else p.ppo.lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
+            "lr": W.FloatLogSlider(value=p.ppo.effective_lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
                                    readout_format=".1e", continuous_update=False),
         }
         super().__init__(f"PPO run panel — preset {p.name}, reward model '{reward_stage}'", sliders, self._run,
@@ -430,7 +426,7 @@ class PPOPanel(RunPanel):
 
 def ppo_panel(preset: Preset | str | None = None, reward_stage: str = "reward") -> PPOPanel:
     """The PPO run panel of lab 05 for ``preset`` (default: the active preset)."""
-    return PPOPanel(_as_preset(preset), reward_stage)
+    return PPOPanel(resolve_preset(preset), reward_stage)
 
 
 # ------------------------------------------------------------------------------- lab 06: DPO
@@ -459,7 +455,7 @@ class DPOPanel(RunPanel):
                                      readout_format=".3g", continuous_update=False),
             "rank": W.IntSlider(value=p.dpo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
                                 continuous_update=False),
-            "lr": W.FloatLogSlider(value=p.dpo.lora_lr if p.dpo.lora_rank else p.dpo.lr, base=10, min=-5, max=-2,
+            "lr": W.FloatLogSlider(value=p.dpo.effective_lr, base=10, min=-5, max=-2,
                                    step=0.1, description="learning rate", readout_format=".1e",
                                    continuous_update=False),
         }
@@ -497,7 +493,7 @@ class DPOPanel(RunPanel):
 
 def dpo_panel(preset: Preset | str | None = None) -> DPOPanel:
     """The DPO run panel of lab 06 for ``preset`` (default: the active preset)."""
-    return DPOPanel(_as_preset(preset))
+    return DPOPanel(resolve_preset(preset))
 
 
 # ------------------------------------------------------------------------------- lab 07: GRPO
@@ -560,4 +556,4 @@ class GRPOPanel(RunPanel):
 
 def grpo_panel(preset: Preset | str | None = None) -> GRPOPanel:
     """The GRPO run panel of lab 07 for ``preset`` (default: the active preset)."""
-    return GRPOPanel(_as_preset(preset))
+    return GRPOPanel(resolve_preset(preset))

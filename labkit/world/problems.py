@@ -17,7 +17,7 @@ which only ``worked_share`` show the working; the others write the bare ``#### N
 imitates that mix: it mostly answers without working, and is right far less often than when it
 works the steps out. GRPO, rewarded only for the right final number, can find out that working
 pays. ``####`` is not a word of the world: the ``sft_math`` stage adds it to the tokenizer as one
-new token (:func:`labkit.stages.add_answer_marker`).
+new token (:func:`labkit.stages.sft_math.add_answer_marker`).
 
 Splits come from separate random streams; no held-out (``test``) problem is a training problem
 (checked in the tests, by prompt). Lab 02's one-step ``arithmetic`` is the contrast where GRPO has
