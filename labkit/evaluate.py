@@ -232,14 +232,72 @@ def heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer, 
     return judge
 
 
-def verdict(final: PolicyEvaluation, heldout: list[dict]) -> dict:
-    """An aligned policy's report on the held-out prompts, from its final evaluation against the SFT
-    policy: gold reward (the SFT policy's and the best achievable beside it), win rate, KL, the gold
-    reward's two aspects, answer length and the share of distinct answers."""
-    return {"gold_reward": final.gold_reward, "sft_gold_reward": float(final.answers["reference gold"].mean()),
-            "best_gold_reward": prefs.best_mean_gold_reward(heldout), "win_rate": final.win_rate, "kl": final.kl,
-            "helpfulness": final.helpfulness, "safety": final.safety, "length": final.length,
-            "distinct": final.distinct}
+@dataclass
+class PolicyRun:
+    """One policy-optimisation run (PPO, DPO, GRPO, best-of-n), judged on the held-out prompts.
+
+    The field names are the report keys (a stage's report, ``pipeline --report``) and the columns of
+    the labs' tables (the run panels', lab 08's race), written here once. Rewards are means per
+    answer under the world's gold reward (its two aspects beside it) and, where a reward model
+    judged too, its score (``proxy_reward``); ``win_rate`` and ``kl`` are against the SFT policy.
+    ``extra`` holds a method's own numbers (PPO's rollout seconds, DPO's implicit accuracy, …),
+    ``outputs`` what it produced (the trained ``policy``, its ``tokenizer``, the final ``evaluation``
+    with every answer, the trainer's ``result``, the models it loaded).
+    """
+
+    method: str
+    gold_reward: float
+    helpfulness: float
+    safety: float
+    proxy_reward: float | None
+    win_rate: float | None
+    kl: float | None
+    length: float                    # mean answer length in words
+    distinct: float                  # share of distinct answers
+    sft_gold_reward: float           # the SFT policy's answers to the same prompts, same seed
+    best_gold_reward: float          # the best achievable mean on these prompts
+    train_seconds: float = 0.0       # training's wall time, evaluations along the way left out
+    trainable_parameters: int = 0
+    answers_sampled: int = 0         # answers sampled in training (the budget PPO and GRPO share)
+    peak_MB: float | None = None     # peak memory of the process that ran it (lab 08's race measures it)
+    extra: dict = field(default_factory=dict)
+    history: list = field(default_factory=list, repr=False)      # the trainer's logged points
+    evaluations: list = field(default_factory=list, repr=False)  # held-out judgements along training
+    outputs: dict = field(default_factory=dict, repr=False)
+
+    # the report keys: every number but peak_MB, which only lab 08's race measures (in a process of its own)
+    NUMBERS = ("gold_reward", "sft_gold_reward", "best_gold_reward", "win_rate", "kl", "helpfulness", "safety",
+               "length", "distinct", "proxy_reward", "train_seconds", "trainable_parameters", "answers_sampled")
+
+    @classmethod
+    def judged(cls, method: str, final: PolicyEvaluation, heldout: list[dict], result=None, **fields) -> "PolicyRun":
+        """A run from its final evaluation against the SFT policy on ``heldout`` and its trainer's ``result``
+        (its seconds without the evaluations along the way, trainable parameters, history and evaluations)."""
+        outputs = {"evaluation": final, **fields.pop("outputs", {})}
+        if result is not None:
+            fields = {"train_seconds": result.seconds - result.eval_seconds,
+                      "trainable_parameters": getattr(result, "trainable_parameters", 0), "history": result.history,
+                      "evaluations": result.evaluations, **fields}
+            outputs.setdefault("result", result)
+            if getattr(result, "policy", None) is not None:
+                outputs.setdefault("policy", result.policy)
+        return cls(method=method, gold_reward=final.gold_reward, helpfulness=final.helpfulness, safety=final.safety,
+                   proxy_reward=final.proxy_reward, win_rate=final.win_rate, kl=final.kl, length=final.length,
+                   distinct=final.distinct, sft_gold_reward=float(final.answers["reference gold"].mean()),
+                   best_gold_reward=prefs.best_mean_gold_reward(heldout), outputs=outputs, **fields)
+
+    @property
+    def evaluation(self) -> PolicyEvaluation:
+        """The final evaluation, with every answer (``.answers``)."""
+        return self.outputs["evaluation"]
+
+    def report(self) -> dict:
+        """The numbers, under their report keys, then ``extra``'s."""
+        return {**{k: getattr(self, k) for k in self.NUMBERS}, **self.extra}
+
+    def curve(self) -> list[dict]:
+        """The held-out evaluations along training, keys without their ``heldout_`` prefix."""
+        return [{k.removeprefix("heldout_"): v for k, v in e.items()} for e in self.evaluations]
 
 
 # ------------------------------------------------------------------------------------ reward functions

@@ -106,6 +106,26 @@ def metrics(stage: str, preset: Preset | str | None = None) -> dict:
     return json.loads((path / "labkit.json").read_text())
 
 
+def ensure_with_curve(stage: str, draw: Callable, preset: Preset | str | None = None) -> dict:
+    """Train ``stage`` with its curve drawn live, or, when it is cached, draw the curve saved with it.
+
+    ``draw(history)`` gets the growing training history while the stage trains here (see :func:`ensure`),
+    or the whole saved history once if the checkpoint was already there, so a lab's figure looks
+    the same either way. Returns the stage's saved metadata (``metrics``, ``history``, …), as :func:`metrics`.
+    """
+    calls = []
+
+    def counted(history):
+        calls.append(len(history))
+        draw(history)
+
+    ensure(stage, preset, callback=counted)
+    saved = metrics(stage, preset)
+    if not calls:  # cached: nothing was drawn while training
+        draw(saved["history"])
+    return saved
+
+
 def run(stages: list[str], preset: Preset | str | None = None, report_path: str | Path | None = None,
         progress: bool = True, fresh: bool = False) -> dict:
     """Run ``stages`` headless (building prerequisites) and return / write the metrics report.

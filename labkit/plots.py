@@ -287,6 +287,37 @@ class LiveLossPlot:
 
 # ------------------------------------------------------------------------------- experiments
 
+# How the runs' numbers read in a table: the key (a report key, a PolicyRun field, a setting's name)
+# -> (the header a learner reads, its format). One place for every run panel and lab 08's race.
+COLUMNS = {
+    "eps": ("ε", "{:.2f}"), "beta": ("β", "{:.3g}"), "rank": ("LoRA rank", "{}"), "lr": ("lr", "{:.1e}"),
+    "group_size": ("G", "{}"), "iterations": ("μ", "{}"), "reward_model": ("reward model", "{}"),
+    "pairs": ("pairs", "{}"), "method": ("method", "{}"),
+    "gold_reward": ("gold", "{:.2f}"), "sft_gold_reward": ("SFT gold", "{:.2f}"), "helpfulness": ("helpfulness", "{:.2f}"),
+    "safety": ("safety", "{:.2f}"), "proxy_reward": ("proxy", "{:.2f}"), "win_rate": ("win rate", "{:.1%}"),
+    "kl": ("KL", "{:.2f}"), "train_seconds": ("seconds", "{:.1f}"), "peak_MB": ("peak MB", "{:,.0f}"),
+    "trainable_parameters": ("trainable parameters", "{:,}"), "answers_sampled": ("answers sampled in training", "{:,}"),
+    "implicit_accuracy": ("implicit accuracy", "{:.1%}"), "chosen_logratio": ("Δ log π chosen", "{:+.2f}"),
+    "rejected_logratio": ("Δ log π rejected", "{:+.2f}"),
+    "accuracy": ("accuracy", "{:.1%}"), "sft_accuracy": ("SFT accuracy", "{:.1%}"),
+    "sampled_accuracy": ("sampled accuracy", "{:.1%}"), "sft_sampled_accuracy": ("SFT sampled accuracy", "{:.1%}"),
+    "worked_share": ("shows working", "{:.0%}"), "length": ("length", "{:.1f}"),
+    "zero_std_share": ("zero-variance groups", "{:.0%}"), "clip_fraction": ("clipped", "{:.2%}"),
+    "seconds_per_step": ("seconds per step", "{:.2f}"),
+}
+
+
+def column_formats(columns: Sequence[str]) -> dict[str, str]:
+    """The format of each of ``columns`` that :data:`COLUMNS` knows."""
+    return {c: COLUMNS[c][1] for c in columns if c in COLUMNS}
+
+
+def styled_table(table):
+    """``table`` for reading: numbers formatted and headers relabelled as :data:`COLUMNS` says, blanks as "—"."""
+    style = table.style.format(column_formats(table.columns), na_rep="—")
+    return style.relabel_index([COLUMNS.get(c, (c,))[0] for c in table.columns], axis="columns")
+
+
 def _rows(table) -> list[dict]:
     """A pandas DataFrame or a list of dicts, as a list of dicts."""
     return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
@@ -759,7 +790,7 @@ def grpo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] 
 
 
 def accuracy_before_after(table, title: str = "Held-out accuracy: the SFT policy → after GRPO",
-                          before: str = "SFT accuracy", after: str = "accuracy", label: str = "run") -> go.Figure:
+                          before: str = "sft_accuracy", after: str = "accuracy", label: str = "run") -> go.Figure:
     """One arrow per run from the starting policy's held-out accuracy to the trained policy's."""
     rows = _rows(table)
     fig = _figure(title, "run", "held-out accuracy (exact answer)", yaxis=dict(range=[0, 1], tickformat=".0%"))
@@ -799,9 +830,9 @@ def length_hacking_figure(runs: Mapping[str, "object"],
         fig.add_trace(go.Scatter(x=steps, y=[h.get("correctness_reward") for h in run.history], mode="lines+markers",
                                  name=f"rewarded for {reward}", legendgroup=reward, showlegend=False,
                                  line=dict(color=color)), row=1, col=2)
-        fig.add_trace(go.Bar(x=["SFT policy", "after GRPO"], y=[run.row["SFT accuracy"], run.row["accuracy"]],
+        fig.add_trace(go.Bar(x=["SFT policy", "after GRPO"], y=[run.row["sft_accuracy"], run.row["accuracy"]],
                              name=f"rewarded for {reward}", legendgroup=reward, showlegend=False, marker_color=color,
-                             text=[f"{run.row['SFT accuracy']:.0%}", f"{run.row['accuracy']:.0%}"],
+                             text=[f"{run.row['sft_accuracy']:.0%}", f"{run.row['accuracy']:.0%}"],
                              textposition="outside"), row=1, col=3)
     fig.update_xaxes(title_text="optimiser step (count)", row=1, col=1)
     fig.update_xaxes(title_text="optimiser step (count)", row=1, col=2)
@@ -884,7 +915,7 @@ def showdown_figure(curves: Mapping[str, Sequence[Mapping]], table=None, best: f
                                            for r in points]))
         if method in rows:
             r = rows[method]
-            fig.add_trace(go.Scatter(x=[max(r["KL"], 0.0) ** 0.5], y=[r["gold"]], mode="markers+text", text=[method],
+            fig.add_trace(go.Scatter(x=[max(r["kl"], 0.0) ** 0.5], y=[r["gold_reward"]], mode="markers+text", text=[method],
                                      textposition="top center", name=method, legendgroup=method,
                                      marker=dict(size=14, color=style["color"], symbol=style["symbol"])))
     if best is not None:

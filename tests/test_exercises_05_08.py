@@ -249,6 +249,6 @@ def test_lab05_to_lab08_exercise_cells_accept_the_solution(lab):
     if lab == "08_showdown.ipynb":  # once right, the cell recomputes the race's win rates: a stand-in race
         answers = pd.DataFrame({"gold": [1.0, 0.0, 2.0, 1.0], "reference gold": [0.0, 0.0, 3.0, 0.5]})
         race = type("Race", (), {"answers": {"PPO": answers},
-                                 "table": pd.DataFrame({"win rate": [0.625]}, index=["PPO"])})()
+                                 "table": pd.DataFrame({"win_rate": [0.625]}, index=["PPO"])})()
     namespace = run_cell(cell.source, EXERCISES[name][1], race=race)
     assert EXERCISES[name][0](namespace[function]).status == RIGHT

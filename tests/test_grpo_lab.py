@@ -54,17 +54,18 @@ def test_grpo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
             panel.train_once(**settings)
     assert panel.runs == []
     row = panel.train_once(group_size=4, eps=0.3)
-    assert row["G"] == 4 and row["ε"] == pytest.approx(0.3) and row["β"] == 0.0 and row["μ"] == 1
-    assert row["clipped"] == 0  # μ = 1: the ratio is exactly 1 at the update, nothing to clip
-    assert 0 <= row["accuracy"] <= 1 and 0 <= row["SFT accuracy"] <= 1 and 0 <= row["zero-variance groups"] <= 1
-    assert list(panel.runs_table().columns) == widgets.GRPOPanel.COLUMNS
+    assert row["group_size"] == 4 and row["eps"] == pytest.approx(0.3) and row["beta"] == 0.0 and row["iterations"] == 1
+    assert row["clip_fraction"] == 0  # μ = 1: the ratio is exactly 1 at the update, nothing to clip
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["sft_accuracy"] <= 1 and 0 <= row["zero_std_share"] <= 1
+    assert list(panel.runs_table().columns) == [*panel.sliders, *widgets.panels.GRPO_SPEC.results]
+    assert {t.name for t in panel.curves_figure().data} == {"run 1: G 4, ε 0.30, β 0, μ 1"}
     curves = panel.curves_figure()
     assert len(curves.data) == 4 and all(len(t.x) == get_preset("smoke").grpo.steps for t in curves.data)
     summary = panel.figure()
-    assert summary.data[0].y[0] == pytest.approx(row["SFT accuracy"]) and summary.data[1].y[0] == pytest.approx(row["accuracy"])
+    assert summary.data[0].y[0] == pytest.approx(row["sft_accuracy"]) and summary.data[1].y[0] == pytest.approx(row["accuracy"])
     assert panel.last["after"].answers.shape[0] == get_preset("smoke").grpo.eval_problems
     second = panel.train_once(iterations=2, eps=0.05)  # the batch is reused: the second update is off-policy
-    assert second["μ"] == 2 and second["clipped"] is not None and len(panel.runs) == 2
+    assert second["iterations"] == 2 and second["clip_fraction"] is not None and len(panel.runs) == 2
 
 
 def test_signal_check_counts_groups_that_teach_nothing():
@@ -95,6 +96,6 @@ def test_length_hacking_trains_on_length_and_logs_correctness_unrewarded():
 
 def test_grpo_on_the_reward_model_is_judged_like_ppo():
     run = grpo_runs.grpo_on_reward_model(get_preset("smoke"), rank=2)
-    assert run.row["rank"] == 2 and 0 <= run.row["win rate"] <= 1 and run.row["trainable parameters"] > 0
+    assert run.row["rank"] == 2 and 0 <= run.row["win_rate"] <= 1 and run.row["trainable_parameters"] > 0
     assert {"reward_model", "gold_reward"} <= set(run.history[-1])
     assert run.outputs["evaluation"].answers.shape[0] == 48 * get_preset("smoke").ppo.final_eval_samples

@@ -94,7 +94,7 @@ def test_lab02_cites_the_figures_and_runs_every_demo():
     text, code = _text_and_code("02_instruction_tuning.ipynb")
     for figure in ["27,540", "1,000", "63.3", "78.8", "Generation, Open QA, Brainstorm, Chat"]:
         assert figure in text, f"lab 02 should mention {figure!r}"
-    for call in ["loss_mask_table", 'pipeline.ensure("sft"', "demo_run(then", "imbalance_panel", "noise_panel",
+    for call in ["loss_mask_table", 'pipeline.ensure_with_curve("sft"', "demo_run(then", "imbalance_panel", "noise_panel",
                  "ambiguity_experiment", "shifted_arithmetic", "accuracy_bars"]:
         assert call in code, f"lab 02 should run {call}"
 
@@ -113,7 +113,7 @@ def test_lab04_expands_a_ranking_and_shows_the_ceiling():
     text, code = _text_and_code("04_reward_modelling.ipynb")
     for figure in ["C(K, 2)", "4 answers give 6", "σ(r(x, y_w) − r(x, y_l))"]:
         assert figure in text, f"lab 04 should mention {figure!r}"
-    for call in ["ranking_to_pairs", "bradley_terry_explorer", 'pipeline.ensure("reward"', "bayes_ceiling",
+    for call in ["ranking_to_pairs", "bradley_terry_explorer", 'pipeline.ensure_with_curve("reward"', "bayes_ceiling",
                  "calibration_figure", "reward_experiment", "length_bias", "from_hh_rlhf", "evaluate.best_of_n(",
                  '"reward_naive"', "best_of_n_figure"]:
         assert call in code, f"lab 04 should run {call}"
@@ -125,7 +125,7 @@ def test_lab05_works_the_clip_and_runs_every_part():
                    "E[r] − β·KL(π ‖ π_SFT)", "196 GB", "29 GB", "InstructGPT"]:
         assert figure in text, f"lab 05 should mention {figure!r}"
     for call in ["ppo_clip_table(0.2, advantage=2.0)", "ppo_clip_table(0.2, advantage=-2.0)", "ppo_clip_explorer",
-                 "kl_penalty_rewards", "gae_advantages", 'pipeline.ensure("ppo"', "ppo_panel", 'reward_stage="reward_naive"',
+                 "kl_penalty_rewards", "gae_advantages", 'pipeline.ensure_with_curve("ppo"', "ppo_panel", 'reward_stage="reward_naive"',
                  "reward_vs_kl_figure", "evaluate.best_of_n(", "bench.ppo_memory", "ppo_memory_plan(7e9, 40e6)"]:
         assert call in code, f"lab 05 should run {call}"
 
@@ -138,7 +138,7 @@ def test_lab06_derives_dpo_and_runs_every_part():
                    "no sampling, no critic"]:
         assert figure in text, f"lab 06 should mention {figure!r}"
     for call in ["dpo_tilt_table(1.0)", "dpo_tilt_explorer", "dpo_bt_check(1.0)", "dpo_gradient_table(0.5)",
-                 "sigmoid_slip_figure", "dpo_weight_figure", 'pipeline.ensure("dpo"', "trl_batch_loss",
+                 "sigmoid_slip_figure", "dpo_weight_figure", 'pipeline.ensure_with_curve("dpo"', "trl_batch_loss",
                  "losses.dpo_loss", 'pipeline.metrics("reward")', "dpo_panel", "onpolicy_pairs", "label_agreement",
                  "dpo_experiment("]:
         assert call in code, f"lab 06 should run {call}"

@@ -74,6 +74,18 @@ def test_ensure_trains_once_then_uses_the_cache(monkeypatch):
     assert model(input_ids=ids).logits.shape[-1] == len(tokenizer)
 
 
+def test_ensure_with_curve_draws_live_while_training_and_the_saved_curve_when_cached():
+    preset = get_preset("smoke").replace(seed=3)  # its own checkpoint: trained here
+    live = []
+    saved = pipeline.ensure_with_curve("pretrain", lambda history: live.append(list(history)), preset)
+    points = preset.pretrain.steps // preset.pretrain.eval_every
+    assert [len(h) for h in live] == list(range(1, points + 1))  # drawn as it grew
+    assert live[-1] == saved["history"] and saved["metrics"]["val_loss"] == saved["history"][-1]["val_loss"]
+    cached = []
+    again = pipeline.ensure_with_curve("pretrain", lambda history: cached.append(list(history)), preset)
+    assert cached == [saved["history"]] and again == saved  # cached: the saved curve, drawn once
+
+
 def test_a_different_config_gets_a_different_checkpoint():
     smoke = get_preset("smoke")
     assert pipeline.stage_dir("pretrain", smoke) != pipeline.stage_dir("pretrain", smoke.replace(seed=1))

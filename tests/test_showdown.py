@@ -42,7 +42,7 @@ def _race(answers: dict[str, list[str]], greedy: dict[str, list[str] | None]) ->
             "helpfulness": [s["helpfulness"] for s in scored], "safety": [s["safety"] for s in scored],
             "gold": [s["helpfulness"] + s["safety"] for s in scored],
             "proxy": [s["helpfulness"] for s in scored]})  # a 'reward model' blind to safety
-        rows[method] = {"gold": tables[method]["gold"].mean()}
+        rows[method] = {"gold_reward": tables[method]["gold"].mean()}
     table = pd.DataFrame(rows).T.rename_axis("method")
     return sd.Showdown(table=table, curves={m: [] for m in answers}, answers=tables, greedy=greedy)
 
@@ -106,14 +106,14 @@ def race():
 def test_the_smoke_race_runs_every_method_and_is_cached(race, monkeypatch):
     table = race.table
     assert list(table.index) == list(sd.METHODS)
-    assert table.loc["SFT", "win rate"] == 0.5 and table.loc["SFT", "KL"] == 0.0  # the SFT policy against itself
+    assert table.loc["SFT", "win_rate"] == 0.5 and table.loc["SFT", "kl"] == 0.0  # the SFT policy against itself
     n = get_preset("smoke").showdown.best_of_n
-    assert table.loc["best-of-n", "KL"] == pytest.approx(evaluate.best_of_n_kl(n))
+    assert table.loc["best-of-n", "kl"] == pytest.approx(evaluate.best_of_n_kl(n))
     for family in ("PPO", "DPO", "GRPO"):
-        assert 0 < table.loc[f"{family} + LoRA", "trainable parameters"] < table.loc[family, "trainable parameters"]
+        assert 0 < table.loc[f"{family} + LoRA", "trainable_parameters"] < table.loc[family, "trainable_parameters"]
         assert race.curves[family][0]["step"] == 0 and len(race.curves[family]) >= 2
-    assert table.loc["PPO", "answers sampled in training"] == table.loc["GRPO", "answers sampled in training"] == 24
-    assert (table["peak MB"] > 100).all() and (table.loc["PPO":, "train seconds"] > 0).all()
+    assert table.loc["PPO", "answers_sampled"] == table.loc["GRPO", "answers_sampled"] == 24
+    assert (table["peak_MB"] > 100).all() and (table.loc["PPO":, "train_seconds"] > 0).all()
     assert all(len(a) == 48 for a in race.answers.values())  # 48 held-out prompts × 1 answer (smoke)
     assert race.greedy["best-of-n"] is None and len(race.greedy["PPO"]) == 48
 
@@ -137,3 +137,23 @@ def test_showdown_figures(race):
     assert {t.name for t in fig.data} == set(sd.METHODS) - {"SFT"}  # SFT has no curve: nothing trained
     fig = plots.tradeoff_figure(sd.aspects_by_place(race))
     assert len(fig.data) == len(sd.METHODS)
+
+
+def test_a_policy_run_names_its_numbers_once_for_reports_tables_and_panels():
+    import dataclasses
+
+    from labkit import plots
+    from labkit.evaluate import PolicyRun
+    from labkit.experiments.alignment import DPO_EXTRA
+    from labkit.stages import STAGES
+    from labkit.widgets.panels import DPO_SPEC, GRPO_SPEC, PPO_SPEC
+
+    fields = {f.name for f in dataclasses.fields(PolicyRun)}
+    assert set(sd.TABLE_COLUMNS) <= fields and set(PolicyRun.NUMBERS) <= fields
+    for stage in ("ppo", "dpo"):  # the stages report a PolicyRun's numbers under its field names
+        assert set(PolicyRun.NUMBERS) <= set(STAGES[stage].report)
+    assert set(PPO_SPEC.results) <= fields and set(DPO_SPEC.results) <= fields | set(DPO_EXTRA)
+    assert set(GRPO_SPEC.results) - {"clip_fraction"} <= set(STAGES["grpo"].report)  # the grpo stage's keys
+    for spec in (PPO_SPEC, DPO_SPEC, GRPO_SPEC):  # every column has a header and a format in one table
+        assert all(column in plots.COLUMNS for column in spec.results)
+    assert all(column in plots.COLUMNS for column in sd.TABLE_COLUMNS)

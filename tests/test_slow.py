@@ -297,9 +297,9 @@ def test_lab07_grpo_rewarded_for_length_alone_pads_answers_and_loses_accuracy(st
     length, right = runs["length"].row, runs["correctness"].row
     limit = PRESET.grpo.max_new_tokens
     seen = (f"(length reward: {length['length']:.1f} tokens per answer, accuracy {length['accuracy']:.1%}; "
-            f"correctness reward: {right['accuracy']:.1%}; SFT {length['SFT accuracy']:.1%})")
+            f"correctness reward: {right['accuracy']:.1%}; SFT {length['sft_accuracy']:.1%})")
     # measured: 31.8 tokens per answer against the limit of 32 (the SFT policy: 5.8)
     assert length["length"] >= 0.9 * limit, f"length hacking: answers did not grow to the {limit}-token limit {seen}"
     # measured: held-out accuracy 45.2 % -> 15.4 %
-    assert length["accuracy"] <= length["SFT accuracy"] - 0.15, (
+    assert length["accuracy"] <= length["sft_accuracy"] - 0.15, (
         f"length hacking: accuracy should fall at least 15 points below the SFT policy's {seen}")

@@ -368,12 +368,13 @@ def test_ppo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
             panel.train_once(**settings)
     assert panel.runs == []  # nothing trained on a bad setting
     row = panel.train_once(eps=0.3, beta=0.05, rank=2)
-    assert row["ε"] == 0.3 and row["β"] == 0.05 and row["rank"] == 2
-    assert 0 <= row["win rate"] <= 1 and row["trainable parameters"] > 0
+    assert row["eps"] == 0.3 and row["beta"] == 0.05 and row["rank"] == 2
+    assert 0 <= row["win_rate"] <= 1 and row["trainable_parameters"] > 0
     table = panel.runs_table()
-    assert list(table.columns) == widgets.PPOPanel.COLUMNS and len(table) == 1
+    assert list(table.columns) == ["eps", "beta", "rank", "lr", *widgets.panels.PPO_SPEC.results] and len(table) == 1
+    assert "win rate" in panel.styled_table().to_html()  # the header a learner reads (plots.COLUMNS)
     curves = panel.curves_figure()
-    assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA r 2, lr 1e-03"}  # LoRA's lr by default
+    assert {t.name for t in curves.data} == {"run 1: ε 0.30, β 0.05, LoRA rank 2, lr 1.0e-03"}  # LoRA's lr by default
     assert len(curves.data) == 3 and len(curves.data[0].x) == get_preset("smoke").ppo.iterations
     assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)
 
@@ -390,12 +391,12 @@ def test_dpo_panel_names_a_slider_out_of_range_and_trains_one_smoke_run():
             panel.train_once(**settings)
     assert panel.runs == []  # nothing trained on a bad setting
     row = panel.train_once(beta=0.05, rank=2)
-    assert row["β"] == pytest.approx(0.05) and row["rank"] == 2 and row["lr"] == get_preset("smoke").dpo.lr
-    assert 0 <= row["win rate"] <= 1 and 0 <= row["implicit accuracy"] <= 1 and row["trainable parameters"] > 0
+    assert row["beta"] == pytest.approx(0.05) and row["rank"] == 2 and row["lr"] == get_preset("smoke").dpo.lr
+    assert 0 <= row["win_rate"] <= 1 and 0 <= row["implicit_accuracy"] <= 1 and row["trainable_parameters"] > 0
     table = panel.runs_table()
-    assert list(table.columns) == widgets.DPOPanel.COLUMNS and len(table) == 1
+    assert list(table.columns) == ["beta", "rank", "lr", *widgets.panels.DPO_SPEC.results] and len(table) == 1
     curves = panel.curves_figure()
-    assert len(curves.data) == 4 and {t.name for t in curves.data} == {"run 1: β 0.05, LoRA r 2, lr 2e-04"}
+    assert len(curves.data) == 4 and {t.name for t in curves.data} == {"run 1: β 0.05, LoRA rank 2, lr 2.0e-04"}
     assert all(len(t.x) == 4 for t in curves.data)  # 64 pairs in batches of 16: four logged steps
-    assert panel.figure().data[0].x[0] == pytest.approx(row["KL"])
+    assert panel.figure().data[0].x[0] == pytest.approx(row["kl"])
     assert panel.last["evaluation"].answers.shape[0] == 48  # one answer per held-out prompt (smoke)

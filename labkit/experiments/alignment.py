@@ -26,9 +26,10 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
     ``eps`` (clip range), ``beta`` (KL coefficient), ``rank`` (0 = full fine-tuning, else LoRA
     rank), ``lr`` (learning rate, for full fine-tuning and LoRA alike), ``iterations`` and
     ``eval_every`` replace the preset's PPO settings; ``None`` keeps them. The row holds the
-    settings and the held-out results (gold reward of PPO and SFT, win rate, KL, proxy); outputs
-    hold the final evaluation (with its answers), the trained policy, and the SFT policy and reward
-    model the run loaded (for comparisons without loading them again).
+    settings and the held-out results (gold reward of PPO and SFT, win rate, KL, proxy), under the
+    names of :class:`~labkit.evaluate.PolicyRun`'s fields; outputs hold the final ``evaluation``
+    (with its answers), the trained ``policy``, the SFT policy (``reference``) and reward model the
+    run loaded (for comparisons without loading them again), and the whole ``run``.
     """
     preset = preset or get_preset()
     changes = {"eps": eps, "beta": beta, "lora_rank": rank, "iterations": iterations, "eval_every": eval_every}
@@ -38,16 +39,14 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
     run = run_ppo(preset, pipeline.ensure("sft", preset, progress=progress),
                   pipeline.ensure(reward_stage, preset, progress=progress), config, progress=progress,
                   callback=callback)
-    m = run["metrics"]
-    row = {"ε": config.eps, "β": config.beta, "rank": config.lora_rank,
-           "lr": config.effective_lr, "reward model": reward_stage,
-           "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
-           "proxy": m["proxy_reward"], "seconds": m["train_seconds"],
-           "trainable parameters": m["trainable_parameters"]}
-    return Run(row=row, history=run["result"].history,
-               outputs={"evaluation": run["evaluation"], "policy": run["result"].policy, "tokenizer": run["tokenizer"],
-                        "metrics": m, "reference": run["reference"], "reward_model": run["reward_model"],
-                        "reward_tokenizer": run["reward_tokenizer"]})
+    row = {"eps": config.eps, "beta": config.beta, "rank": config.lora_rank, "lr": config.effective_lr,
+           "reward_model": reward_stage, **{k: getattr(run, k) for k in PPO_RESULTS}}
+    return Run(row=row, history=run.history, outputs={**run.outputs, "run": run})
+
+
+# What a PPO or DPO run's row reports (fields of labkit.evaluate.PolicyRun; plots.COLUMNS gives their headers)
+PPO_RESULTS = ("win_rate", "gold_reward", "sft_gold_reward", "kl", "proxy_reward", "train_seconds",
+               "trainable_parameters")
 
 
 # ------------------------------------------------------------------------------- lab 06: DPO
@@ -92,12 +91,11 @@ def dpo_experiment(beta: float | None = None, rank: int | None = None, lr: float
     config = dataclasses.replace(preset.dpo, **{k: v for k, v in changes.items() if v is not None})
     run = run_dpo(preset, pipeline.ensure("sft", preset, progress=progress), config, pairs=pairs, progress=progress,
                   callback=callback)
-    m = run["metrics"]
-    row = {"β": config.beta, "rank": config.lora_rank, "lr": config.effective_lr,
-           "pairs": data, "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"],
-           "KL": m["kl"], "implicit accuracy": m["implicit_accuracy"], "Δ log π chosen": m["chosen_logratio"],
-           "Δ log π rejected": m["rejected_logratio"], "seconds": m["train_seconds"],
-           "trainable parameters": m["trainable_parameters"]}
-    return Run(row=row, history=run["result"].history,
-               outputs={"evaluation": run["evaluation"], "policy": run["result"].policy, "tokenizer": run["tokenizer"],
-                        "metrics": m, "reference": run["reference"]})
+    row = {"beta": config.beta, "rank": config.lora_rank, "lr": config.effective_lr, "pairs": data,
+           **{k: getattr(run, k) for k in ("win_rate", "gold_reward", "sft_gold_reward", "kl")},
+           **{k: run.extra[k] for k in DPO_EXTRA}, "train_seconds": run.train_seconds,
+           "trainable_parameters": run.trainable_parameters}
+    return Run(row=row, history=run.history, outputs={**run.outputs, "run": run})
+
+
+DPO_EXTRA = ("implicit_accuracy", "chosen_logratio", "rejected_logratio")  # DPO's own numbers in its row

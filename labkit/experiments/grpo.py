@@ -56,18 +56,19 @@ def grpo_experiment(group_size: int | None = None, eps: float | None = None, bet
                         "tokenizer": run["tokenizer"], "metrics": run["metrics"]})
 
 
+GRPO_RESULTS = ("accuracy", "sft_accuracy", "sampled_accuracy", "sft_sampled_accuracy", "worked_share", "length",
+                "zero_std_share")  # the grpo stage's report keys a run's row shows (plots.COLUMNS: their headers)
+
+
 def _row(reward: str, config, m: dict, history: list[dict]) -> dict:
-    """A run's table row: its settings, its held-out results before and after, and the share of
-    tokens whose ratio the clip caught (mean over logged steps; 0 when μ = 1)."""
+    """A run's table row: its settings, its held-out results before and after (the stage's report keys),
+    and the share of tokens whose ratio the clip caught (mean over logged steps; 0 when μ = 1)."""
     clipped = [h["clip_fraction"] for h in history if h.get("clip_fraction") is not None]
-    return {"reward": reward, "G": config.group_size, "ε": config.eps, "β": config.beta, "μ": config.iterations,
-            "rank": config.lora_rank,
-           "lr": config.effective_lr, "accuracy": m["accuracy"],
-           "SFT accuracy": m["sft_accuracy"], "sampled accuracy": m["sampled_accuracy"],
-           "SFT sampled accuracy": m["sft_sampled_accuracy"], "shows working": m["worked_share"],
-           "length": m["length"], "zero-variance groups": m["zero_std_share"],
-           "clipped": sum(clipped) / len(clipped) if clipped else None, "seconds": m["train_seconds"],
-           "seconds per step": m["seconds_per_step"], "trainable parameters": m["trainable_parameters"]}
+    return {"reward": reward, "group_size": config.group_size, "eps": config.eps, "beta": config.beta,
+            "iterations": config.iterations, "rank": config.lora_rank, "lr": config.effective_lr,
+            **{k: m[k] for k in GRPO_RESULTS}, "clip_fraction": sum(clipped) / len(clipped) if clipped else None,
+            "train_seconds": m["train_seconds"], "seconds_per_step": m["seconds_per_step"],
+            "trainable_parameters": m["trainable_parameters"]}
 
 
 def stage_run(preset: Preset | None = None, *, progress: bool = False) -> Run:
@@ -164,21 +165,13 @@ def grpo_on_reward_model(preset: Preset | None = None, *, rank: int | None = Non
     preset's GRPO settings. With ``eval_every`` ≥ 1 the policy is judged on the held-out prompts every
     that many steps while it trains (:func:`labkit.evaluate.heldout_judge`, as PPO's loop does).
     """
-    from labkit.evaluate import verdict
-    from labkit.world import preferences as prefs
+    from labkit.experiments.alignment import PPO_RESULTS
 
     preset = preset or get_preset()
     config = on_reward_model_config(preset, lora_rank=rank, beta=beta, steps=steps)
     run = run_grpo_on_reward_model(preset, pipeline.ensure("sft", preset, progress=progress),
                                    pipeline.ensure(reward_stage, preset, progress=progress), config,
                                    progress=progress, callback=callback, eval_every=eval_every)
-    result, final = run["result"], run["evaluation"]
-    m = verdict(final, prefs.alignment_prompts("heldout"))
-    row = {"method": "GRPO on the reward model", "G": config.group_size, "β": config.beta, "rank": config.lora_rank,
-           "win rate": m["win_rate"], "gold": m["gold_reward"], "SFT gold": m["sft_gold_reward"], "KL": m["kl"],
-           "proxy": final.proxy_reward, "seconds": result.seconds, "trainable parameters": result.trainable_parameters}
-    return Run(row=row, history=result.history, outputs={"evaluation": final, "policy": result.policy,
-                                                         "tokenizer": run["tokenizer"], "metrics": m, "result": result,
-                                                         "reference": run["reference"],
-                                                         "reward_model": run["reward_model"],
-                                                         "reward_tokenizer": run["reward_tokenizer"]})
+    row = {"method": "GRPO on the reward model", "group_size": config.group_size, "beta": config.beta,
+           "rank": config.lora_rank, **{k: getattr(run, k) for k in PPO_RESULTS}}
+    return Run(row=row, history=run.history, outputs={**run.outputs, "run": run})

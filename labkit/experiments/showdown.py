@@ -43,8 +43,9 @@ from labkit.world import preferences as prefs
 
 # Every stage's race entries (its ``contenders``), in the stages' order: SFT, best-of-n, PPO, DPO, GRPO, …
 METHODS = tuple(contenders())
-TABLE_COLUMNS = ["gold", "helpfulness", "safety", "proxy", "win rate", "KL", "train seconds", "peak MB",
-                 "trainable parameters", "answers sampled in training"]
+# The race table's columns: fields of labkit.evaluate.PolicyRun, the same names as the stages' reports
+TABLE_COLUMNS = ["gold_reward", "helpfulness", "safety", "proxy_reward", "win_rate", "kl", "train_seconds", "peak_MB",
+                 "trainable_parameters", "answers_sampled"]
 
 
 # ----------------------------------------------------------------------------- one method, one process
@@ -54,8 +55,8 @@ def run_method(preset_name: str, method: str) -> dict:
 
     ``method`` is a contender's label (:data:`METHODS`); its stage says how it runs
     (:class:`labkit.stages.Contender`). Meant to run in a fresh process
-    (:func:`labkit.measure.in_fresh_process`): ``peak MB`` is the process's peak resident memory (on
-    a GPU: the most GPU memory allocated), ``train seconds`` the training loop's wall time without
+    (:func:`labkit.measure.in_fresh_process`): ``peak_MB`` is the process's peak resident memory (on
+    a GPU: the most GPU memory allocated), ``train_seconds`` the training loop's wall time without
     the held-out evaluations along the way. Returns ``row`` (the table's numbers), ``curve``
     (held-out evaluations along training: step, gold, helpfulness, safety, proxy, KL, win rate),
     ``answers`` (the final evaluation's answers with their scores) and ``greedy`` (the greedy answer
@@ -75,22 +76,18 @@ def run_method(preset_name: str, method: str) -> dict:
     heldout = prefs.alignment_prompts("heldout")
     measure.memory_start(device)
     run = contender.run(inputs, preset.showdown.lora_rank if contender.lora else 0)
-    peak = measure.peak_megabytes(device)
-    final = run.evaluation
-    table = final.answers
+    run.peak_MB = measure.peak_megabytes(device)
+    table = run.evaluation.answers
     per_prompt = len(table) // len(heldout)  # the stage's final evaluation: answers per held-out prompt
     rows = [p for p in heldout for _ in range(per_prompt)]
     if "proxy" not in table:  # an evaluation that did not ask the reward model (DPO's): ask it here
         table["proxy"] = reward_model_fn(inputs.reward_model, inputs.reward_tokenizer)(
             rows, table["answer"].tolist()).numpy()
-    greedy = sample_answers(run.policy, run.tokenizer, heldout, temperature=0,
-                            max_new_tokens=preset.sft.max_new_tokens) if run.greedy else None
-    row = {"gold": final.gold_reward, "helpfulness": final.helpfulness, "safety": final.safety,
-           "proxy": float(table["proxy"].mean()), "win rate": final.win_rate, "KL": final.kl,
-           "train seconds": run.train_seconds, "peak MB": peak, "trainable parameters": run.trainable_parameters,
-           "answers sampled in training": run.answers_sampled}
+        run.proxy_reward = float(table["proxy"].mean())
+    greedy = sample_answers(run.outputs["policy"], run.outputs["tokenizer"], heldout, temperature=0,
+                            max_new_tokens=preset.sft.max_new_tokens) if contender.greedy else None
     keep = ["group", "answer", "gold", "helpfulness", "safety", "proxy", "reference gold"]
-    return {"method": method, "row": row, "curve": run.curve or [],
+    return {"method": method, "row": {k: getattr(run, k) for k in TABLE_COLUMNS}, "curve": run.curve(),
             "answers": table.assign(place=[r["place"] for r in rows])[keep + ["place"]].to_dict("list"),
             "greedy": greedy.answers if greedy is not None else None}
 
@@ -230,7 +227,7 @@ def judge_difficulty(race: Showdown, pairs: list[tuple[str, str]] | None = None)
     and the two methods with the highest gold reward against each other.
     """
     if pairs is None:
-        ranked = race.table["gold"].drop("SFT").sort_values(ascending=False).index.tolist()
+        ranked = race.table["gold_reward"].drop("SFT").sort_values(ascending=False).index.tolist()
         pairs = [("SFT", ranked[0]), ("SFT", ranked[1]), (ranked[0], ranked[1])]
     rows = []
     for a, b in pairs:

@@ -17,12 +17,12 @@ import importlib
 import os
 import pkgutil
 
-from labkit.stages.base import STAGES, Contender, RaceInputs, RaceRun, Stage, StageOutput, contenders, register
+from labkit.stages.base import STAGES, Contender, RaceInputs, Stage, StageOutput, contenders, register
 
 COURSE = ("pretrain", "sft", "reward", "ppo", "dpo", "sft_math", "grpo")  # modules, in the course's order
 _NOT_STAGES = {"base"}
 
-__all__ = ["COURSE", "STAGES", "Contender", "RaceInputs", "RaceRun", "Stage", "StageOutput", "contenders",
+__all__ = ["COURSE", "STAGES", "Contender", "RaceInputs", "Stage", "StageOutput", "contenders",
            "load_stage_modules", "register"]
 
 

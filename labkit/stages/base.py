@@ -69,34 +69,13 @@ class RaceInputs:
         return max(1, steps // self.preset.showdown.curve_points)
 
 
-@dataclass
-class RaceRun:
-    """One contender's run in the race: its judged final answers and what it cost."""
-    evaluation: object              # the final :class:`~labkit.evaluate.PolicyEvaluation` on the held-out prompts
-    policy: object                  # the trained policy (or the SFT policy for methods that train nothing)
-    tokenizer: object
-    train_seconds: float = 0.0      # training's wall time, held-out evaluations along the way left out
-    trainable_parameters: int = 0
-    answers_sampled: int = 0        # answers sampled in training (the budget PPO and GRPO share)
-    curve: list[dict] | None = None  # held-out evaluations along training: step, gold, kl, win_rate, …
-    greedy: bool = True             # whether the method has a greedy answer of its own (best-of-n has not)
-
-    @classmethod
-    def trained(cls, evaluation, result, tokenizer, answers_sampled: int = 0) -> "RaceRun":
-        """The run of a method that trained: ``result`` is its trainer's result (with ``evaluations``
-        made along training, named ``heldout_<key>``, and the seconds they took)."""
-        return cls(evaluation=evaluation, policy=result.policy, tokenizer=tokenizer,
-                   train_seconds=result.seconds - result.eval_seconds,
-                   trainable_parameters=result.trainable_parameters, answers_sampled=answers_sampled,
-                   curve=[{k.removeprefix("heldout_"): v for k, v in e.items()} for e in result.evaluations])
-
-
 @dataclass(frozen=True)
 class Contender:
-    """One entry of lab 08's race: a label, and ``run(inputs, rank) -> RaceRun``."""
+    """One entry of lab 08's race: a label, and ``run(inputs, rank) -> PolicyRun`` (:class:`labkit.evaluate.PolicyRun`)."""
     label: str
-    run: Callable[[RaceInputs, int], RaceRun]
-    lora: bool = False   # trains LoRA adapters of rank ``preset.showdown.lora_rank`` (else rank 0)
+    run: Callable[[RaceInputs, int], object]
+    lora: bool = False    # trains LoRA adapters of rank ``preset.showdown.lora_rank`` (else rank 0)
+    greedy: bool = True   # the method has a greedy answer of its own (best-of-n, a way of sampling, has not)
 
 
 # ------------------------------------------------------------------------------- the stage

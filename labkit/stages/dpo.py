@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import checkpoint, measure, runtime
-from labkit.evaluate import evaluate_policy, heldout_judge, verdict
+from labkit.evaluate import PolicyRun, evaluate_policy, heldout_judge
 from labkit.presets import Preset
-from labkit.stages.base import Contender, RaceInputs, RaceRun, Stage, StageOutput, register
+from labkit.stages.base import Contender, RaceInputs, Stage, StageOutput, register
 from labkit.train.common import total_steps
 from labkit.train.dpo import implicit_accuracy, train_dpo
 from labkit.world import preferences as prefs
@@ -20,15 +20,15 @@ from labkit.world import preferences as prefs
 
 def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | None = None, progress: bool = False,
             callback: Callable | None = None, eval_fn: Callable | None = None, eval_every: int = 0,
-            reference=None) -> dict:
+            reference=None) -> PolicyRun:
     """DPO from the SFT checkpoint on preference ``pairs`` (default: the world's first
     ``config.train_pairs`` training pairs); ``config`` defaults to the preset's.
 
     Judged like PPO on the held-out prompts (gold reward, win rate and KL vs the SFT policy), plus
     the implicit reward's accuracy on the reward model's held-out pairs beside their Bayes ceiling.
-    Returns ``result`` (:class:`~labkit.train.dpo.DPOResult`), ``evaluation`` (the final
-    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``reference`` (the SFT policy) and
-    ``metrics`` (the stage's report). The ``dpo`` stage and lab 06's runs call it. ``eval_fn`` (e.g. a
+    Returns a :class:`~labkit.evaluate.PolicyRun` (its ``report()`` is the stage's report; its
+    ``outputs`` also hold the ``reference``, the SFT policy). The ``dpo`` stage, lab 06's runs and
+    lab 08's race call it. ``eval_fn`` (e.g. a
     :func:`~labkit.evaluate.heldout_judge`) judges the policy every ``eval_every`` steps while it trains
     (lab 08's curves); ``reference``: the SFT policy if the caller has it loaded already (else it is loaded here).
     """
@@ -46,28 +46,18 @@ def run_dpo(preset: Preset, sft_dir: Path, config=None, *, pairs: list[dict] | N
                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="DPO", progress=progress)
     test = prefs.preference_pairs("test", config.eval_pairs, seed=preset.world_seed)
     implicit = implicit_accuracy(result.policy, reference, tokenizer, test, config.beta)
-    metrics = {
-        **verdict(final, heldout),
-        "implicit_accuracy": implicit["accuracy"],
-        "implicit_margin": implicit["margin"],
-        "chosen_logratio": implicit["chosen_logratio"],
-        "rejected_logratio": implicit["rejected_logratio"],
-        "bayes_ceiling": prefs.bayes_ceiling(test),
-        "test_pairs": len(test),
-        "train_pairs": len(pairs),
-        "train_seconds": result.seconds,
-        "steps": result.steps,
-        "trainable_parameters": result.trainable_parameters,
-        "lora_rank": config.lora_rank,
-        "beta": config.beta,
-    }
-    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics, "reference": reference}
+    extra = {"implicit_accuracy": implicit["accuracy"], "implicit_margin": implicit["margin"],
+             "chosen_logratio": implicit["chosen_logratio"], "rejected_logratio": implicit["rejected_logratio"],
+             "bayes_ceiling": prefs.bayes_ceiling(test), "test_pairs": len(test), "train_pairs": len(pairs),
+             "steps": result.steps, "lora_rank": config.lora_rank, "beta": config.beta}
+    return PolicyRun.judged("DPO", final, heldout, result, extra=extra,
+                            outputs={"tokenizer": tokenizer, "reference": reference})
 
 
 def train_dpo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
     """Align the SFT policy with DPO on the world's preference pairs; judge it on held-out prompts by the gold reward."""
     run = run_dpo(preset, inputs["sft"], progress=progress, callback=callback)
-    return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
+    return StageOutput(run.outputs["policy"], run.outputs["tokenizer"], run.report(), run.history)
 
 
 # ------------------------------------------------------------------------------- the bench
@@ -92,7 +82,7 @@ def bench_dpo_slice(preset: Preset, inputs: dict[str, Path], steps: int, rank: i
 
 # ------------------------------------------------------------------------------- lab 08's race
 
-def race_dpo(inputs: RaceInputs, rank: int) -> RaceRun:
+def race_dpo(inputs: RaceInputs, rank: int) -> PolicyRun:
     """DPO in the race: the stage's recipe at LoRA ``rank`` on the world's fixed pairs (no sampling in
     training), judged along the way with the race's SFT policy and reward model."""
     preset = inputs.preset
@@ -100,17 +90,14 @@ def race_dpo(inputs: RaceInputs, rank: int) -> RaceRun:
     steps = total_steps(config.train_pairs, config.batch_size, config.epochs)
     judge = heldout_judge(preset, inputs.tokenizer, inputs.reference, inputs.reward_model, inputs.reward_tokenizer,
                           samples_per_prompt=preset.ppo.eval_samples)
-    run = run_dpo(preset, inputs.sft_dir, config, eval_fn=judge, eval_every=inputs.eval_every(steps),
-                  reference=inputs.reference)
-    return RaceRun.trained(run["evaluation"], run["result"], inputs.tokenizer)
+    return run_dpo(preset, inputs.sft_dir, config, eval_fn=judge, eval_every=inputs.eval_every(steps),
+                   reference=inputs.reference)
 
 
 register(Stage(
     "dpo", needs=("sft",), fields=("name", "world_seed", "dpo", "seed"),
-    report=("seconds", "gold_reward", "sft_gold_reward", "best_gold_reward", "win_rate", "kl", "length",
-            "distinct", "implicit_accuracy", "implicit_margin", "chosen_logratio", "rejected_logratio",
-            "bayes_ceiling", "train_seconds", "steps", "train_pairs", "trainable_parameters", "lora_rank",
-            "beta"),
+    report=("seconds", *PolicyRun.NUMBERS, "implicit_accuracy", "implicit_margin", "chosen_logratio",
+            "rejected_logratio", "bayes_ceiling", "steps", "train_pairs", "lora_rank", "beta"),
     train=train_dpo_stage, bench=bench_dpo_slice, lora_rank=lambda preset: preset.dpo.lora_rank,
     comparisons=("lora_vs_full",),
     contenders=(Contender("DPO", race_dpo), Contender("DPO + LoRA", race_dpo, lora=True))))

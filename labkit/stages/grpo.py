@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import checkpoint, measure, runtime
-from labkit.evaluate import evaluate_policy, evaluate_problems, gold_reward, heldout_judge, reward_model_reward
+from labkit.evaluate import (PolicyRun, evaluate_policy, evaluate_problems, gold_reward, heldout_judge,
+                             reward_model_reward)
 from labkit.presets import Preset
 from labkit.rewards import correctness_reward
-from labkit.stages.base import Contender, RaceInputs, RaceRun, Stage, StageOutput, register
+from labkit.stages.base import Contender, RaceInputs, Stage, StageOutput, register
 from labkit.stages.sft_math import problem_rows
 from labkit.train.grpo import train_grpo
 from labkit.world import preferences as prefs
@@ -74,14 +75,14 @@ def train_grpo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, ca
 
 
 def run_grpo_on_reward_model(preset: Preset, sft_dir: Path, reward_dir: Path, config, *, progress: bool = False,
-                             callback: Callable | None = None, eval_every: int = 0) -> dict:
+                             callback: Callable | None = None, eval_every: int = 0) -> PolicyRun:
     """GRPO from the SFT policy against the reward model in ``reward_dir``, on PPO's training prompts.
 
     A reward model is just another reward function to GRPO (:func:`labkit.evaluate.reward_model_reward`);
     the gold reward is logged beside it at weight 0. Judged as PPO is: on the held-out prompts
     (every ``eval_every`` steps while it trains, when ≥ 1, and at the end), gold reward, win rate and
-    KL vs the SFT policy. Returns ``result``, ``evaluation`` (the final one), ``tokenizer`` and the
-    models it loaded (``reference``, ``reward_model``, ``reward_tokenizer``).
+    KL vs the SFT policy. Returns a :class:`~labkit.evaluate.PolicyRun` whose ``outputs`` also hold
+    the models it loaded (``reference``, ``reward_model``, ``reward_tokenizer``).
     """
     policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir)
     reference, _, _ = checkpoint.load_checkpoint(sft_dir)
@@ -92,12 +93,16 @@ def run_grpo_on_reward_model(preset: Preset, sft_dir: Path, reward_dir: Path, co
                         [reward_model_reward(reward_model, reward_tokenizer), gold_reward], config,
                         reward_weights=[1.0, 0.0], seed=preset.seed, progress=progress, callback=callback,
                         eval_fn=judge, eval_every=eval_every)
-    final = evaluate_policy(result.policy, tokenizer, prefs.alignment_prompts("heldout"), reference,
-                            reward_model=reward_model, reward_tokenizer=reward_tokenizer,
-                            samples_per_prompt=preset.ppo.final_eval_samples, seed=preset.seed,
-                            max_new_tokens=preset.sft.max_new_tokens, name="GRPO", progress=progress)
-    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "reference": reference,
-            "reward_model": reward_model, "reward_tokenizer": reward_tokenizer}
+    heldout = prefs.alignment_prompts("heldout")
+    final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
+                            reward_tokenizer=reward_tokenizer, samples_per_prompt=preset.ppo.final_eval_samples,
+                            seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="GRPO", progress=progress)
+    return PolicyRun.judged("GRPO", final, heldout, result,
+                            answers_sampled=result.steps * config.prompts_per_step * config.group_size,
+                            extra={"group_size": config.group_size, "beta": config.beta, "lora_rank": config.lora_rank,
+                                   "steps": result.steps},
+                            outputs={"tokenizer": tokenizer, "reference": reference, "reward_model": reward_model,
+                                     "reward_tokenizer": reward_tokenizer})
 
 
 def on_reward_model_config(preset: Preset, **changes):
@@ -161,17 +166,15 @@ def budget_steps(preset: Preset) -> int:
     return max(1, math.ceil(ppo / (preset.grpo.prompts_per_step * preset.grpo.group_size)))
 
 
-def race_grpo(inputs: RaceInputs, rank: int, long: bool = False) -> RaceRun:
+def race_grpo(inputs: RaceInputs, rank: int, long: bool = False) -> PolicyRun:
     """GRPO in the race, against the same reward model and prompts as PPO: at PPO's budget of sampled
     answers, or with ``long`` for ``preset.showdown.long_grpo_steps`` steps (on a CPU about PPO's
     training time, since a GRPO step takes one update where a PPO iteration takes several)."""
     preset = inputs.preset
     steps = preset.showdown.long_grpo_steps if long else budget_steps(preset)
-    run = run_grpo_on_reward_model(preset, inputs.sft_dir, inputs.reward_dir,
-                                   on_reward_model_config(preset, lora_rank=rank, steps=steps),
-                                   eval_every=inputs.eval_every(steps))
-    answers = steps * preset.grpo.prompts_per_step * preset.grpo.group_size
-    return RaceRun.trained(run["evaluation"], run["result"], run["tokenizer"], answers_sampled=answers)
+    return run_grpo_on_reward_model(preset, inputs.sft_dir, inputs.reward_dir,
+                                    on_reward_model_config(preset, lora_rank=rank, steps=steps),
+                                    eval_every=inputs.eval_every(steps))
 
 
 register(Stage(

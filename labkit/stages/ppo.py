@@ -11,23 +11,22 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import checkpoint, measure, runtime
-from labkit.evaluate import evaluate_policy, gold_reward_fn, heldout_judge, reward_model_fn, verdict
+from labkit.evaluate import PolicyRun, evaluate_policy, gold_reward_fn, heldout_judge, reward_model_fn
 from labkit.presets import Preset
-from labkit.stages.base import Contender, RaceInputs, RaceRun, Stage, StageOutput, register
+from labkit.stages.base import Contender, RaceInputs, Stage, StageOutput, register
 from labkit.train.ppo import train_ppo
 from labkit.world import preferences as prefs
 
 
 def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, progress: bool = False,
-            callback: Callable | None = None) -> dict:
+            callback: Callable | None = None) -> PolicyRun:
     """PPO from the SFT checkpoint against the reward model in ``reward_dir`` (``config``: default the preset's).
 
     Trains on the training prompts, evaluates on the held-out prompts every ``eval_every`` iterations
-    (proxy, gold, KL, win rate vs SFT), and once more at the end with more samples. Returns
-    ``result`` (:class:`~labkit.train.ppo.PPOResult`), ``evaluation`` (the final
-    :class:`~labkit.evaluate.PolicyEvaluation`), ``tokenizer``, ``metrics`` (the stage's report), and
-    the models it loaded: ``reference`` (the SFT policy), ``reward_model`` and ``reward_tokenizer``.
-    The ``ppo`` stage and lab 05's run panel both call it.
+    (proxy, gold, KL, win rate vs SFT), and once more at the end with more samples. Returns a
+    :class:`~labkit.evaluate.PolicyRun` (its ``report()`` is the stage's report) whose ``outputs``
+    also hold the models it loaded: ``reference`` (the SFT policy), ``reward_model`` and
+    ``reward_tokenizer``. The ``ppo`` stage, lab 05's run panel and lab 08's race call it.
     """
     config = config or preset.ppo
     device = runtime.device()
@@ -43,29 +42,20 @@ def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, pro
     final = evaluate_policy(result.policy, tokenizer, heldout, reference, reward_model=reward_model,
                             reward_tokenizer=reward_tokenizer, samples_per_prompt=config.final_eval_samples,
                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="PPO", progress=progress)
-    metrics = {
-        **verdict(final, heldout),
-        "proxy_reward": final.proxy_reward,
-        "sft_proxy_reward": float(final.answers["reference proxy"].mean()),
-        "train_seconds": result.seconds,
-        "rollout_seconds": result.rollout_seconds,
-        "update_seconds": result.update_seconds,
-        "sampled_tokens": result.sampled_tokens,
-        "iterations": result.steps,
-        "trainable_parameters": result.trainable_parameters,
-        "lora_rank": config.lora_rank,
-        "beta": config.beta,
-        "eps": config.eps,
-        "evaluations": result.evaluations,
-    }
-    return {"result": result, "evaluation": final, "tokenizer": tokenizer, "metrics": metrics, "reference": reference,
-            "reward_model": reward_model, "reward_tokenizer": reward_tokenizer}
+    extra = {"sft_proxy_reward": float(final.answers["reference proxy"].mean()),
+             "rollout_seconds": result.rollout_seconds, "update_seconds": result.update_seconds,
+             "sampled_tokens": result.sampled_tokens, "iterations": result.steps, "lora_rank": config.lora_rank,
+             "beta": config.beta, "eps": config.eps, "evaluations": result.evaluations}
+    return PolicyRun.judged("PPO", final, heldout, result, extra=extra,
+                            answers_sampled=result.steps * config.prompts_per_batch * config.samples_per_prompt,
+                            outputs={"tokenizer": tokenizer, "reference": reference, "reward_model": reward_model,
+                                     "reward_tokenizer": reward_tokenizer})
 
 
 def train_ppo_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
     """Align the SFT policy with PPO against the reward model; judge it on held-out prompts by the gold reward."""
     run = run_ppo(preset, inputs["sft"], inputs["reward"], progress=progress, callback=callback)
-    return StageOutput(run["result"].policy, run["tokenizer"], run["metrics"], run["result"].history)
+    return StageOutput(run.outputs["policy"], run.outputs["tokenizer"], run.report(), run.history)
 
 
 # ------------------------------------------------------------------------------- the bench
@@ -115,21 +105,17 @@ def models_held(rank: int) -> str:
 
 # ------------------------------------------------------------------------------- lab 08's race
 
-def race_ppo(inputs: RaceInputs, rank: int) -> RaceRun:
+def race_ppo(inputs: RaceInputs, rank: int) -> PolicyRun:
     """PPO in the race: the stage's recipe at LoRA ``rank``, judged along the way for the curve. It loads
     (and judges with) its own SFT policy and reward model, as the stage does."""
     preset = inputs.preset
     config = dataclasses.replace(preset.ppo, lora_rank=rank, eval_every=inputs.eval_every(preset.ppo.iterations))
-    run = run_ppo(preset, inputs.sft_dir, inputs.reward_dir, config)
-    answers = config.iterations * config.prompts_per_batch * config.samples_per_prompt
-    return RaceRun.trained(run["evaluation"], run["result"], run["tokenizer"], answers_sampled=answers)
+    return run_ppo(preset, inputs.sft_dir, inputs.reward_dir, config)
 
 
 register(Stage(
     "ppo", needs=("sft", "reward"), fields=("name", "world_seed", "ppo", "seed"),
-    report=("seconds", "gold_reward", "sft_gold_reward", "best_gold_reward", "win_rate", "kl", "proxy_reward",
-            "sft_proxy_reward", "length", "distinct", "train_seconds", "iterations", "trainable_parameters",
-            "lora_rank", "beta", "eps"),
+    report=("seconds", *PolicyRun.NUMBERS, "sft_proxy_reward", "iterations", "lora_rank", "beta", "eps"),
     train=train_ppo_stage, bench=bench_ppo_slice, lora_rank=lambda preset: preset.ppo.lora_rank,
     comparisons=("lora_vs_full",),
     contenders=(Contender("PPO", race_ppo), Contender("PPO + LoRA", race_ppo, lora=True))))

@@ -18,7 +18,8 @@ import numpy as np
 from labkit import checkpoint, measure, runtime
 from labkit.metrics import pairwise_accuracy, scorer_accuracy
 from labkit.presets import Preset
-from labkit.stages.base import Contender, RaceInputs, RaceRun, Stage, StageOutput, register
+from labkit.evaluate import PolicyRun
+from labkit.stages.base import Contender, RaceInputs, Stage, StageOutput, register
 from labkit.stages.sft import judge_sft
 from labkit.tokenizer import load_tokenizer
 from labkit.train.reward import pair_scores, policy_comparisons, reward_model_from, train_reward
@@ -165,14 +166,15 @@ def best_of_n_curve(preset: Preset, inputs: RaceInputs, sft) -> tuple[object, li
                             distinct=picked["answer"].nunique() / len(picked), answers=picked), curve
 
 
-def race_best_of_n(inputs: RaceInputs, rank: int = 0) -> RaceRun:
+def race_best_of_n(inputs: RaceInputs, rank: int = 0) -> PolicyRun:
     """Best-of-n in the race: nothing trained; its cost comes at answer time (n answers drawn and scored
     per answer), timed as its ``train_seconds``. It has no greedy answer of its own."""
     sft = judge_sft(inputs, "best-of-n")
     start = time.perf_counter()
     final, curve = best_of_n_curve(inputs.preset, inputs, sft)
-    return RaceRun(evaluation=final, policy=inputs.reference, tokenizer=inputs.tokenizer,
-                   train_seconds=time.perf_counter() - start, curve=curve, greedy=False)
+    return PolicyRun.judged("best-of-n", final, prefs.alignment_prompts("heldout"),
+                            train_seconds=time.perf_counter() - start, evaluations=curve,
+                            outputs={"policy": inputs.reference, "tokenizer": inputs.tokenizer})
 
 
 REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "policy_accuracy",
@@ -181,6 +183,6 @@ REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "po
 
 register(Stage("reward", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
                train=train_reward_stage, bench=bench_reward_slice,
-               contenders=(Contender("best-of-n", race_best_of_n),)))
+               contenders=(Contender("best-of-n", race_best_of_n, greedy=False),)))
 register(Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
                train=train_reward_naive_stage, bench=bench_reward_naive_slice))

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 from labkit import checkpoint, measure, runtime
-from labkit.evaluate import evaluate_policy
+from labkit.evaluate import PolicyRun, evaluate_policy
 from labkit.metrics import instruction_scores, score_summary
 from labkit.models import refresh_embeddings
 from labkit.presets import Preset
-from labkit.stages.base import Contender, RaceInputs, RaceRun, Stage, StageOutput, register
+from labkit.stages.base import Contender, RaceInputs, Stage, StageOutput, register
 from labkit.train.sft import tokens_new_to_the_model, train_sft
 from labkit.world import preferences as prefs
 from labkit.world.tasks import exact_categories, task_mixture, task_split
@@ -113,9 +113,10 @@ def judge_sft(inputs: RaceInputs, name: str = "SFT"):
                            max_new_tokens=preset.sft.max_new_tokens, name=name, progress=False)
 
 
-def race_sft(inputs: RaceInputs, rank: int = 0) -> RaceRun:
+def race_sft(inputs: RaceInputs, rank: int = 0) -> PolicyRun:
     """The SFT policy in the race: nothing trained, judged as the others are (its win rate is about ½)."""
-    return RaceRun(evaluation=judge_sft(inputs), policy=inputs.reference, tokenizer=inputs.tokenizer, curve=[])
+    return PolicyRun.judged("SFT", judge_sft(inputs), prefs.alignment_prompts("heldout"),
+                            outputs={"policy": inputs.reference, "tokenizer": inputs.tokenizer})
 
 
 register(Stage(

@@ -12,7 +12,8 @@
   stays on the figures and in a table so runs can be compared. :func:`pretrain_panel` (lab 01),
   :func:`imbalance_panel` and :func:`noise_panel` (lab 02), :func:`lora_panel` (lab 03),
   :func:`ppo_panel` (lab 05: ε, β, LoRA rank, learning rate), :func:`dpo_panel` (lab 06: β on a
-  log scale, LoRA rank, learning rate) and :func:`grpo_panel` (lab 07: group size G, ε, β).
+  log scale, LoRA rank, learning rate) and :func:`grpo_panel` (lab 07: group size G, ε, β, μ), the
+  last three one :class:`PolicyPanel` configured by a :class:`PolicySpec` per method.
 
 Every callback is an ordinary method that works without a browser (``explorer.update(0.3)``,
 ``panel.train_once(steps=100)``, ``panel.runs_table()``); the buttons and sliders only call them.
@@ -24,12 +25,12 @@ from labkit.widgets.explorers import (BradleyTerryExplorer, DPOTiltExplorer, GRP
                                       dpo_bt_check, dpo_gradient_table, dpo_tilt_explorer, dpo_tilt_table, dpo_toy,
                                       lora_params_explorer, neg_log_explorer, neg_log_values, ppo_clip_explorer,
                                       ppo_clip_table, temperature_explorer)
-from labkit.widgets.panels import (DPOPanel, ExperimentPanel, GRPOPanel, PPOPanel, PretrainPanel, RunPanel, dpo_panel,
+from labkit.widgets.panels import (ExperimentPanel, PolicyPanel, PolicySpec, PretrainPanel, RunPanel, dpo_panel,
                                    grpo_panel, imbalance_panel, lora_panel, noise_panel, ppo_panel, pretrain_panel)
 
-__all__ = ["BradleyTerryExplorer", "DPOPanel", "DPOTiltExplorer", "ExperimentPanel", "GRPOGroupExplorer", "GRPOPanel",
+__all__ = ["BradleyTerryExplorer", "DPOTiltExplorer", "ExperimentPanel", "GRPOGroupExplorer", "PolicyPanel", "PolicySpec",
            "grpo_group_explorer", "grpo_group_table", "grpo_panel", "LoRAParamsExplorer", "NegLogExplorer",
-           "PPOClipExplorer", "PPOPanel", "PretrainPanel", "RunPanel", "SliderExplorer", "TemperatureExplorer",
+           "PPOClipExplorer", "PretrainPanel", "RunPanel", "SliderExplorer", "TemperatureExplorer",
            "bradley_terry_explorer", "dpo_bt_check", "dpo_gradient_table", "dpo_panel", "dpo_tilt_explorer", "dpo_tilt_table",
            "dpo_toy", "imbalance_panel", "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values",
            "noise_panel", "ppo_clip_explorer", "ppo_clip_table", "ppo_panel", "pretrain_panel",

@@ -4,12 +4,13 @@ Every panel is a :class:`RunPanel`: a title, a few sliders, a function that trai
 sliders' settings, and three areas drawn through :class:`labkit.plots.LiveFigure` — the live
 training curves (earlier runs pale behind the current one), a summary figure of the runs (a metric
 against a setting), and a table of every finished run. Lab 01's pretraining panel, lab 02's and
-03's experiment panels, lab 05's PPO panel (ε, β, LoRA rank, learning rate), and the coming DPO/GRPO
-panels (β, group size) are all RunPanels.
+03's experiment panels, and the policy methods' panels of labs 05-07 (one :class:`PolicyPanel`,
+configured by a :class:`PolicySpec` per method) are all RunPanels.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import ipywidgets as W
@@ -138,8 +139,8 @@ class RunPanel(W.VBox):
 
     def _done_text(self, row: dict) -> str:
         keys = self.headline if self.headline is not None else [k for k in row if k in self.formats]
-        return ", ".join(f"{key} {self.formats.get(key, '{}').format(row[key])}" for key in keys
-                         if isinstance(row.get(key), (int, float)))
+        return ", ".join(f"{plots.COLUMNS.get(key, (key,))[0]} {self.formats.get(key, '{}').format(row[key])}"
+                         for key in keys if isinstance(row.get(key), (int, float)))
 
     def runs_table(self) -> pd.DataFrame:
         """One row per finished run (index ``run``): its settings and results."""
@@ -147,9 +148,11 @@ class RunPanel(W.VBox):
         return table.set_index("run") if len(table.columns) else table
 
     def styled_table(self):
-        """:meth:`runs_table` formatted for reading (shares in %, seconds to 0.1 s, blanks as "—")."""
+        """:meth:`runs_table` formatted for reading (shares in %, seconds to 0.1 s, blanks as "—"), the
+        columns :data:`labkit.plots.COLUMNS` knows under their headers."""
         table = self.runs_table()
-        return table.style.format({c: f for c, f in self.formats.items() if c in table.columns}, na_rep="—")
+        style = table.style.format({c: f for c, f in self.formats.items() if c in table.columns}, na_rep="—")
+        return style.relabel_index([plots.COLUMNS.get(c, (c,))[0] for c in table.columns], axis="columns")
 
     def curves_figure(self):
         """Every finished run's training curves, overlaid (``None`` if the panel draws none)."""
@@ -361,199 +364,179 @@ class LoRAPanel(ExperimentPanel):
         return self.last.get("tokenizer")
 
 
-# ------------------------------------------------------------------------------- lab 05: PPO
+# ------------------------------------------------------------------------------- labs 05-07: the policy methods
 
-class PPOPanel(RunPanel):
-    """Lab 05: sliders ε, β, LoRA rank (0 = full) and learning rate + Train: real PPO runs, compared.
+def _setting_text(name: str, value) -> str:
+    """A setting in a run's label: its header and value (``ε 0.30``, ``LoRA rank 8`` or ``full``)."""
+    if name == "rank":
+        return f"LoRA rank {value}" if value else "full"
+    label, form = plots.COLUMNS.get(name, (name, "{}"))
+    return f"{label} {form.format(value)}"
 
-    Each run starts from the SFT policy and optimises the reward model (``reward_stage``) with the
-    preset's PPO budget. Live curves: proxy reward, held-out gold reward, KL to SFT; the table:
-    win rate vs SFT, gold, KL, time, trainable parameters. The last run's evaluation (its answers
-    beside the SFT's) is in ``panel.last["evaluation"]``.
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What makes a policy method's run panel: sliders, the experiment it runs, its columns and figures.
+
+    The sliders' names are the experiment's keyword arguments and the row's setting columns; the
+    ``results`` are the row's result columns (report keys; their headers and formats in
+    :data:`labkit.plots.COLUMNS`).
+    """
+    method: str
+    sliders: Callable[[Preset], dict]                 # preset -> {name: slider}, the preset's settings as defaults
+    run: Callable[..., Run]                           # run(preset=, callback=, **settings) -> Run
+    results: tuple[str, ...]                          # the row's result columns
+    headline: tuple[str, ...]                         # the results the status line reports
+    curves: Callable                                  # curves(panel, runs, faded) -> figure of the live curves
+    summary: Callable                                 # summary(panel, table) -> figure of the runs
+    progress: Callable[[dict], str]                   # a logged point -> the status line while training
+    intro: Callable[[Preset], str]                    # preset -> what one run trains
+
+
+class PolicyPanel(RunPanel):
+    """One run panel for the policy methods (PPO, DPO, GRPO), configured by a :class:`PolicySpec`.
+
+    Each run starts from the stage's starting policy with the preset's budget and the sliders'
+    settings; live curves while it trains; each finished run's row (its settings and results) in
+    the table and on the summary figure. ``panel.last`` holds the last run's outputs (its
+    ``evaluation`` with every answer, or ``after`` for GRPO's word problems, the trained policy, …).
     """
 
-    COLUMNS = ["ε", "β", "rank", "lr", "win rate", "gold", "SFT gold", "KL", "proxy", "seconds", "trainable parameters"]
-
-    def __init__(self, preset: Preset | None = None, reward_stage: str = "reward"):
+    def __init__(self, spec: PolicySpec, preset: Preset, **run_options):
         from labkit.world import preferences as prefs
 
-        self.preset = p = preset or get_preset()
-        self.reward_stage = reward_stage
+        self.spec, self.preset, self.run_options = spec, preset, run_options
         self.best_gold = prefs.best_mean_gold_reward(prefs.alignment_prompts("heldout"))
-        sliders = {
-            "eps": W.FloatSlider(value=p.ppo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
-                                 continuous_update=False),
-            "beta": W.FloatSlider(value=p.ppo.beta, min=0.0, max=0.5, step=0.01, description="KL coefficient β",
-                                  continuous_update=False),
-            "rank": W.IntSlider(value=p.ppo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
-                                continuous_update=False),
-            "lr": W.FloatLogSlider(value=p.ppo.effective_lr, base=10, min=-5, max=-2, step=0.25, description="learning rate",
-                                   readout_format=".1e", continuous_update=False),
-        }
-        super().__init__(f"PPO run panel — preset {p.name}, reward model '{reward_stage}'", sliders, self._run,
-                         curves=self._curves, summary=self._summary, columns=self.COLUMNS,
-                         formats={"ε": "{:.2f}", "β": "{:.2f}", "lr": "{:.1e}", "win rate": "{:.1%}", "gold": "{:.2f}",
-                                  "SFT gold": "{:.2f}", "KL": "{:.2f}", "proxy": "{:.2f}",
-                                  "trainable parameters": "{:,}"},
-                         headline=["win rate", "gold", "KL"],
-                         run_label=lambda s: (f"ε {s['eps']:.2f}, β {s['beta']:.2f}, "
-                                              f"{'full' if not s['rank'] else 'LoRA r ' + str(s['rank'])}, "
-                                              f"lr {s['lr']:.0e}"),
-                         intro="Choose settings and press <b>Train</b>. Each run starts from the SFT policy "
-                               f"({p.ppo.iterations} PPO iterations).")
+        sliders = spec.sliders(preset)
+        columns = [*sliders, *spec.results]
+        super().__init__(f"{spec.method} run panel — preset {preset.name}" + "".join(
+                            f", {k.replace('_', ' ')} '{v}'" for k, v in run_options.items()), sliders, self._run,
+                         curves=lambda runs, faded: spec.curves(self, runs, faded),
+                         summary=lambda table: spec.summary(self, table), columns=columns,
+                         formats=plots.column_formats(columns), headline=list(spec.headline),
+                         run_label=lambda settings: ", ".join(_setting_text(k, v) for k, v in settings.items()),
+                         intro=f"Choose settings and press <b>Train</b>. Each run starts from {spec.intro(preset)}.")
 
     def _progress_text(self, point: dict) -> str:
-        if "proxy" not in point:  # the evaluation before the first iteration
-            return "judging the SFT policy on the held-out prompts"
-        return f"iteration {point['step']}: proxy {point['proxy']:.2f}, KL {point['kl']:.2f}"
-
-    def _curves(self, runs: dict, faded: dict):
-        sft_gold = self.runs[-1]["SFT gold"] if self.runs else None
-        return plots.ppo_curves(runs, faded, title="PPO runs (live)", best_gold=self.best_gold, sft_gold=sft_gold)
-
-    def _summary(self, table):
-        return plots.runs_scatter(table, "KL", "gold", "Each run: held-out gold reward vs KL to the SFT policy",
-                                  "KL(π ‖ SFT) (nats per answer)", "gold reward (points per answer)",
-                                  label="run", best=self.best_gold)
+        return self.spec.progress(point)
 
     def _run(self, settings: dict, on_history) -> Run:
-        from labkit.experiments.alignment import ppo_experiment
-
-        return ppo_experiment(float(settings["eps"]), float(settings["beta"]), int(settings["rank"]),
-                              float(settings["lr"]), self.preset, reward_stage=self.reward_stage,
-                              callback=on_history)
+        return self.spec.run(preset=self.preset, callback=on_history, **self.run_options, **settings)
 
 
-def ppo_panel(preset: Preset | str | None = None, reward_stage: str = "reward") -> PPOPanel:
-    """The PPO run panel of lab 05 for ``preset`` (default: the active preset)."""
-    return PPOPanel(resolve_preset(preset), reward_stage)
+def _gold_vs_kl(panel: PolicyPanel, table):
+    return plots.runs_scatter(table, "kl", "gold_reward", "Each run: held-out gold reward vs KL to the SFT policy",
+                              "KL(π ‖ SFT) (nats per answer)", "gold reward (points per answer)", label="run",
+                              best=panel.best_gold)
 
 
-# ------------------------------------------------------------------------------- lab 06: DPO
+def _ppo_run(preset, callback, reward_stage, eps, beta, rank, lr):
+    from labkit.experiments.alignment import ppo_experiment
 
-class DPOPanel(RunPanel):
-    """Lab 06: sliders β (log scale, 0.01 to 1), LoRA rank (0 = full) and learning rate + Train.
-
-    Each run is a real DPO run from the SFT policy on the world's preference pairs (the ``dpo``
-    stage's recipe with these settings). Live curves: the implicit-reward margin, the share of
-    pairs ranked right, and the log-probabilities of the chosen and the rejected answers; the table:
-    win rate vs SFT, gold, KL to SFT, the implicit reward's held-out accuracy, and how far log π of
-    the held-out chosen and rejected answers moved. ``panel.last["evaluation"]`` holds the last
-    run's answers beside the SFT policy's.
-    """
-
-    COLUMNS = ["β", "rank", "lr", "win rate", "gold", "SFT gold", "KL", "implicit accuracy", "Δ log π chosen",
-               "Δ log π rejected", "seconds", "trainable parameters"]
-
-    def __init__(self, preset: Preset | None = None):
-        from labkit.world import preferences as prefs
-
-        self.preset = p = preset or get_preset()
-        self.best_gold = prefs.best_mean_gold_reward(prefs.alignment_prompts("heldout"))
-        sliders = {
-            "beta": W.FloatLogSlider(value=p.dpo.beta, base=10, min=-2, max=0, step=0.1, description="DPO strength β",
-                                     readout_format=".3g", continuous_update=False),
-            "rank": W.IntSlider(value=p.dpo.lora_rank, min=0, max=32, description="LoRA rank (0 = full)",
-                                continuous_update=False),
-            "lr": W.FloatLogSlider(value=p.dpo.effective_lr, base=10, min=-5, max=-2,
-                                   step=0.1, description="learning rate", readout_format=".1e",
-                                   continuous_update=False),
-        }
-        super().__init__(f"DPO run panel — preset {p.name}", sliders, self._run, curves=self._curves,
-                         summary=self._summary, columns=self.COLUMNS,
-                         formats={"β": "{:.3g}", "lr": "{:.1e}", "win rate": "{:.1%}", "gold": "{:.2f}",
-                                  "SFT gold": "{:.2f}", "KL": "{:.2f}", "implicit accuracy": "{:.1%}",
-                                  "Δ log π chosen": "{:+.2f}", "Δ log π rejected": "{:+.2f}",
-                                  "trainable parameters": "{:,}"},
-                         headline=["win rate", "gold", "KL", "implicit accuracy"],
-                         run_label=lambda s: (f"β {s['beta']:.3g}, "
-                                              f"{'full' if not s['rank'] else 'LoRA r ' + str(s['rank'])}, "
-                                              f"lr {s['lr']:.0e}"),
-                         intro="Choose settings and press <b>Train</b>. Each run starts from the SFT policy "
-                               f"({p.dpo.train_pairs:,} preference pairs, {p.dpo.epochs:g} epoch).")
-
-    def _progress_text(self, point: dict) -> str:
-        return (f"step {point['step']}: loss {point['train_loss']:.3f}, margin {point.get('margin', 0):.2f}, "
-                f"accuracy {point.get('accuracy', 0):.0%}")
-
-    def _curves(self, runs: dict, faded: dict):
-        return plots.dpo_curves(runs, faded, title="DPO runs (live)")
-
-    def _summary(self, table):
-        return plots.runs_scatter(table, "KL", "gold", "Each run: held-out gold reward vs KL to the SFT policy",
-                                  "KL(π ‖ SFT) (nats per answer)", "gold reward (points per answer)",
-                                  label="run", best=self.best_gold)
-
-    def _run(self, settings: dict, on_history) -> Run:
-        from labkit.experiments.alignment import dpo_experiment
-
-        return dpo_experiment(float(settings["beta"]), int(settings["rank"]), float(settings["lr"]), self.preset,
-                              callback=on_history)
+    return ppo_experiment(float(eps), float(beta), int(rank), float(lr), preset, reward_stage=reward_stage,
+                          callback=callback)
 
 
-def dpo_panel(preset: Preset | str | None = None) -> DPOPanel:
-    """The DPO run panel of lab 06 for ``preset`` (default: the active preset)."""
-    return DPOPanel(resolve_preset(preset))
+def _dpo_run(preset, callback, beta, rank, lr):
+    from labkit.experiments.alignment import dpo_experiment
+
+    return dpo_experiment(float(beta), int(rank), float(lr), preset, callback=callback)
 
 
-# ------------------------------------------------------------------------------- lab 07: GRPO
+def _grpo_run(preset, callback, group_size, eps, beta, iterations):
+    from labkit.experiments.grpo import grpo_experiment
 
-class GRPOPanel(RunPanel):
-    """Lab 07: sliders group size G, clip range ε, KL penalty β and updates per batch μ + Train: real
-    GRPO runs, compared. (At μ = 1 the policy that sampled a batch is the one updated on it, so the
-    ratio is 1 and ε has nothing to clip: the table's ``clipped`` column shows it.)
-
-    Each run starts from the ``sft_math`` policy and trains on the word problems with the exact-answer
-    reward (the ``grpo`` stage's recipe with these settings; the number of problems per step stays
-    the preset's, so a larger G samples more answers per step and takes longer). Live curves:
-    reward mean and spread, the share of zero-variance groups, answer length; a figure of held-out
-    accuracy before and after each run; the table. ``panel.last["after"]`` holds the last run's
-    held-out answers.
-    """
-
-    COLUMNS = ["G", "ε", "β", "μ", "accuracy", "SFT accuracy", "sampled accuracy", "shows working", "length",
-               "zero-variance groups", "clipped", "seconds", "seconds per step"]
-
-    def __init__(self, preset: Preset | None = None):
-        self.preset = p = preset or get_preset()
-        sliders = {
-            "group_size": W.SelectionSlider(options=[2, 4, 8, 16], value=p.grpo.group_size if p.grpo.group_size in
-                                            (2, 4, 8, 16) else 8, description="group size G",
-                                            continuous_update=False),
-            "eps": W.FloatSlider(value=p.grpo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
-                                 continuous_update=False),
-            "beta": W.FloatSlider(value=p.grpo.beta, min=0.0, max=0.2, step=0.01, description="KL penalty β",
-                                  continuous_update=False),
-            "iterations": W.IntSlider(value=p.grpo.iterations, min=1, max=4, description="updates per batch μ",
-                                      continuous_update=False),
-        }
-        super().__init__(f"GRPO run panel — preset {p.name}", sliders, self._run, curves=self._curves,
-                         summary=self._summary, columns=self.COLUMNS,
-                         formats={"ε": "{:.2f}", "β": "{:.2f}", "accuracy": "{:.1%}", "SFT accuracy": "{:.1%}",
-                                  "sampled accuracy": "{:.1%}", "shows working": "{:.0%}", "length": "{:.1f}",
-                                  "zero-variance groups": "{:.0%}", "clipped": "{:.2%}", "seconds per step": "{:.2f}"},
-                         headline=["accuracy", "SFT accuracy", "shows working"],
-                         run_label=lambda s: f"G {s['group_size']}, ε {s['eps']:.2f}, β {s['beta']:.2f}, μ {s['iterations']}",
-                         intro="Choose settings and press <b>Train</b>. Each run starts from the word-problem SFT "
-                               f"policy ({p.grpo.steps} steps of {p.grpo.prompts_per_step} problems × G answers).")
-
-    def _progress_text(self, point: dict) -> str:
-        return (f"step {point['step']}: reward {point.get('reward', 0):.2f}, zero-variance groups "
-                f"{point.get('zero_std_share', 0):.0%}, length {point.get('length', 0):.1f}")
-
-    def _curves(self, runs: dict, faded: dict):
-        return plots.grpo_curves(runs, faded, title="GRPO runs (live)")
-
-    def _summary(self, table):
-        return plots.accuracy_before_after(table, title="Each run: held-out accuracy before → after GRPO")
-
-    def _run(self, settings: dict, on_history) -> Run:
-        from labkit.experiments.grpo import grpo_experiment
-
-        return grpo_experiment(int(settings["group_size"]), float(settings["eps"]), float(settings["beta"]),
-                               preset=self.preset, iterations=int(settings["iterations"]), callback=on_history)
+    return grpo_experiment(int(group_size), float(eps), float(beta), preset=preset, iterations=int(iterations),
+                           callback=callback)
 
 
-def grpo_panel(preset: Preset | str | None = None) -> GRPOPanel:
-    """The GRPO run panel of lab 07 for ``preset`` (default: the active preset)."""
-    return GRPOPanel(resolve_preset(preset))
+def _rank_slider(value: int) -> W.IntSlider:
+    return W.IntSlider(value=value, min=0, max=32, description="LoRA rank (0 = full)", continuous_update=False)
+
+
+# Lab 05: ε, β, LoRA rank and learning rate. Live curves: proxy reward, held-out gold reward, KL to SFT.
+PPO_SPEC = PolicySpec(
+    method="PPO",
+    sliders=lambda p: {
+        "eps": W.FloatSlider(value=p.ppo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
+                             continuous_update=False),
+        "beta": W.FloatSlider(value=p.ppo.beta, min=0.0, max=0.5, step=0.01, description="KL coefficient β",
+                              continuous_update=False),
+        "rank": _rank_slider(p.ppo.lora_rank),
+        "lr": W.FloatLogSlider(value=p.ppo.effective_lr, base=10, min=-5, max=-2, step=0.25,
+                               description="learning rate", readout_format=".1e", continuous_update=False)},
+    run=_ppo_run,
+    results=("win_rate", "gold_reward", "sft_gold_reward", "kl", "proxy_reward", "train_seconds",
+             "trainable_parameters"),
+    headline=("win_rate", "gold_reward", "kl"),
+    curves=lambda panel, runs, faded: plots.ppo_curves(
+        runs, faded, title="PPO runs (live)", best_gold=panel.best_gold,
+        sft_gold=panel.runs[-1]["sft_gold_reward"] if panel.runs else None),
+    summary=_gold_vs_kl,
+    progress=lambda point: ("judging the SFT policy on the held-out prompts" if "proxy" not in point else
+                            f"iteration {point['step']}: proxy {point['proxy']:.2f}, KL {point['kl']:.2f}"),
+    intro=lambda p: f"the SFT policy ({p.ppo.iterations} PPO iterations)")
+
+# Lab 06: β on a log scale, LoRA rank and learning rate. Live curves: the implicit-reward margin, the
+# share of pairs ranked right, log π of the chosen and the rejected answers.
+DPO_SPEC = PolicySpec(
+    method="DPO",
+    sliders=lambda p: {
+        "beta": W.FloatLogSlider(value=p.dpo.beta, base=10, min=-2, max=0, step=0.1, description="DPO strength β",
+                                 readout_format=".3g", continuous_update=False),
+        "rank": _rank_slider(p.dpo.lora_rank),
+        "lr": W.FloatLogSlider(value=p.dpo.effective_lr, base=10, min=-5, max=-2, step=0.1,
+                               description="learning rate", readout_format=".1e", continuous_update=False)},
+    run=_dpo_run,
+    results=("win_rate", "gold_reward", "sft_gold_reward", "kl", "implicit_accuracy", "chosen_logratio",
+             "rejected_logratio", "train_seconds", "trainable_parameters"),
+    headline=("win_rate", "gold_reward", "kl", "implicit_accuracy"),
+    curves=lambda panel, runs, faded: plots.dpo_curves(runs, faded, title="DPO runs (live)"),
+    summary=_gold_vs_kl,
+    progress=lambda point: (f"step {point['step']}: loss {point['train_loss']:.3f}, margin "
+                            f"{point.get('margin', 0):.2f}, accuracy {point.get('accuracy', 0):.0%}"),
+    intro=lambda p: f"the SFT policy ({p.dpo.train_pairs:,} preference pairs, {p.dpo.epochs:g} epoch)")
+
+# Lab 07: group size G, clip range ε, KL penalty β and updates per batch μ (at μ = 1 the policy that
+# sampled a batch is the one updated on it: the ratio is 1 and ε has nothing to clip, as the
+# "clipped" column shows). Live curves: reward mean and spread, zero-variance groups, answer length.
+GRPO_SPEC = PolicySpec(
+    method="GRPO",
+    sliders=lambda p: {
+        "group_size": W.SelectionSlider(options=[2, 4, 8, 16], value=p.grpo.group_size if p.grpo.group_size in
+                                        (2, 4, 8, 16) else 8, description="group size G", continuous_update=False),
+        "eps": W.FloatSlider(value=p.grpo.eps, min=0.05, max=0.5, step=0.05, description="clip range ε",
+                             continuous_update=False),
+        "beta": W.FloatSlider(value=p.grpo.beta, min=0.0, max=0.2, step=0.01, description="KL penalty β",
+                              continuous_update=False),
+        "iterations": W.IntSlider(value=p.grpo.iterations, min=1, max=4, description="updates per batch μ",
+                                  continuous_update=False)},
+    run=_grpo_run,
+    results=("accuracy", "sft_accuracy", "sampled_accuracy", "worked_share", "length", "zero_std_share",
+             "clip_fraction", "train_seconds", "seconds_per_step"),
+    headline=("accuracy", "sft_accuracy", "worked_share"),
+    curves=lambda panel, runs, faded: plots.grpo_curves(runs, faded, title="GRPO runs (live)"),
+    summary=lambda panel, table: plots.accuracy_before_after(
+        table, title="Each run: held-out accuracy before → after GRPO"),
+    progress=lambda point: (f"step {point['step']}: reward {point.get('reward', 0):.2f}, zero-variance groups "
+                            f"{point.get('zero_std_share', 0):.0%}, length {point.get('length', 0):.1f}"),
+    intro=lambda p: (f"the word-problem SFT policy ({p.grpo.steps} steps of {p.grpo.prompts_per_step} problems "
+                     "× G answers; a larger G samples more per step and takes longer)"))
+
+
+def ppo_panel(preset: Preset | str | None = None, reward_stage: str = "reward") -> PolicyPanel:
+    """Lab 05's PPO run panel for ``preset`` (default: the active preset), against the reward model of
+    ``reward_stage``: ε, β, LoRA rank (0 = full) and learning rate."""
+    return PolicyPanel(PPO_SPEC, resolve_preset(preset), reward_stage=reward_stage)
+
+
+def dpo_panel(preset: Preset | str | None = None) -> PolicyPanel:
+    """Lab 06's DPO run panel for ``preset`` (default: the active preset): β (log scale, 0.01 to 1), LoRA
+    rank (0 = full) and learning rate, on the world's preference pairs."""
+    return PolicyPanel(DPO_SPEC, resolve_preset(preset))
+
+
+def grpo_panel(preset: Preset | str | None = None) -> PolicyPanel:
+    """Lab 07's GRPO run panel for ``preset`` (default: the active preset): group size G, clip range ε,
+    KL penalty β and updates per batch μ, on the word problems with the exact-answer reward."""
+    return PolicyPanel(GRPO_SPEC, resolve_preset(preset))
