@@ -25,7 +25,11 @@ def _pipeline(args) -> int:
     from labkit.presets import get_preset
 
     preset = get_preset(args.preset)
-    stages = [s.strip() for s in (args.stages or ",".join(pipeline.STAGES)).split(",") if s.strip()]
+    stages = [s.strip() for s in (args.stages if args.stages is not None else ",".join(pipeline.STAGES)).split(",")
+              if s.strip()]
+    if not stages:
+        raise ValueError(f"--stages {args.stages!r} names no stage: give one or more of {', '.join(pipeline.STAGES)}, "
+                         "separated by commas (or leave --stages out for every stage)")
     if note := runtime.lone_process_note():  # `accelerate launch` started one process, not the N asked for
         print(note, file=sys.stderr)
     # Under `accelerate launch --num_processes N` all N processes run this; they train together,
@@ -173,7 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except KeyboardInterrupt:
+        print(f"\n{_interrupted()}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:  # FileNotFoundError, a full disk, a broken checkpoint, …
         notes = "".join(f"\n{note}" for note in getattr(err, "__notes__", []))  # e.g. which stage failed
         print(f"error: {err}{notes}", file=sys.stderr)
         return 2
+
+
+def _interrupted() -> str:
+    """One line for Ctrl-C: what was interrupted, and that a rerun continues from the finished stages."""
+    pipeline = sys.modules.get("labkit.pipeline")
+    stage = pipeline.interrupted[-1] if pipeline is not None and pipeline.interrupted else None
+    if stage is None:
+        return "interrupted (Ctrl-C). Nothing was being trained; run the command again to go on."
+    return (f"interrupted (Ctrl-C) while training the {stage!r} stage: nothing was saved for it. The stages that "
+            "finished keep their checkpoints; run the same command again to continue from them.")

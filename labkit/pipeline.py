@@ -12,9 +12,12 @@ others wait for it at a barrier, then read what it wrote.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -68,28 +71,102 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
     _check_stage(stage)
     preset = resolve_preset(preset)
     path = stage_dir(stage, preset)
-    if checkpoint.is_complete(path) and not (rebuild and stage in rebuild):
+    wanted = bool(rebuild and stage in rebuild)
+    if checkpoint.is_complete(path) and not wanted:
         return path
     inputs = {need: ensure(need, preset, progress=progress, rebuild=rebuild) for need in STAGES[stage].needs}
-    start = time.perf_counter()
-    try:
-        model, tokenizer, metrics, history = STAGES[stage].train(preset, inputs, progress and runtime.is_main_process(),
-                                                                 callback)
-    except Exception as error:
-        if hasattr(error, "add_note"):  # Python >= 3.11: the original error, with where it happened
-            error.add_note(f"labkit: the {stage!r} stage failed (preset {preset.name}). Nothing was saved for it; "
-                           f"the stages that finished keep their checkpoints in {path.parent}, and a rerun "
-                           "continues from them.")
-        raise
-    metrics["seconds"] = time.perf_counter() - start
-    if runtime.is_main_process():  # one writer; every process trained the same model
-        checkpoint.save_checkpoint(path, model, tokenizer, metadata={
-            "stage": stage, "preset": preset.name, "key": stage_key(stage, preset), "processes": runtime.processes(),
-            "config": dataclasses.asdict(preset), "metrics": metrics, "history": history})
+    runtime.check_writable(path.parent)  # before minutes of training, not after
+    one_writer = checkpoint.writer_lock(path, on_wait=lambda: _say(
+        f"labkit: waiting for another process training {stage!r} (preset {preset.name}); "
+        "it will then use that checkpoint.")) if runtime.is_main_process() else contextlib.nullcontext()
+    with one_writer:
+        if runtime.is_main_process():
+            checkpoint.recover(path)  # holding the lock: an interrupted --fresh save is put back, leftovers go
+        found = checkpoint.problems(path)
+        if not found and not wanted:
+            return path  # another process trained it while this one waited (or a save was recovered)
+        if found != ["absent"] and not wanted:
+            _say(f"labkit: the cached {stage!r} checkpoint at {path} is broken ({'; '.join(found)}); "
+                 "training it again.")
+        start = time.perf_counter()
+        with _training(stage, preset):
+            try:
+                model, tokenizer, metrics, history = STAGES[stage].train(
+                    preset, inputs, progress and runtime.is_main_process(), callback)
+            except Exception as error:
+                if hasattr(error, "add_note"):  # Python >= 3.11: the original error, with where it happened
+                    error.add_note(f"labkit: the {stage!r} stage failed (preset {preset.name}). Nothing was saved "
+                                   f"for it; the stages that finished keep their checkpoints in {path.parent}, and "
+                                   "a rerun continues from them.")
+                raise
+        metrics["seconds"] = time.perf_counter() - start
+        if runtime.is_main_process():  # one writer; every process trained the same model
+            checkpoint.save_checkpoint(path, model, tokenizer, metadata={
+                "stage": stage, "preset": preset.name, "key": stage_key(stage, preset),
+                "processes": runtime.processes(), "config": dataclasses.asdict(preset), "metrics": metrics,
+                "history": history})
     runtime.wait_for_everyone()  # the others wait until the checkpoint is on disk
     if rebuild:
         rebuild.discard(stage)
     return path
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# What this process is training now, and what Ctrl-C interrupted (the command line names it).
+training_now: list[str] = []
+interrupted: list[str] = []
+
+
+@contextlib.contextmanager
+def _training(stage: str, preset: Preset):
+    """Mark ``stage`` as training in this process (for the command line's message on Ctrl-C), and say once
+    if another labkit process trains on this machine at the same time: both then run much slower."""
+    marker = runtime.home() / ".training" / f"{os.getpid()}"
+    others = _other_trainings(marker.parent)
+    global _warned_sharing
+    if others and not _warned_sharing:
+        _warned_sharing = True
+        _say(f"labkit: another labkit process is training on this machine too ({', '.join(others)}). Each will run "
+             "several times slower than alone (they share the CPU cores); for a fair timing, run one at a time.")
+    training_now.append(stage)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{stage} (preset {preset.name})")
+    except OSError:
+        pass
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted.append(stage)  # for the command line's one-line message
+        raise
+    finally:
+        training_now.remove(stage)
+        if stage not in training_now:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+
+
+_warned_sharing = False
+
+
+def _other_trainings(folder: Path) -> list[str]:
+    """What other live labkit processes say they are training (their markers in ``folder``)."""
+    found = []
+    for marker in folder.glob("*") if folder.is_dir() else []:
+        try:
+            pid = int(marker.name)
+        except ValueError:
+            continue
+        if pid != os.getpid() and checkpoint.pid_alive(pid):
+            with contextlib.suppress(OSError):
+                found.append(f"process {pid}: {marker.read_text()}")
+        elif pid != os.getpid():
+            with contextlib.suppress(OSError):
+                marker.unlink()  # left by a process that has ended
+    return found
 
 
 def load(stage: str, preset: Preset | str | None = None, *, build: bool = True):
@@ -136,9 +213,14 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
     several, only the main process writes the files. ``seconds``: the whole run's wall time (cached
     stages take none).
     """
+    if not stages:
+        raise ValueError(f"no stage to run: name at least one of {', '.join(STAGES)}")
     for stage in stages:
         _check_stage(stage)
     preset = resolve_preset(preset)
+    if report_path is not None:
+        report_path = _check_report_path(Path(report_path))
+    runtime.check_writable(runtime.home() / preset.name)  # fail now, not after the first stage has trained
     start = time.perf_counter()
     report = {"preset": preset.name, "device": str(runtime.device()), "processes": runtime.processes(), "stages": {}}
     rebuild = _with_needs(stages) if fresh else None
@@ -147,11 +229,34 @@ def run(stages: list[str], preset: Preset | str | None = None, report_path: str 
         report["stages"][stage] = {k: meta["metrics"][k] for k in STAGES[stage].report if k in meta["metrics"]}
     report["seconds"] = time.perf_counter() - start
     if report_path is not None and runtime.is_main_process():
-        report_path = Path(report_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
-        report_path.with_suffix(".md").write_text(markdown_report(report))
+        _write_atomically(report_path, json.dumps(report, indent=2) + "\n")
+        _write_atomically(report_path.with_suffix(".md"), markdown_report(report))
     return report
+
+
+def _check_report_path(path: Path) -> Path:
+    """The report's path, refused before anything trains if it cannot be written: the report is JSON (its
+    markdown table goes beside it, ``.md``), so the path ends in ``.json`` and is no folder."""
+    if path.suffix.lower() != ".json":
+        raise ValueError(f"the report {path} must end in .json: it is written as JSON, and a markdown table "
+                         f"goes beside it ({path.with_suffix('.md').name}). Try --report {path.with_suffix('.json')}")
+    if path.is_dir():
+        raise ValueError(f"the report {path} is a folder; give a file name, e.g. --report {path / 'report.json'}")
+    runtime.check_writable(path.parent, "the report's folder")
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in full or not at all (a temporary file beside it, then renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}. Free some space or choose another "
+                                   "--report path.") from error
 
 
 def _with_needs(stages: list[str]) -> set[str]:

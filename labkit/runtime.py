@@ -1,7 +1,7 @@
 """Where things run and where they are kept: device, seeding, Colab detection, cache dir.
 
-This is the one place that decides the device and the cache directory (STYLE.md: one obvious place
-for each concern). Everything else asks here.
+This is the one place that decides the device and the cache directory (one obvious place for each
+concern). Everything else asks here.
 """
 from __future__ import annotations
 
@@ -119,8 +119,33 @@ def in_colab() -> bool:
 def home() -> Path:
     """The cache directory for checkpoints and reports: ``$LABKIT_HOME`` or ``~/.cache/labkit``."""
     path = Path(os.environ.get("LABKIT_HOME") or Path.home() / ".cache" / "labkit").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise NotADirectoryError(f"labkit's cache folder {path} cannot be made: a part of that path is a file. "
+                                 "Set LABKIT_HOME to a folder (or unset it for ~/.cache/labkit).") from error
+    except OSError as error:
+        raise OSError(error.errno, f"labkit's cache folder {path} cannot be made ({error.strerror}). Set "
+                                   "LABKIT_HOME to a folder you may write.") from error
     return path
+
+
+def check_writable(folder: Path, what: str = "labkit's cache folder") -> None:
+    """Raise an ``OSError`` naming ``folder`` unless a file can be created in it (checked before training,
+    so that minutes of training are not lost to a read-only or full disk)."""
+    import errno
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".labkit-write-check-"):
+            pass
+    except OSError as error:
+        why = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.ENOSPC: "the disk is full", errno.ENOTDIR: "a part of the path is a file"}.get(
+                   error.errno, error.strerror or str(error))
+        raise OSError(error.errno, f"{what} {folder} is not writable ({why}). Set LABKIT_HOME to a writable "
+                                   "folder with some free space, and run again.") from error
 
 
 def repo_root() -> Path:

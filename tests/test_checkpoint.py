@@ -103,9 +103,19 @@ def test_interrupted_first_save_leaves_nothing(tok, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid  # it has ended (and been reaped): no process has this id now
+
+
 def test_stale_temp_dirs_are_cleaned_up(tok, tmp_path):
-    (tmp_path / ".sft.tmp-999-deadbeef").mkdir()
-    (tmp_path / ".sft.tmp-999-deadbeef" / "config.json").write_text("{}")
+    stale = tmp_path / f".sft.tmp-{_dead_pid()}-deadbeef"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
     ckpt.save_checkpoint(tmp_path / "sft", tiny_model(tok, 0), tok)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]
 

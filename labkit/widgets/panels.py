@@ -9,6 +9,7 @@ configured by a :class:`PolicySpec` per method) are all RunPanels.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -54,6 +55,7 @@ class RunPanel(W.VBox):
             f"{self.sliders[k].description} {v}" for k, v in settings.items()))
         self.headline = headline  # the results the status line reports when a run ends (default: formatted ones)
         self.runs: list[dict] = []
+        self._busy = threading.Lock()  # one run at a time: a second Train while one trains is refused
         self.histories: dict[str, list[dict]] = {}
         self.last: dict = {}  # the latest run's non-numeric results (e.g. the trained model)
         for slider in self.sliders.values():
@@ -107,6 +109,15 @@ class RunPanel(W.VBox):
         The sliders move to the values used, the curves update live while it trains, and the
         finished run is added to :meth:`runs_table` and to the figures.
         """
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self.title}: a run is training already (the Train button is off until it "
+                               "ends). Wait for it to finish, or make a second panel for a run beside it.")
+        try:
+            return self._train_once(settings)
+        finally:
+            self._busy.release()
+
+    def _train_once(self, settings: dict) -> dict:
         self.validate(settings)
         self._move_sliders(settings)
         settings = self.settings()
