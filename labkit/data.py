@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Iterable
@@ -46,11 +47,12 @@ PROBLEMS_CPU = {
 
 
 class JSONLError(ValueError):
-    """A line of a JSONL file is not a JSON object; the message names the file and line."""
+    """A JSONL file that does not read as rows: a line that is not UTF-8 text or not a JSON object,
+    or a file with no rows at all; the message names the file (and the line)."""
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file into a list of dicts; a malformed line raises :class:`JSONLError`."""
+    """Read a JSONL file into a list of dicts; a malformed line, or a file with no rows, raises :class:`JSONLError`."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run `python -m labkit data build` to make it")
@@ -58,25 +60,52 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def numbered_jsonl(path: Path):
-    """``(line number, object)`` for each non-blank line of a JSONL file; a malformed line raises
-    :class:`JSONLError` naming the file and the line."""
+    """``(line number, object)`` for each non-blank line of a JSONL file. A line that is not UTF-8 or
+    not a JSON object raises :class:`JSONLError` naming the file and the line; so does a file
+    without a single row (empty, or only blank lines), once it has been read to the end."""
+    rows = 0
     with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise JSONLError(f"{path}, line {number}: not valid JSON ({err.msg} at column "
-                                 f"{err.colno}). Each line must hold one JSON object.") from None
-            if not isinstance(row, dict):
-                raise JSONLError(f"{path}, line {number}: expected a JSON object {{...}}, "
-                                 f"got {type(row).__name__}")
-            yield number, row
+        try:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise JSONLError(f"{path}, line {number}: not valid JSON ({err.msg} at column "
+                                     f"{err.colno}). Each line must hold one JSON object.") from None
+                if not isinstance(row, dict):
+                    raise JSONLError(f"{path}, line {number}: expected a JSON object {{...}}, "
+                                     f"got {type(row).__name__}")
+                rows += 1
+                yield number, row
+        except UnicodeDecodeError:
+            # the decoder works on chunks of the file, so its position says nothing about the line: find it
+            raise _not_utf8(path) from None
+    if not rows:
+        what = "the file is empty" if path.stat().st_size == 0 else "every line is blank"
+        raise JSONLError(f"{path} has no rows: {what}. A JSONL file holds one JSON object per line; "
+                         "check the path, or write the rows first")
+
+
+def _not_utf8(path: Path) -> Exception:
+    """The error for a file that is not UTF-8: the line and column of its first undecodable byte."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        # count lines as reading the file in text mode does ('\n', '\r\n' or a lone '\r' ends one)
+        before = raw[:err.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        return JSONLError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column}, "
+                          f"{err.reason}). JSON Lines files are UTF-8: re-save the file as UTF-8 (e.g. "
+                          "`iconv -f latin1 -t utf-8 old.jsonl > new.jsonl` for a Latin-1 file)")
+    return JSONLError(f"{path}: not UTF-8 text; re-save the file as UTF-8")   # changed while we read it
 
 
 def load_jsonl_dataset(path: str | Path):
-    """Load a JSONL file as a ``datasets.Dataset`` (checked line by line first for clear errors)."""
+    """Load a JSONL file as a ``datasets.Dataset`` (checked line by line first for clear errors: a file
+    that is missing, has a malformed or non-UTF-8 line, or has no rows raises before ``datasets`` reads it)."""
     import datasets
 
     read_jsonl(path)
@@ -249,13 +278,23 @@ def _hh_turns(transcript: str) -> list[dict]:
     return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
 
 
+# An answer must be a whole number below this in size: the correctness reward compares numbers as floats,
+# which hold every integer up to 2**53 (about 9.007e15) exactly, and no word problem's answer comes near it.
+MAX_ANSWER = 10**15
+
+
 def load_problems(path: str | Path) -> list[dict]:
     """Word problems from a JSONL file, one ``{"prompt": ..., "answer": ...}`` object per line.
 
-    ``prompt`` is the question (a string, or role/content messages); ``answer`` its final number.
-    A line that is not JSON, or a problem without a prompt or a numeric answer, stops loading with
-    a message naming the file and the line. String prompts become one user message, the layout
-    GRPO samples from.
+    ``prompt`` is the question: a non-blank string, or a list of role/content messages (strings)
+    ending with the user's question. ``answer`` is its final number, a finite whole number below
+    :data:`MAX_ANSWER` (10**15) in size, as a JSON number or a string: ``12``, ``"12"``, ``"-3"``,
+    ``"1,234"`` (``12.0`` and ``"1e3"`` are whole too). ``"NaN"``, ``"inf"``, ``"1e400"``, ``"3.5"``
+    or ``""`` could never match a reply's ``#### N``, so GRPO would train at reward 0 with every
+    group alike: a line that is not JSON, a file with no problems, or a problem whose prompt or
+    answer is not of these shapes stops loading with a message naming the file, the line and the
+    field. String prompts become one user message, the layout GRPO samples from; answers are stored
+    as plain digits (``"1,234"`` → ``"1234"``).
     """
     from labkit.world.problems import check_problem_row
 
@@ -264,15 +303,58 @@ def load_problems(path: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{path} does not exist; give a JSONL file of problems, one JSON object per line "
                                 "with 'prompt' and 'answer'")
     rows = []
-    for number, row in numbered_jsonl(path):
-        row = dict(check_problem_row(row, f"{path}, line {number}"))
-        if isinstance(row["prompt"], str):
-            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
-        row["answer"] = str(row["answer"]).replace(",", "")
+    for number, row in numbered_jsonl(path):   # a file without rows is a JSONLError naming it
+        where = f"{path}, line {number}"
+        row = dict(check_problem_row(row, where))
+        row["prompt"] = _problem_prompt(row["prompt"], where)
+        row["answer"] = _problem_answer(row["answer"], where)
         rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no problems in the file; GRPO needs prompts with a known numeric answer")
     return rows
+
+
+def _problem_prompt(prompt, where: str) -> list[dict]:
+    """A problem's prompt as the messages GRPO samples from; a ``ValueError`` starting with ``where`` if it is
+    neither a non-blank string nor a list of role/content messages ending with the user's question."""
+    shape = ("write it as a string, or as a list of {\"role\": ..., \"content\": ...} messages (strings) "
+             "ending with the user's question")
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError(f"{where}: the 'prompt' is blank; {shape}")
+        return [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not prompt:
+        raise ValueError(f"{where}: the 'prompt' is a {type(prompt).__name__} ({prompt!r:.40}); {shape}")
+    for i, message in enumerate(prompt, start=1):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise ValueError(f"{where}: the 'prompt' message {i} is {message!r:.60}, not a role/content message "
+                             f"with string values; {shape}")
+    if prompt[-1]["role"] != "user":
+        raise ValueError(f"{where}: the 'prompt' ends with a {prompt[-1]['role']!r} message, not the user's "
+                         f"question; {shape}")
+    if not prompt[-1]["content"].strip():
+        raise ValueError(f"{where}: the 'prompt' ends with a blank user message; {shape}")
+    return prompt
+
+
+def _problem_answer(answer, where: str) -> str:
+    """A problem's answer as plain digits (``"1,234"`` → ``"1234"``); a ``ValueError`` starting with ``where``
+    unless it is a finite whole number below :data:`MAX_ANSWER` in size."""
+    how = ("give the final answer as a whole number, e.g. \"answer\": \"12\" or \"1,234\", so the "
+           "correctness reward can match a reply's '#### N'")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise ValueError(f"{where}: the 'answer' is a {type(answer).__name__} ({answer!r:.40}); {how}")
+    try:   # Decimal is exact: "1e-400" is not taken for 0, nor 10**15 + 1 for 10**15
+        value = Decimal(answer.strip().replace(",", "") if isinstance(answer, str) else answer)
+    except InvalidOperation:
+        raise ValueError(f"{where}: the 'answer' {answer!r} is not a number; {how}") from None
+    if not value.is_finite():
+        raise ValueError(f"{where}: the 'answer' {answer!r} is not a finite number; {how}")
+    if value != value.to_integral_value():
+        raise ValueError(f"{where}: the 'answer' {answer!r} is not a whole number; {how}")
+    if abs(value) >= MAX_ANSWER:
+        raise ValueError(f"{where}: the 'answer' {answer!r:.40} is too large: answers must be below 10**15 in size "
+                         "(the reward compares numbers as floats, exact only that far); check the field")
+    return str(int(value))
 
 
 def from_gsm8k(example: dict) -> dict:

@@ -295,7 +295,7 @@ COLUMNS = {
     "pairs": ("pairs", "{}"), "method": ("method", "{}"),
     "gold_reward": ("gold", "{:.2f}"), "sft_gold_reward": ("SFT gold", "{:.2f}"), "helpfulness": ("helpfulness", "{:.2f}"),
     "safety": ("safety", "{:.2f}"), "proxy_reward": ("proxy", "{:.2f}"), "win_rate": ("win rate", "{:.1%}"),
-    "kl": ("KL", "{:.2f}"), "train_seconds": ("seconds", "{:.1f}"), "peak_MB": ("peak MB", "{:,.0f}"),
+    "kl": ("KL", "{:.2f}"), "train_seconds": ("train seconds", "{:.1f}"), "peak_MB": ("peak MB", "{:,.0f}"),
     "trainable_parameters": ("trainable parameters", "{:,}"), "answers_sampled": ("answers sampled in training", "{:,}"),
     "implicit_accuracy": ("implicit accuracy", "{:.1%}"), "chosen_logratio": ("Δ log π chosen", "{:+.2f}"),
     "rejected_logratio": ("Δ log π rejected", "{:+.2f}"),
