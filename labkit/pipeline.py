@@ -93,9 +93,10 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
             try:
                 model, tokenizer, metrics, history = STAGES[stage].train(
                     preset, inputs, progress and runtime.is_main_process(), callback)
-            except Exception as error:
+            except (Exception, KeyboardInterrupt) as error:
                 if hasattr(error, "add_note"):  # Python >= 3.11: the original error, with where it happened
-                    error.add_note(f"labkit: the {stage!r} stage failed (preset {preset.name}). Nothing was saved "
+                    what = "was interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+                    error.add_note(f"labkit: the {stage!r} stage {what} (preset {preset.name}). Nothing was saved "
                                    f"for it; the stages that finished keep their checkpoints in {path.parent}, and "
                                    "a rerun continues from them.")
                 raise
@@ -125,7 +126,8 @@ def _training(stage: str, preset: Preset):
     """Mark ``stage`` as training in this process (for the command line's message on Ctrl-C), and say once
     if another labkit process trains on this machine at the same time: both then run much slower."""
     marker = runtime.home() / ".training" / f"{os.getpid()}"
-    others = _other_trainings(marker.parent)
+    # (the processes of one `accelerate launch` train together on purpose: no warning among them)
+    others = _other_trainings(marker.parent) if runtime.processes() == 1 else []
     global _warned_sharing
     if others and not _warned_sharing:
         _warned_sharing = True

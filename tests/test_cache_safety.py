@@ -328,3 +328,21 @@ def test_a_run_panel_refuses_a_second_train_while_one_runs():
     release.set()
     first.join(10)
     assert len(panel.runs) == 1 and panel.train_once(x=0.5)["x"] == 0.5  # free again once it ended
+
+
+def test_training_beside_another_labkit_process_says_once_that_both_slow_down(home, capsys, monkeypatch):
+    """Row 11: two trainings on one 2-core machine each ran far more than 2x slower, and nothing said so."""
+    monkeypatch.setattr(pipeline, "_warned_sharing", False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        markers = home / ".training"
+        markers.mkdir(parents=True)
+        (markers / str(other.pid)).write_text("sft (preset cpu)")
+        pipeline.ensure("pretrain", SMOKE, progress=False)
+        err = capsys.readouterr().err
+        assert f"process {other.pid}: sft (preset cpu)" in err and "several times slower" in err
+        pipeline.ensure("pretrain", SMOKE.replace(seed=5), progress=False)  # said once per process
+        assert "several times slower" not in capsys.readouterr().err
+    finally:
+        other.kill()
+    assert [p.name for p in (home / ".training").iterdir()] == [str(other.pid)]  # ours is gone

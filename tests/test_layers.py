@@ -104,3 +104,22 @@ def test_the_import_reader_sees_module_and_function_level_imports(tmp_path, sour
     path = tmp_path / "m.py"
     path.write_text(source)
     assert _imports(path) == expected
+
+
+def test_the_readme_file_map_lists_every_module_in_its_layer():
+    """Each top-level module and subpackage of labkit has a row in the README's file map, under the layer
+    this test puts it in (the map's rows run bottom to top)."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Files"):readme.index("A new stage is one new module")]
+    listed = []
+    for line in section.splitlines():
+        if line.startswith("|") and "`labkit/" in line:
+            for path in line.split("|")[2].split(","):
+                name = path.strip().strip("`").removeprefix("labkit/").split("/")[0].removesuffix(".py")
+                if name and name not in listed:
+                    listed.append(name)
+    package = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+               if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p / "__init__.py").exists()}
+    assert package - set(listed) == set(), "modules missing from the README's file map"
+    layers = [_layer(f"labkit.{name}") for name in listed if name in package]
+    assert layers == sorted(layers), f"the file map is not in layer order: {list(zip(listed, layers))}"

@@ -122,7 +122,7 @@ def showdown_path(preset: Preset) -> "runtime.Path":
     setting the methods use, so a changed setting runs the race again."""
     settings = dataclasses.asdict(preset)
     blob = json.dumps({"sft": pipeline.stage_key("sft", preset), "reward": pipeline.stage_key("reward", preset),
-                       "code": pipeline.CODE_VERSION, "methods": METHODS,
+                       "code": pipeline.CODE_VERSION, "methods": METHODS, "columns": TABLE_COLUMNS,
                        **{k: settings[k] for k in ("ppo", "dpo", "grpo", "showdown", "seed", "world_seed")}},
                       sort_keys=True, default=str)
     return runtime.home() / preset.name / f"showdown-{hashlib.sha256(blob.encode()).hexdigest()[:10]}.json"
