@@ -18,7 +18,9 @@ def extract_final_answer(text: str) -> str | None:
     """The final numeric answer of a response, or ``None`` if it gives none.
 
     Understands the GSM8K marker (``'#### 1,234'`` → ``'1234'``) and a closing phrase
-    (``'The answer is 42.'`` → ``'42'``); otherwise takes the last number in the text.
+    (``'The answer is 42.'`` → ``'42'``); otherwise takes the last number in the text. The first
+    marker ends the answer: ``'#### 5 #### 6'`` → ``'5'``, so a second marker can neither change the
+    answer nor hedge between two (the dataset card of ``datasets/problems`` says the same).
     """
     if not isinstance(text, str):
         raise TypeError(f"extract_final_answer expects a string, got {type(text).__name__}")

@@ -122,7 +122,7 @@ def test_lab04_expands_a_ranking_and_shows_the_ceiling():
 def test_lab05_works_the_clip_and_runs_every_part():
     text, code = _text_and_code("05_ppo.ipynb")
     for figure in ["ε = 0.2, A = 2", "r = 1.5", "2.4", "4/3", "1.34", "1.6", "lower clip never binds",
-                   "E[r] − β·KL(π ‖ π_SFT)", "196 GB", "29 GB", "InstructGPT"]:
+                   "E[r] − β·KL(π ‖ π_SFT)", "196 GB", "29 GB", "16 bytes", "252 GB", "InstructGPT"]:
         assert figure in text, f"lab 05 should mention {figure!r}"
     for call in ["ppo_clip_table(0.2, advantage=2.0)", "ppo_clip_table(0.2, advantage=-2.0)", "ppo_clip_explorer",
                  "kl_penalty_rewards", "gae_advantages", 'pipeline.ensure_with_curve("ppo"', "ppo_panel", 'reward_stage="reward_naive"',

@@ -358,6 +358,10 @@ def test_ppo_memory_plan_for_a_7b_model():
     assert totals["full copies"] == pytest.approx(2 * 84 + 2 * 14) == 196
     # LoRA: one frozen base + 2 x 40e6 adapters x 12 bytes + the frozen reward model
     assert totals["LoRA, one shared base"] == pytest.approx(14 + 2 * 0.48 + 14)
+    # lab 05: with an fp32 master copy of each trained weight (mixed precision), 16 bytes per trained parameter
+    master = ppo_memory_plan(7e9, 40e6, optimiser_bytes=12).groupby("layout")["GB"].sum()
+    assert master["full copies"] == pytest.approx(2 * 7e9 * 16 / 1e9 + 2 * 14) == pytest.approx(252)
+    assert master["LoRA, one shared base"] == pytest.approx(14 + 2 * 0.64 + 14) == pytest.approx(29.28)
 
 
 def test_ppo_step_memory_full_vs_lora_in_fresh_processes():

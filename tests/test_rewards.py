@@ -12,6 +12,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("text, expected", [
     ("she buys 3 more, so 1,234\n#### 1,234", "1234"),       # the GSM8K marker, thousands separator
     ("#### -1,234.5", "-1234.5"),                              # negative decimal after the marker
+    ("#### 5 #### 6", "5"),                                    # the first marker ends the answer (the card says so)
+    ("2 + 3 = 5\n#### 5\n#### 6", "5"),                        # a second marker cannot hedge between two answers
     ("The answer is 42.", "42"),                               # a closing phrase, sentence full stop dropped
     ("answer: -5", "-5"),
     ("It costs $1,200.50 in total.", "1200.50"),               # decimals kept as written
