@@ -118,10 +118,6 @@ def _release_file_lock(path: Path, fd: int) -> None:
     os.close(fd)
 
 
-def _holds_lock(path: Path) -> bool:
-    return str(path) in _held
-
-
 # ------------------------------------------------------------------------------- is it complete?
 
 def _safetensors_problem(file: Path) -> str | None:

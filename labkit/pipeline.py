@@ -67,6 +67,12 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
 
     With several processes (``accelerate launch``) every process trains, the main process saves the
     checkpoint, and all meet at a barrier before any of them goes on to use it.
+
+    One process writes a checkpoint at a time: another that needs the same stage (a second notebook,
+    a pipeline in a terminal) waits for it, then uses its checkpoint (:func:`labkit.checkpoint.writer_lock`;
+    only the main process of an ``accelerate launch`` takes the lock, so start such a launch when no
+    other process is training the same stages in the same ``LABKIT_HOME``). A checkpoint that fails
+    :func:`labkit.checkpoint.problems` is named and trained again.
     """
     _check_stage(stage)
     preset = resolve_preset(preset)
@@ -148,7 +154,7 @@ def _training(stage: str, preset: Preset):
         raise
     finally:
         training_now.remove(stage)
-        if stage not in training_now:
+        if not training_now:
             with contextlib.suppress(OSError):
                 marker.unlink()
 
