@@ -77,7 +77,7 @@ def memory_row(device, before: float, in_memory: int, trainable: int) -> dict:
 
     cuda = device.type == "cuda"
     rss = proc_status_megabytes("VmHWM")
-    peak = torch.cuda.max_memory_allocated() / 1e6 if cuda else rss
+    peak = peak_megabytes(device) if cuda else rss  # on a CPU the line just read
     return {"measure": "GPU max_memory_allocated" if cuda else "peak resident memory (RSS)",
             "before_MB": round(before, 1), "peak_MB": round(peak, 1), "added_MB": round(peak - before, 1),
             "peak_rss_MB": None if rss is None else round(rss, 1),

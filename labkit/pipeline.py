@@ -139,8 +139,8 @@ def _training(stage: str, preset: Preset):
         _warned_sharing = True
         _say(f"labkit: another labkit process is training on this machine too ({', '.join(others)}). Each will run "
              "several times slower than alone (they share the CPU cores); for a fair timing, run one at a time. To run "
-             "two at once, start both with OMP_WAIT_POLICY=passive: on 2 cores, two SFT runs then took 0.29 s per "
-             "step each instead of 2.2 (alone: 0.17; passive costs a single run 5-10 %, so it is not the default).")
+             "two at once, start both with OMP_WAIT_POLICY=passive, so that neither spins while waiting for the cores: "
+             "then each loses far less (it costs a run alone a little, so it is not the default).")
     training_now.append(stage)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)

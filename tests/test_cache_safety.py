@@ -42,6 +42,12 @@ def _no_training(monkeypatch, *stages):
         monkeypatch.setitem(pipeline.STAGES, stage, dataclasses.replace(pipeline.STAGES[stage], train=refuse))
 
 
+def _dead_pid() -> int:
+    """The id of a process that has ended (and been reaped): no process has it now."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
 def _pipeline_process(home: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "LABKIT_HOME": str(home), "OMP_NUM_THREADS": "1", "LABKIT_PRESET": "smoke"}
     return subprocess.Popen([sys.executable, "-m", "labkit", "pipeline", "--preset", "smoke", "--quiet", *args],
@@ -104,9 +110,7 @@ def test_a_save_never_removes_the_work_folder_of_a_live_writer(tmp_path):
     try:
         live = tmp_path / f".sft.tmp-{sleeper.pid}-abcd1234"
         live.mkdir()
-        dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                                  text=True).stdout.strip()
-        dead = tmp_path / f".sft.tmp-{dead_pid}-abcd1234"
+        dead = tmp_path / f".sft.tmp-{_dead_pid()}-abcd1234"
         dead.mkdir()
         checkpoint.recover(tmp_path / "sft")
         assert live.is_dir() and not dead.exists()
@@ -188,9 +192,7 @@ def test_a_damaged_checkpoint_is_named_then_replaced_on_the_next_run(trained, ca
 def test_an_interrupted_fresh_save_puts_the_previous_checkpoint_back_instead_of_retraining(trained, monkeypatch):
     """Row 7: a `--fresh` save killed between its two renames left the old checkpoint aside in
     `.NAME.old-*`, and the next run retrained. Now it is put back."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    aside = trained.parent / f".{trained.name}.old-{dead}-0badc0de"
+    aside = trained.parent / f".{trained.name}.old-{_dead_pid()}-0badc0de"
     os.replace(trained, aside)
     _no_training(monkeypatch, "sft")
     assert pipeline.ensure("sft", SMOKE, progress=False) == trained

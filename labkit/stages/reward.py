@@ -133,7 +133,7 @@ def bench_reward_naive_slice(preset: Preset, inputs: dict[str, Path], steps: int
 
 # ------------------------------------------------------------------------------- lab 08's race: best-of-n
 
-def best_of_n_curve(preset: Preset, inputs: RaceInputs, sft) -> tuple[object, list[dict]]:
+def best_of_n_curve(inputs: RaceInputs, sft) -> tuple[object, list[dict]]:
     """Best-of-n for n = 1, 2, 4, … up to ``preset.showdown.best_of_n``: for each of the SFT evaluation's
     answers, n fresh SFT answers of which the reward model keeps its favourite. Returns the evaluation
     at the largest n (win rate against the SFT answers ``sft`` drew) and the curve over n (KL: the
@@ -141,7 +141,7 @@ def best_of_n_curve(preset: Preset, inputs: RaceInputs, sft) -> tuple[object, li
     from labkit.evaluate import PolicyEvaluation, best_of_n_kl, gold_table, proxy_scores, sample_answers
     from labkit.metrics import win_rate
 
-    heldout = prefs.alignment_prompts("heldout")
+    preset, heldout = inputs.preset, prefs.alignment_prompts("heldout")
     n_max, per_prompt = preset.showdown.best_of_n, preset.ppo.final_eval_samples
     drawn = sample_answers(inputs.reference, inputs.tokenizer, heldout, n=per_prompt * n_max, seed=preset.seed + 1,
                            max_new_tokens=preset.sft.max_new_tokens)
@@ -171,7 +171,7 @@ def race_best_of_n(inputs: RaceInputs, rank: int = 0) -> PolicyRun:
     per answer), timed as its ``train_seconds``. It has no greedy answer of its own."""
     sft = judge_sft(inputs, "best-of-n")
     start = time.perf_counter()
-    final, curve = best_of_n_curve(inputs.preset, inputs, sft)
+    final, curve = best_of_n_curve(inputs, sft)
     return PolicyRun.judged("best-of-n", final, prefs.alignment_prompts("heldout"),
                             train_seconds=time.perf_counter() - start, evaluations=curve,
                             outputs={"policy": inputs.reference, "tokenizer": inputs.tokenizer})
