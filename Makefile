@@ -34,7 +34,8 @@ test: install
 	LABKIT_PRESET=smoke $(BIN)/python -m pytest --nbval-lax -q -m "not slow" tests labs
 
 # Uses the stage cache in LABKIT_HOME (default ~/.cache/labkit); from an empty cache it first trains
-# the whole cpu pipeline (16-18 min on 2 cores; 15 min 57 s once), then the labs' demonstrations (10-11 min).
+# the whole cpu pipeline, then measures every demonstration the course quotes and compares it with results/cpu.json
+# (the reference run's times, on 2 cores: results/cpu.json, "seconds").
 test-slow: install
 	LABKIT_PRESET=cpu LABKIT_TEST_KEEP_HOME=1 $(BIN)/python -m pytest -q -m slow --durations=0 tests
 

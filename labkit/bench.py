@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from labkit import runtime
+from labkit import reference, runtime
 from labkit.measure import in_fresh_process, sig
 from labkit.models import build_model, config_from_size
 from labkit.presets import get_preset, resolve_preset
@@ -365,3 +365,12 @@ def bench(preset_name: str = "cpu", stages: list[str] | None = None, steps: int 
     report["fresh_processes"] = len(measure.rows)
     report["seconds"] = sig(time.perf_counter() - start, 3)
     return _finite(report)
+
+
+@reference.measurement("bench", lab="README", seconds=110,
+                       across_machines={"trainable_parameters": 0, "parameters_in_memory": 0})
+def bench_figures(preset) -> dict:
+    """``python -m labkit bench`` at ``preset``, for the README's benchmark figures: its stages and
+    comparisons (where it ran is in the results' own ``machine``)."""
+    report = bench(preset, progress=False)
+    return {key: report[key] for key in ("steps", "stages", "comparisons", "fresh_processes", "seconds")}

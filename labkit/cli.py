@@ -10,6 +10,9 @@
     python -m labkit bench grpo            # one stage and its comparison (grpo: PPO vs GRPO at equal batch)
     python -m labkit notebooks checked     # store the outputs of the cells nbval compares
     python -m labkit notebooks colab OWNER/NAME   # the course's GitHub repository, in every Colab cell
+    python -m labkit results --preset cpu  # measure every figure the course quotes -> results/cpu.json
+    python -m labkit results --preset cpu --seeds 0,1,2   # the pipeline per seed -> results/cpu-seeds.json
+    python -m labkit results render        # rewrite the README's measured blocks and docs/results.md from results/
 """
 from __future__ import annotations
 
@@ -72,6 +75,40 @@ def _bench(args) -> int:
     out.write_text(text + "\n")
     print(text)
     print(f"\nbench written to {out}", file=sys.stderr)
+    return 0
+
+
+def _results(args) -> int:
+    from labkit import results
+
+    if args.action == "render":
+        written = results.render()
+        for path in written:
+            print(f"rendered {path}")
+        print(f"{len(written)} page(s) rewritten" if written else "every page already matches results/")
+        return 0
+    if args.action == "check":
+        old = results.stale()
+        if old:
+            print("differ from a render of results/ (run `python -m labkit results render`): "
+                  + ", ".join(map(str, old)), file=sys.stderr)
+            return 1
+        print("README.md and docs/ match results/")
+        return 0
+    preset = args.preset or "cpu"
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+        if not seeds:
+            raise ValueError("--seeds names no seed: e.g. --seeds 0,1,2")
+        results.collect_seeds(preset, seeds, out=args.out, progress=not args.quiet)
+        return 0
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    done = results.collect(preset, out=args.out, only=only, progress=not args.quiet, fresh=args.fresh)
+    print(f"{len(done['demos'])} demonstration(s) and {len(done['stages'])} stage(s) written; now run "
+          "`python -m labkit results render`", file=sys.stderr)
     return 0
 
 
@@ -173,6 +210,20 @@ def main(argv: list[str] | None = None) -> int:
                         "colab OWNER/NAME: write that GitHub repository into every lab's Colab cell and the README")
     n.add_argument("paths", nargs="*", help="checked: notebooks (default: every lab in labs/); colab: OWNER/NAME")
     n.set_defaults(func=_notebooks)
+
+    r = sub.add_parser("results", help="measure every figure the course quotes (results/<preset>.json), or render "
+                                       "the README and docs/results.md from it")
+    r.add_argument("action", nargs="?", choices=["measure", "render", "check"], default="measure",
+                   help="measure (default): train or reuse, then write results/<preset>.json; render: rewrite the "
+                        "README's marked blocks and docs/results.md; check: fail if they differ from a render")
+    r.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: cpu)")
+    r.add_argument("--seeds", default=None, help="e.g. 0,1,2: the pipeline once per seed -> results/<preset>-seeds.json")
+    r.add_argument("--only", default=None, help="comma-separated demonstrations to measure again (the rest are kept)")
+    r.add_argument("--out", default=None, type=Path, help="where to write (default: results/<preset>.json)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--fresh", action="store_true",
+                   help="train every stage again even if cached, so that the stage times are this run's")
+    r.set_defaults(func=_results)
 
     args = parser.parse_args(argv)
     try:

@@ -26,24 +26,38 @@ PREFERENCE_FILES = {"train_sample": 200, "test": 2_000}  # split -> labelled pai
 RANKING_FILE_SIZE = 200                                  # rankings of four responses
 DEMONSTRATION_FILE_SIZE = 200                            # SFT demonstrations of the preference task
 PROBLEM_FILES = {"train_sample": 200, "test": 500}       # split -> word problems committed
-# The SFT policy's mean gold reward on the held-out alignment prompts, as measured by
-# `python -m labkit pipeline --preset cpu --stages sft` (report key sft.gold_reward); the card quotes it.
-SFT_GOLD_REWARD_CPU = -0.625
-# The word-problem policies on the 500 held-out problems, as measured by
-# `python -m labkit pipeline --preset cpu --stages sft_math,grpo` on a 2-core CPU (report keys in
-# the comments; greedy = greedy decoding, sampled = one answer per problem at temperature 1);
-# the problems card quotes them.
-PROBLEMS_CPU = {
-    "sft_accuracy": 0.066,              # sft_math.base_accuracy: the SFT policy before sft_math, greedy
-    "sft_math_accuracy": 0.452,         # sft_math.accuracy: greedy
-    "sft_math_sampled_accuracy": 0.344,  # sft_math.sampled_accuracy
-    "sft_math_worked_share": 0.254,     # sft_math.worked_share: sampled answers that show working
-    "sft_math_worked_accuracy": 0.465,  # sft_math.worked_accuracy: right among those that show working
-    "sft_math_bare_accuracy": 0.303,    # sft_math.bare_accuracy: right among bare '#### N' answers
-    "grpo_accuracy": 0.694,             # grpo.accuracy: greedy
-    "grpo_sampled_accuracy": 0.580,     # grpo.sampled_accuracy
-    "grpo_worked_share": 0.974,         # grpo.worked_share
+# The measured figures the preferences and problems cards quote: read from the reference results
+# (results/cpu.json, written by `python -m labkit results --preset cpu`), card key -> figure name.
+PROBLEMS_FIGURES = {
+    "sft_accuracy": "stages.sft_math.base_accuracy",        # the SFT policy before sft_math, greedy
+    "sft_math_accuracy": "stages.sft_math.accuracy",        # greedy
+    "sft_math_sampled_accuracy": "stages.sft_math.sampled_accuracy",
+    "sft_math_worked_share": "stages.sft_math.worked_share",  # sampled answers that show working
+    "sft_math_worked_accuracy": "stages.sft_math.worked_accuracy",  # right among those that show working
+    "sft_math_bare_accuracy": "stages.sft_math.bare_accuracy",  # right among bare '#### N' answers
+    "grpo_accuracy": "stages.grpo.accuracy",                # greedy
+    "grpo_sampled_accuracy": "stages.grpo.sampled_accuracy",
+    "grpo_worked_share": "stages.grpo.worked_share",
 }
+SFT_GOLD_REWARD = "stages.sft.gold_reward"
+
+
+def measured_cards() -> dict[str, str]:
+    """The cards that quote measured figures (path under ``datasets/`` -> text): ``python -m labkit results
+    render`` rewrites them with the rest of the pages when the reference results change."""
+    return {"preferences/README.md": _preferences_card(), "problems/README.md": _problems_card()}
+
+
+def _reference_figures(names: dict[str, str]) -> dict[str, float]:
+    """The reference values of ``names`` (card key -> figure name); a missing one says how to measure it."""
+    from labkit import reference
+
+    found = {key: reference.figure(name) for key, name in names.items()}
+    missing = [names[k] for k, v in found.items() if v is None]
+    if missing:
+        raise ValueError(f"the dataset cards quote {', '.join(missing)}, which results/cpu.json lacks: run "
+                         "`python -m labkit results --preset cpu` first")
+    return found
 
 
 class JSONLError(ValueError):
@@ -233,7 +247,7 @@ def _problems_card() -> str:
         example_prompt=example["prompt"][0]["content"], example_solution=example["solution"],
         grpo=cpu.grpo, grpo_start=grpo_start,
         grpo_last=grpo_start + cpu.grpo.steps * cpu.grpo.prompts_per_step - 1,   # the last problem GRPO sees
-        m=PROBLEMS_CPU)
+        m=_reference_figures(PROBLEMS_FIGURES))
 
 
 def _preferences_card() -> str:
@@ -242,9 +256,9 @@ def _preferences_card() -> str:
 
     test = prefs.preference_pairs("test", PREFERENCE_FILES["test"])
     heldout, train_prompts = prefs.alignment_prompts("heldout"), prefs.alignment_prompts("train")
-    sft = (f"{SFT_GOLD_REWARD_CPU:.2f}, measured with "
-           "`python -m labkit pipeline --preset cpu --stages sft` (report key `sft.gold_reward`: "
-           "8 sampled answers per prompt at temperature 1)" if SFT_GOLD_REWARD_CPU is not None else "not measured yet")
+    gold = _reference_figures({"sft": SFT_GOLD_REWARD})["sft"]
+    sft = (f"{gold:.2f}, in the reference run of `python -m labkit results --preset cpu` "
+           "(`results/cpu.json`, `stages.sft.gold_reward`: 8 sampled answers per prompt at temperature 1)")
     return render_card(
         "preferences", n_prompts=len(train_prompts) + len(heldout), n_demonstrations=DEMONSTRATION_FILE_SIZE,
         pairs=PREFERENCE_FILES, n_rankings=RANKING_FILE_SIZE,

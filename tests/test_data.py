@@ -60,11 +60,15 @@ def test_problem_files_are_the_stages_problems():
     assert not {r["prompt"][0]["content"] for r in test} & {r["prompt"][0]["content"] for r in sample}
 
 
-def test_problems_card_quotes_the_measured_numbers():
+def test_problems_card_quotes_the_measured_numbers_from_the_reference_results():
+    from labkit import reference
+
     card = (data.DATASETS_DIR / "problems" / "README.md").read_text()
     assert card == data._problems_card()
-    for value in data.PROBLEMS_CPU.values():
-        assert f"{value:.1%}" in card
+    for name in data.PROBLEMS_FIGURES.values():
+        assert f"{reference.figure(name):.1%}" in card, name
+    gold = reference.figure(data.SFT_GOLD_REWARD)
+    assert f"{gold:.2f}, in the reference run" in (data.DATASETS_DIR / "preferences" / "README.md").read_text()
 
 
 def test_cards_are_their_templates_filled_in():

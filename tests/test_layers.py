@@ -15,11 +15,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
 LAYERS = [
     {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "lora", "colab"},
     {"world"},
-    {"data", "models", "metrics", "evaluate", "measure", "plots", "exercises"},
+    {"data", "models", "metrics", "evaluate", "measure", "plots", "reference", "exercises"},
     {"train"},
     {"stages"},
     {"pipeline"},
     {"experiments", "widgets", "bench"},
+    {"results"},
     {"cli", "__main__"},
 ]
 

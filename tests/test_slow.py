@@ -8,15 +8,21 @@ erases an effect fails. Run it with ``make test-slow``, which is
     LABKIT_PRESET=cpu LABKIT_TEST_KEEP_HOME=1 pytest -q -m slow --durations=0 tests
 
 ``LABKIT_TEST_KEEP_HOME=1`` keeps the cache in ``LABKIT_HOME`` (default ``~/.cache/labkit``): with the
-stages cached only the demonstrations train (10-11 min on 2 quiet cores); from an empty cache the
-whole pipeline trains first (16-18 min more; 26 min 30 s to 28 min 28 s in all, in four runs). Without it, ``tests/conftest.py`` gives the
+stages cached only the demonstrations train; from an empty cache the whole pipeline trains first (the
+reference run's times on 2 cores are in ``results/cpu.json``, ``seconds``). Without it, ``tests/conftest.py`` gives the
 tests a private, empty cache. Under any other preset than ``cpu`` these tests are skipped: their
 thresholds are the ``cpu`` preset's.
 
-Each threshold is derived from a number measured at the ``cpu`` preset, seed 0 (README, "What to
-expect", and the labs' own runs); the measured value stands in a comment beside it. Margins leave
-room for another CPU's floating-point rounding (sampled answers can differ) and for the sampling
-noise of the held-out sets, and fail a change that erases an effect.
+Two kinds of check. Each effect test asserts the direction of a lab's effect with a margin, derived
+from the reference run (``results/cpu.json``; the values stand in comments): margins leave room for
+another CPU's floating-point rounding (sampled answers can differ) and for the sampling noise of the
+held-out sets, and fail a change that erases an effect. Then the last test measures every
+demonstration the course quotes that the effect tests did not (:mod:`labkit.results`), writes the
+whole result into a temporary folder and compares it figure by figure with ``results/cpu.json``:
+exactly on the setup that measured the reference (same CPU, vector units, threads and library
+versions: the runs are deterministic there), within each figure's stated tolerance on another
+(``STAGE_ACROSS_MACHINES`` and each measurement's ``across_machines``), timings and memory within a
+factor of 2.5. A change that moves a figure must come with ``python -m labkit results`` and ``render``.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import time
 
 import pytest
 
-from labkit import checkpoint, pipeline, runtime
+from labkit import checkpoint, pipeline, reference, results, runtime
 from labkit.presets import get_preset
 
 pytestmark = [
@@ -37,6 +43,17 @@ pytestmark = [
 
 PRESET = get_preset("cpu")
 REPORT = runtime.repo_root() / "runs" / "slow-pipeline-cpu.json"
+MEASURED: dict[str, dict] = {}  # the demonstrations measured in this session, by name
+SECONDS: dict[str, float] = {}
+
+
+def demo(name: str) -> dict:
+    """The figures of the demonstration ``name`` (:data:`labkit.reference.MEASUREMENTS`), measured once per session."""
+    if name not in MEASURED:
+        began = time.perf_counter()
+        MEASURED[name] = results._plain(results.measurements()[name].run(PRESET))
+        SECONDS[name] = round(time.perf_counter() - began, 1)
+    return MEASURED[name]
 
 
 def _say(request, line: str) -> None:
@@ -48,7 +65,7 @@ def _say(request, line: str) -> None:
 
 @pytest.fixture(scope="session")
 def stages(request) -> dict:
-    """The whole ``cpu`` pipeline, built once (from an empty cache every stage trains: 16-18 min on 2 cores).
+    """The whole ``cpu`` pipeline, built once (from an empty cache every stage trains).
 
     Returns the report's ``stages``. Prints each stage's time as it is ready (the time it took to
     train, now or when it was cached) and the wall time of building them here.
@@ -160,88 +177,61 @@ def test_grpo_raises_word_problem_accuracy(stages):
 # ------------------------------------------------------------------------- lab 01: memorisation
 
 def test_lab01_memorisation_takes_train_loss_below_the_floor_while_validation_loss_rises(stages):
-    """Lab 01, section 7: the preset's tiny corpus, many passes over it (as the lab calls quick_run)."""
-    from labkit.experiments.pretraining import quick_run
-
-    demos = PRESET.pretrain_demos
-    _, _, memo, _ = quick_run(PRESET, n_train_docs=demos.memorise_docs, steps=demos.memorise_steps, progress=False)
+    """Lab 01, section 7: the preset's tiny corpus, many passes over it."""
+    m = demo("lab01_memorisation")
     floor = stages["pretrain"]["entropy_floor"]  # the lab's floor: 0.459 nats/token
-    lowest = min(h["val_loss"] for h in memo.history)
-    # measured: final train loss 0.013 nats/token, far below the floor of 0.459
-    assert memo.train_loss <= floor - 0.2, (
-        f"memorisation: training loss {memo.train_loss:.3f} is not 0.2 below the entropy floor {floor:.3f}")
-    # measured: validation loss lowest 1.887 (step 39 of 200), final 3.641: +1.75 nats
-    assert memo.val_loss >= lowest + 0.5, (
-        f"memorisation: validation loss ended at {memo.val_loss:.3f}, not 0.5 above its lowest {lowest:.3f}")
+    # reference: final train loss 0.013 nats/token, far below the floor
+    assert m["final_train_loss"] <= floor - 0.2, (
+        f"memorisation: training loss {m['final_train_loss']:.3f} is not 0.2 below the entropy floor {floor:.3f}")
+    # reference: validation loss lowest 1.887, final 3.641: +1.75 nats
+    assert m["final_val_loss"] >= m["lowest_val_loss"] + 0.5, (
+        f"memorisation: validation loss ended at {m['final_val_loss']:.3f}, not 0.5 above its lowest "
+        f"{m['lowest_val_loss']:.3f}")
 
 
 # ------------------------------------------- lab 02: forgetting, data imbalance, label noise
 
 def test_lab02_a_second_fine_tuning_makes_the_model_forget_the_first_tasks(stages):
     """Lab 02's forgetting demo: three tasks, then arithmetic only, scored on all four before and after."""
-    from labkit.experiments import instruction as demos
-    from labkit.world import tasks
-
-    n, seed = PRESET.sft_demos.per_category, PRESET.world_seed
-    first_tasks = ("classify", "rewrite", "brainstorm")
-    first = tasks.task_split("train", n, seed, first_tasks)
-    then = tasks.task_split("train", n, seed, ("arithmetic",))
-    held_out = tasks.task_split("validation", PRESET.sft_demos.eval_per_category, seed, (*first_tasks, "arithmetic"))
-    stage_a = demos.demo_run(first, held_out, PRESET, progress=False)
-    stage_b = demos.demo_run(then, held_out, PRESET, model=stage_a.outputs["model"],
-                             tokenizer=stage_a.outputs["tokenizer"], progress=False)
-    before = stage_a.outputs["summary"]["exact_match"][list(first_tasks)]
-    after = stage_b.outputs["summary"]["exact_match"][list(first_tasks)]
-    # measured: the first tasks 80 %, 100 %, 100 % (mean 93.3 %) -> 0 %, 0 %, 0 % after arithmetic only
-    assert after.mean() <= before.mean() - 0.5, (
-        f"forgetting: the first tasks' exact match went only from {before.mean():.1%} to {after.mean():.1%} "
-        f"(per task before {before.round(3).to_dict()}, after {after.round(3).to_dict()})")
+    m = demo("lab02_forgetting")
+    before, after = m["before"]["first_tasks_exact_match"], m["after"]["first_tasks_exact_match"]
+    # reference: the first tasks 93.3 % on average -> 0 % after arithmetic only
+    assert after <= before - 0.5, f"forgetting: the first tasks' exact match went only from {before:.1%} to {after:.1%} ({m})"
 
 
 def test_lab02_a_smaller_share_of_the_data_teaches_a_task_worse(stages):
     """Lab 02's imbalance panel at the two shares the lab trains: 10 % and 50 % arithmetic."""
-    from labkit.experiments.instruction import imbalance_experiment
-
-    skewed, even = (imbalance_experiment(share, PRESET).row for share in (0.1, 0.5))
-    # measured: arithmetic 0 % with a 10 % share, 22 % with 50 % (50 held-out problems each)
-    assert skewed["arithmetic"] <= even["arithmetic"] - 0.10, (
-        f"imbalance: arithmetic with a 10 % share scored {skewed['arithmetic']:.1%}, with 50 % "
-        f"{even['arithmetic']:.1%}; the minority task should lose at least 10 points")
-    # measured: classify 66 % with a 90 % share, 24 % with 50 %
-    assert even["classify"] <= skewed["classify"] - 0.20, (
-        f"imbalance: classify with a 90 % share scored {skewed['classify']:.1%}, with 50 % {even['classify']:.1%}; "
-        "its smaller share should cost at least 20 points")
+    m = demo("lab02_imbalance")
+    skewed, even = m["arithmetic_share_10"], m["arithmetic_share_50"]
+    # reference: arithmetic 0 % with a 10 % share, 22 % with 50 % (50 held-out problems each)
+    assert skewed["arithmetic_exact_match"] <= even["arithmetic_exact_match"] - 0.10, (
+        f"imbalance: the minority task should lose at least 10 points ({m})")
+    # reference: classify 66 % with a 90 % share, 24 % with 50 %
+    assert even["classify_exact_match"] <= skewed["classify_exact_match"] - 0.20, (
+        f"imbalance: classify's smaller share should cost at least 20 points ({m})")
 
 
 def test_lab02_wrong_labels_cost_more_than_fewer_clean_examples(stages):
-    """Lab 02's quality-vs-quantity runs, as the lab calls them: a quarter of the examples clean, all
-    of them with half the answers wrong, all of them clean (each run the same number of steps)."""
-    from labkit.experiments.instruction import noise_experiment
-
-    n = PRESET.sft_demos.per_category
-    small_clean = noise_experiment(max(1, n // 4), 0.0, PRESET).row["exact_match"]
-    noisy = noise_experiment(n, 0.5, PRESET).row["exact_match"]
-    clean = noise_experiment(n, 0.0, PRESET).row["exact_match"]
-    seen = f"({n // 4} clean {small_clean:.1%}, {n} half wrong {noisy:.1%}, {n} clean {clean:.1%})"
-    # measured: 93.3 % clean against 58.0 % with half the answers wrong (150 held-out examples)
-    assert noisy <= clean - 0.15, f"label noise: half the answers wrong should cost at least 15 points {seen}"
-    # measured: 500 clean examples 76.0 % against 2,000 half-wrong 58.0 %
-    assert small_clean >= noisy + 0.08, f"label noise: the small clean set should beat the large noisy one {seen}"
+    """Lab 02's quality-vs-quantity runs: a quarter of the examples clean, all of them with half the
+    answers wrong, all of them clean (each run the same number of steps)."""
+    m = demo("lab02_noise")
+    small_clean, noisy, clean = (m[k]["exact_match"] for k in ("small_clean", "large_noisy", "large_clean"))
+    # reference: 93.3 % clean against 58.0 % with half the answers wrong (150 held-out examples)
+    assert noisy <= clean - 0.15, f"label noise: half the answers wrong should cost at least 15 points ({m})"
+    # reference: a quarter of the examples, clean, 76.0 % against all of them half wrong 58.0 %
+    assert small_clean >= noisy + 0.08, f"label noise: the small clean set should beat the large noisy one ({m})"
 
 
 # ------------------------------------------------------------------- lab 03: the LoRA rank sweep
 
 def test_lab03_lora_rank_1_costs_accuracy_rank_8_nearly_matches_full_fine_tuning(stages):
-    """Lab 03's sweep: full fine-tuning and LoRA ranks 1 and 8 from the same pretrained weights, data,
-    steps and seed (the lab also runs rank 32, left out here to save its 90 s)."""
-    from labkit.experiments.instruction import lora_experiment
-
+    """Lab 03's sweep: full fine-tuning and each LoRA rank from the same pretrained weights, data, steps and seed."""
     assert {1, 8} <= set(PRESET.lora_sweep.ranks), "lab 03's sweep no longer runs ranks 1 and 8"
-    full, rank8, rank1 = (lora_experiment(rank, PRESET).row["exact_match"] for rank in (None, 8, 1))
+    m = demo("lab03_lora_sweep")
+    full, rank8, rank1 = (m[k]["exact_match"] for k in ("full", "rank_8", "rank_1"))
     seen = f"(full fine-tuning {full:.1%}, rank 8 {rank8:.1%}, rank 1 {rank1:.1%})"
-    # measured: rank 1 42.4 %, rank 8 74.8 %
+    # reference: rank 1 42.4 %, rank 8 74.8 %, full 79.6 %
     assert rank1 <= rank8 - 0.15, f"LoRA: rank 1 should trail rank 8 by at least 15 points {seen}"
-    # measured: rank 8 reaches 94 % of full fine-tuning's 79.6 %, and does not beat it
     assert rank8 >= 0.85 * full, f"LoRA: rank 8 should reach 85 % of full fine-tuning's exact match {seen}"
     assert rank8 <= full + 0.03, f"LoRA: rank 8 should not beat full fine-tuning by more than 3 points {seen}"
 
@@ -249,36 +239,30 @@ def test_lab03_lora_rank_1_costs_accuracy_rank_8_nearly_matches_full_fine_tuning
 # ------------------------------------------------- lab 04: calibration, accuracy against data
 
 def test_lab04_reward_model_is_calibrated(stages):
-    """Lab 04, section 6: the reward model's probabilities σ(s_a − s_b) against the gold probability,
-    in the lab's own table (2,000 held-out pairs, 10 bins of the prediction).
+    """Lab 04, section 6: the reward model's probabilities σ(s_a − s_b) against the gold probability
+    (2,000 held-out pairs, 10 bins of the prediction).
 
     The measure is the expected calibration error against the *gold* probability of each pair (the
     world knows it), weighted by the pairs in each bin: no label noise enters it, so it measures the
-    model. Measured 0.016. The bound, 0.04, fails a model whose scores are off in scale by a factor
+    model. Reference 0.016. The bound, 0.04, fails a model whose scores are off in scale by a factor
     of 1.5 (overconfident, like a model trained too long: 0.050 on the same pairs) or 2
     (underconfident, like one trained too little: 0.090); scores scaled by 0.75 would give 0.036.
     """
-    from labkit.train import reward as rm
-    from labkit.world import preferences as prefs
-
-    model, tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("reward", PRESET, progress=False))
-    table = rm.calibration_table(model, tokenizer, prefs.preference_pairs("test", PRESET.reward.eval_pairs))
-    error = float(((table["predicted"] - table["gold"]).abs() * table["pairs"]).sum() / table["pairs"].sum())
-    assert error <= 0.04, (
-        f"calibration: the reward model's probabilities are {error:.3f} from the gold probabilities on "
-        f"average (measured 0.016); bins:\n{table.round(3).to_string()}")
+    m = demo("lab04_calibration")
+    assert m["calibration_error"] <= 0.04, (
+        f"calibration: the reward model's probabilities are {m['calibration_error']:.3f} from the gold "
+        f"probabilities on average (reference 0.016); bins: {m['bins']}")
 
 
 def test_lab04_reward_model_accuracy_grows_with_training_pairs(stages):
     """Lab 04, section 7: the same training on the preset's smaller pair counts, then the stage's 16,000."""
-    from labkit.experiments.reward import reward_experiment
-
     counts = list(PRESET.reward_demos.pair_counts)
     assert counts == sorted(counts) and len(counts) >= 2, f"lab 04's pair counts changed: {counts}"
-    runs = [(n, reward_experiment(n, PRESET).row["accuracy"]) for n in counts]
+    m = demo("lab04_pair_counts")
+    runs = [(n, m[f"pairs_{n}"]["accuracy"]) for n in counts]
     runs.append((PRESET.reward.train_pairs, stages["reward"]["accuracy"]))  # the stage also learns from policy pairs
     seen = ", ".join(f"{n:,} pairs {acc:.1%}" for n, acc in runs)
-    # measured: 250 pairs 63.0 %, 1,000 73.6 %, 4,000 79.3 %, the stage's 16,000 (+ policy pairs) 84.1 %;
+    # reference: 250 pairs 63.0 %, 1,000 73.6 %, 4,000 79.3 %, the stage's 16,000 (+ policy pairs) 84.1 %;
     # each step at least 4.8 points, 2,000 held-out pairs (one standard error ≈ 1 point)
     for (fewer, low), (more, high) in itertools.pairwise(runs):
         assert high >= low + 0.02, f"reward model: {more:,} pairs should beat {fewer:,} by 2 points ({seen})"
@@ -286,20 +270,62 @@ def test_lab04_reward_model_accuracy_grows_with_training_pairs(stages):
         f"reward model: {runs[-1][0] // runs[0][0]} times the pairs should add 15 points ({seen})")
 
 
+# ------------------------------------------------------- lab 05: over-optimising a weak proxy
+
+def test_lab05_optimising_a_weak_reward_model_hard_raises_the_proxy_and_then_loses_gold(stages):
+    """Lab 05's over-optimisation run: PPO against ``reward_naive`` with β = 0."""
+    m = demo("lab05_overoptimisation")
+    # reference: gold peaks at 0.82 (KL 1.5) and falls to −0.45 (KL 89); the proxy climbs from −1.27 to 1.54
+    assert m["final_gold"] <= m["peak_gold"] - 0.5, f"over-optimisation: gold did not fall 0.5 after its peak ({m})"
+    assert m["final_proxy"] >= m["start_proxy"] + 1.0, f"over-optimisation: the proxy did not climb by 1.0 ({m})"
+    assert m["final_kl"] >= 10 * m["peak_kl"], f"over-optimisation: the policy did not run far from the SFT policy ({m})"
+
+
 # ------------------------------------------------------------- lab 07: reward hacking by length
 
 def test_lab07_grpo_rewarded_for_length_alone_pads_answers_and_loses_accuracy(stages):
     """Lab 07's length-hacking run: the ``grpo`` stage's settings, rewarded for length instead of the
     right answer (one GRPO run; the correctness run is the cached stage)."""
-    from labkit.experiments.grpo import length_hacking
-
-    runs = length_hacking(PRESET)
-    length, right = runs["length"].row, runs["correctness"].row
+    m = demo("lab07_length_hacking")
+    length = m["length"]
     limit = PRESET.grpo.max_new_tokens
-    seen = (f"(length reward: {length['length']:.1f} tokens per answer, accuracy {length['accuracy']:.1%}; "
-            f"correctness reward: {right['accuracy']:.1%}; SFT {length['sft_accuracy']:.1%})")
-    # measured: 31.8 tokens per answer against the limit of 32 (the SFT policy: 5.8)
-    assert length["length"] >= 0.9 * limit, f"length hacking: answers did not grow to the {limit}-token limit {seen}"
-    # measured: held-out accuracy 45.2 % -> 15.4 %
+    # reference: 31.8 tokens per answer against the limit of 32 (the SFT policy: 5.8)
+    assert length["length"] >= 0.9 * limit, f"length hacking: answers did not grow to the {limit}-token limit ({m})"
+    # reference: held-out accuracy 45.2 % -> 15.4 %
     assert length["accuracy"] <= length["sft_accuracy"] - 0.15, (
-        f"length hacking: accuracy should fall at least 15 points below the SFT policy's {seen}")
+        f"length hacking: accuracy should fall at least 15 points below the SFT policy's ({m})")
+
+
+# ------------------------------------------------------------------------- lab 08: the race
+
+def test_lab08_every_method_in_the_race_beats_the_sft_policy(stages):
+    """Lab 08's race: every method trained or picked from the same SFT policy wins most held-out comparisons."""
+    m = demo("lab08_race")
+    wins = {method: row["win_rate"] for method, row in m.items() if "win_rate" in row and not method.startswith("SFT")}
+    assert len(wins) >= 8, f"the race lost methods: {sorted(m)}"
+    # reference: 77.6 % (GRPO + LoRA at PPO's budget) to 91.8 % (GRPO + LoRA, 200 steps)
+    assert min(wins.values()) >= 0.65, f"a method of the race does not beat the SFT policy clearly: {wins}"
+
+
+# ------------------------------------------------------------------- every figure, the reference
+
+def test_every_figure_repeats_the_reference(stages, request, tmp_path_factory):
+    """Measure every declared demonstration the tests above did not, write the whole result as
+    ``python -m labkit results`` would (in a temporary folder), and compare it with ``results/cpu.json``."""
+    old = reference.load("cpu")
+    assert old is not None, "results/cpu.json is missing: run `python -m labkit results --preset cpu`"
+    for name in results.measurements():
+        if name not in MEASURED:
+            _say(request, f"measuring {name} ...")
+        demo(name)
+    new = {"preset": "cpu", "seed": PRESET.seed, "machine": results.machine(), "versions": results.versions(),
+           "stages": stages, "demos": MEASURED, "seconds": {"demos": SECONDS}}
+    out = tmp_path_factory.mktemp("results") / "cpu.json"
+    results._write(out, new)
+    same = results.same_setup(new, old)
+    _say(request, f"results written to {out}; compared {'exactly (the reference setup)' if same else 'within each figure tolerance (another setup)'}")
+    problems = results.disagreements(new, old)
+    assert not problems, (
+        f"{len(problems)} figure(s) moved from results/cpu.json ({'same' if same else 'another'} setup):\n  "
+        + "\n  ".join(problems[:60]) + "\nIf the change is meant, measure again: python -m labkit results --preset cpu, "
+        "then python -m labkit results render")

@@ -4,15 +4,22 @@
 Each starts from the cached SFT policy (and, for PPO, a cached reward model) and calls
 :func:`labkit.stages.ppo.run_ppo` or :func:`labkit.stages.dpo.run_dpo`, the same recipe as the ``ppo`` and
 ``dpo`` stages, with some settings changed.
+
+The demonstrations whose figures the labs compare with a reference run are declared here as
+measurements (:func:`labkit.reference.measurement`): ``lab05_overoptimisation``, ``lab05_memory``,
+``lab06_small_beta`` and ``lab06_onpolicy``. Each runs what its lab runs, with the preset's settings,
+and turns the result into figures with the same functions the lab's cells call
+(:func:`overoptimisation_figures`, :func:`memory_figures`, :func:`dpo_figures`, and for the pairs'
+labels :func:`labkit.train.dpo.label_agreement`), under the names the cells show them by.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable
 
-from labkit import pipeline
+from labkit import pipeline, reference
 from labkit.experiments import Run
-from labkit.presets import Preset, get_preset
+from labkit.presets import Preset, get_preset, resolve_preset
 from labkit.stages.dpo import run_dpo
 from labkit.stages.ppo import run_ppo
 
@@ -99,3 +106,116 @@ def dpo_experiment(beta: float | None = None, rank: int | None = None, lr: float
 
 
 DPO_EXTRA = ("implicit_accuracy", "chosen_logratio", "rejected_logratio")  # DPO's own numbers in its row
+
+
+# ------------------------------------------------------------------- the figures the labs compare
+
+def overoptimisation_figures(evaluations: list[dict], best_of_n=None) -> dict:
+    """Lab 05's over-optimisation run in figures.
+
+    ``evaluations``: the run's held-out judgements (``run.evaluations``: the SFT policy at step 0,
+    then every ``eval_every`` iterations and the last), each with ``step``, ``heldout_gold``,
+    ``heldout_proxy`` and ``heldout_kl``. ``best_of_n``: :func:`labkit.evaluate.best_of_n`'s table on
+    the same reward model (its largest n is reported), or None. Returns the gold reward at the
+    start, at its peak (the first, if it peaks twice) with the KL and iteration there, and at the end
+    with the KL there; the proxy reward at the start and the end; and best-of-n's gold and proxy.
+    """
+    start, last = evaluations[0], evaluations[-1]
+    peak = max(evaluations, key=lambda e: e["heldout_gold"])  # max keeps the first of equal values
+    found = {"start_gold": start["heldout_gold"], "peak_gold": peak["heldout_gold"], "peak_kl": peak["heldout_kl"],
+             "peak_iteration": int(peak["step"]), "final_gold": last["heldout_gold"], "final_kl": last["heldout_kl"],
+             "start_proxy": start["heldout_proxy"], "final_proxy": last["heldout_proxy"]}
+    if best_of_n is not None:
+        top = best_of_n.iloc[-1]
+        found.update(best_of_n_gold=float(top["gold"]), best_of_n_proxy=float(top["proxy"]))
+    return {k: float(v) if k != "peak_iteration" else v for k, v in found.items()}
+
+
+MEMORY_FIGURES = ("added_MB", "peak_MB", "state_MB", "trainable_parameters", "parameters_in_memory")
+
+
+def memory_figures(rows: list[dict]) -> dict:
+    """Lab 05's memory comparison (rows of :func:`labkit.bench.ppo_memory`) in figures: ``full``
+    (rank 0) and ``lora`` (the other rank), each with :data:`MEMORY_FIGURES`."""
+    return {("full" if row["rank"] == 0 else "lora"): {k: row[k] for k in MEMORY_FIGURES} for row in rows}
+
+
+DPO_FIGURES = ("win_rate", "gold_reward", "kl", "implicit_accuracy", "chosen_logratio", "rejected_logratio")
+
+
+def dpo_figures(row: dict) -> dict:
+    """A DPO run's row (:func:`dpo_experiment`, or a DPO panel run) in figures: :data:`DPO_FIGURES`."""
+    return {k: float(row[k]) for k in DPO_FIGURES}
+
+
+def onpolicy_figures(world_pairs: list[dict], own_pairs: list[dict], row: dict) -> dict:
+    """Lab 06's off-policy vs on-policy comparison in figures: the share of each pair set's labels that
+    agree with the gold reward (:func:`labkit.train.dpo.label_agreement`), and the on-policy run's
+    :func:`dpo_figures` (the world pairs' run is the ``dpo`` stage)."""
+    from labkit.train.dpo import label_agreement
+
+    return {"world_label_accuracy": float(label_agreement(world_pairs)),
+            "onpolicy_label_accuracy": float(label_agreement(own_pairs)), **dpo_figures(row)}
+
+
+# ------------------------------------------------------------------------ the measurements
+# Each runs what its lab's cell runs, with the same settings; ``python -m labkit results`` stores the
+# figures under demos.<name> and the labs print a learner's run beside them.
+
+@reference.measurement("lab05_overoptimisation", lab="05", seconds=200,
+                       across_machines={"start_gold": 0.3, "start_proxy": 0.3, "peak_gold": 0.5,
+                                        "best_of_n_gold": 0.3, "best_of_n_proxy": 0.3})
+def lab05_overoptimisation(preset: Preset | str) -> dict:
+    """Lab 05, section 7: PPO against the ``reward_naive`` model at β = ``ppo_demos.overopt_beta`` for
+    ``ppo_demos.overopt_iterations`` iterations, judged on the held-out prompts every
+    ``overopt_eval_every``; beside it best-of-n (n up to ``ppo_demos.best_of_n``) from the SFT policy
+    on the same reward model. :func:`overoptimisation_figures` of the two."""
+    from labkit.evaluate import best_of_n
+    from labkit.world import preferences as prefs
+
+    preset = resolve_preset(preset)
+    demos = preset.ppo_demos
+    run = ppo_experiment(beta=demos.overopt_beta, preset=preset, reward_stage="reward_naive",
+                         iterations=demos.overopt_iterations, eval_every=demos.overopt_eval_every)
+    sft_policy, tokenizer, _ = pipeline.load("sft", preset)
+    bon = best_of_n(sft_policy, tokenizer, run.outputs["reward_model"], prefs.alignment_prompts("heldout"),
+                    max_n=demos.best_of_n, reward_tokenizer=run.outputs["reward_tokenizer"], seed=preset.seed,
+                    max_new_tokens=preset.sft.max_new_tokens, progress=False)
+    return overoptimisation_figures(run.outputs["run"].evaluations, bon)
+
+
+@reference.measurement("lab05_memory", lab="05", seconds=40,
+                       across_machines={"trainable_parameters": 0, "parameters_in_memory": 0})
+def lab05_memory(preset: Preset | str) -> dict:
+    """Lab 05, section 8: one PPO iteration with full fine-tuning and with LoRA of rank
+    ``ppo_demos.memory_rank``, each in a fresh process (:func:`labkit.bench.ppo_memory`)."""
+    from labkit import bench
+
+    preset = resolve_preset(preset)
+    return memory_figures(bench.ppo_memory(preset.name, ranks=(0, preset.ppo_demos.memory_rank)))
+
+
+@reference.measurement("lab06_small_beta", lab="06", seconds=65,
+                       across_machines={"win_rate": 0.10, "*accuracy*": 0.05, "gold_reward": 0.4})
+def lab06_small_beta(preset: Preset | str) -> dict:
+    """Lab 06, section 7: the DPO panel's first run, β = ``dpo_demos.panel_beta`` with the panel's other
+    sliders at the stage's settings (its LoRA rank and learning rate)."""
+    preset = resolve_preset(preset)
+    return dpo_figures(dpo_experiment(preset.dpo_demos.panel_beta, preset.dpo.lora_rank, preset.dpo.effective_lr,
+                                      preset).row)
+
+
+@reference.measurement("lab06_onpolicy", lab="06", seconds=85,
+                       across_machines={"world_label_accuracy": 1e-9, "onpolicy_label_accuracy": 0.03,
+                                        "win_rate": 0.10, "implicit_accuracy": 0.05, "gold_reward": 0.4})
+def lab06_onpolicy(preset: Preset | str) -> dict:
+    """Lab 06, section 8: DPO with the stage's settings on ``dpo.train_pairs`` pairs of the SFT policy's own
+    answers labelled by the ``reward`` model (:func:`onpolicy_pairs`), beside the world's pairs."""
+    from labkit.world import preferences as prefs
+
+    preset = resolve_preset(preset)
+    n = preset.dpo.train_pairs
+    world_pairs = prefs.preference_pairs("train", n, seed=preset.world_seed)
+    own_pairs = onpolicy_pairs(preset, n)
+    run = dpo_experiment(preset=preset, pairs=own_pairs, data="on-policy (reward-model labels)")
+    return onpolicy_figures(world_pairs, own_pairs, run.row)

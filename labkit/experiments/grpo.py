@@ -4,6 +4,12 @@ and GRPO against lab 04's reward model (:func:`grpo_on_reward_model`), for the r
 Lab 07's runs start from the cached ``sft_math`` policy (the SFT policy after learning the word
 problems from demonstrators who mostly skip the working) and call :func:`labkit.stages.grpo.run_grpo`,
 the ``grpo`` stage's recipe, with some settings changed.
+
+The demonstrations whose figures lab 07 quotes are declared here as measurements
+(:func:`labkit.reference.measurement`): where groups carry a signal (:func:`signal_check`), the
+``grpo`` stage's training curve, the run panel's G = 2 run and reward hacking by length. Each runs
+what the lab runs and returns its figures through the same ``*_figures`` function the lab calls to
+print them beside the reference.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from labkit import checkpoint, pipeline
+from labkit import checkpoint, pipeline, reference
 from labkit.experiments import Run
 from labkit.losses import grpo_advantages
 from labkit.presets import Preset, get_preset
@@ -111,6 +117,12 @@ def _groups(policy, tokenizer, rows: list[dict], answers: list[str], group_size:
             "mean_abs_advantage": float(advantages.abs().mean()), "samples": samples, "rewards": rewards}
 
 
+# signal_check's rows: the table's name of each kind of problem -> its key in the lab's figures
+SIGNAL_KINDS = {"one-step arithmetic, start 2-9 (SFT policy)": "one_step",
+                "one-step arithmetic, start 10-19 (SFT policy)": "shifted",
+                "word problems, 2-3 steps (sft_math policy)": "word_problems"}
+
+
 def signal_check(preset: Preset | None = None, *, group_size: int | None = None, n_prompts: int = 64,
                  progress: bool = False) -> pd.DataFrame:
     """How often a group of G sampled answers carries a learning signal, on three kinds of problem.
@@ -137,10 +149,10 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
     one_step = as_prompts(task_split("test", n_prompts, seed=preset.world_seed, categories=("arithmetic",)))
     shifted = as_prompts(shifted_arithmetic("test", n_prompts, seed=preset.world_seed))
     words = problem_rows(preset, "test", n_prompts)
-    cases = [("one-step arithmetic, start 2-9 (SFT policy)", sft_policy, sft_tokenizer, *one_step),
-             ("one-step arithmetic, start 10-19 (SFT policy)", sft_policy, sft_tokenizer, *shifted),
-             ("word problems, 2-3 steps (sft_math policy)", math_policy, math_tokenizer, words,
-              [r["answer"] for r in words])]
+    one_step_name, shifted_name, words_name = SIGNAL_KINDS
+    cases = [(one_step_name, sft_policy, sft_tokenizer, *one_step),
+             (shifted_name, sft_policy, sft_tokenizer, *shifted),
+             (words_name, math_policy, math_tokenizer, words, [r["answer"] for r in words])]
     table = []
     for name, policy, tokenizer, rows, answers in cases:
         found = _groups(policy, tokenizer, rows, answers, group_size, preset.seed, preset.sft_math.max_new_tokens)
@@ -148,6 +160,108 @@ def signal_check(preset: Preset | None = None, *, group_size: int | None = None,
                       "zero-variance groups": found["zero_variance_share"], "all right": found["all_right"],
                       "all wrong": found["all_wrong"], "mean |advantage|": found["mean_abs_advantage"]})
     return pd.DataFrame(table).set_index("problems")
+
+
+# ------------------------------------------------------------------------------- the figures lab 07 quotes
+
+def signal_figures(table: pd.DataFrame) -> dict:
+    """:func:`signal_check`'s table as figures, one entry per kind of problem (:data:`SIGNAL_KINDS`):
+    ``accuracy`` (share of right answers), the shares of groups all right, all wrong and either
+    (``zero_variance_share``), and the mean |advantage|."""
+    return {SIGNAL_KINDS[kind]: {"accuracy": float(row["accuracy"]), "all_right_share": float(row["all right"]),
+                                 "all_wrong_share": float(row["all wrong"]),
+                                 "zero_variance_share": float(row["zero-variance groups"]),
+                                 "mean_abs_advantage": float(row["mean |advantage|"])}
+            for kind, row in table.iterrows()}
+
+
+@reference.measurement("lab07_signal_check", lab="07", seconds=60,
+                       across_machines={"accuracy": 0.08, "*_share": 0.12, "mean_abs_advantage": 0.15})
+def signal_check_measured(preset) -> dict:
+    """Lab 07, section 4: :func:`signal_check` as the lab runs it (G of the preset, 64 problems per kind)."""
+    return signal_figures(signal_check(preset))
+
+
+CURVE_POINTS = 3  # logged steps averaged at each end of a training curve
+# a GRPO history's logged statistics (labkit.train.grpo.GRPO_LOG_KEYS) -> the names of their figures
+CURVE_FIGURES = {"reward": "reward", "reward_std": "reward_std", "zero_std_share": "zero_std_share",
+                 "length": "tokens", "correctness_reward": "right_share"}
+
+
+def curve_figures(history: list[dict], points: int = CURVE_POINTS) -> dict:
+    """Where a GRPO run's training curves (:func:`labkit.plots.grpo_curves`) start and end.
+
+    ``start`` and ``end``: the mean over the first and the last ``points`` logged steps of the
+    sampled answers' mean reward, its spread within groups (``reward_std``), the share of groups
+    whose answers all scored alike (``zero_std_share``), the answer length in tokens (``tokens``)
+    and, where it is logged, the share of right answers (``right_share``, the correctness reward's
+    mean: logged even when it is not rewarded)."""
+    figures: dict = {"start": {}, "end": {}}
+    for key, name in CURVE_FIGURES.items():
+        values = [h[key] for h in history if h.get(key) is not None]
+        if values:
+            k = min(points, len(values))
+            figures["start"][name] = sum(values[:k]) / k
+            figures["end"][name] = sum(values[-k:]) / k
+    return figures
+
+
+@reference.measurement("lab07_grpo_curves", lab="07", seconds=1,
+                       across_machines={"reward": 0.1, "reward_std": 0.1, "*_share": 0.1, "tokens": 3.0})
+def grpo_curves_measured(preset) -> dict:
+    """Lab 07, section 5: where the ``grpo`` stage's training curves start and end (read from the
+    cached stage: :func:`curve_figures` of its history)."""
+    return curve_figures(pipeline.metrics("grpo", preset)["history"])
+
+
+def run_figures(row: dict) -> dict:
+    """A GRPO run's held-out results (the stage's report keys, :data:`GRPO_RESULTS`) and its training
+    seconds, from its table row (:func:`grpo_experiment`'s, or the run panel's ``train_once``)."""
+    return {k: row[k] for k in (*GRPO_RESULTS, "train_seconds") if row.get(k) is not None}
+
+
+SMALL_GROUP = 2  # the G of the run panel's first run in lab 07
+
+
+@reference.measurement("lab07_small_group", lab="07", seconds=40,
+                       across_machines={"*accuracy": 0.1, "*_share": 0.12, "length": 3.0})
+def small_group(preset) -> dict:
+    """Lab 07, section 6: the run panel's first run, G = :data:`SMALL_GROUP` and the sliders' other
+    values (the preset's ε, β and μ), as ``panel.train_once(group_size=2)`` trains it."""
+    g = preset.grpo
+    return run_figures(grpo_experiment(SMALL_GROUP, g.eps, g.beta, preset=preset, iterations=g.iterations).row)
+
+
+HACKING_LIMIT = 0.9  # an answer length this share of max_new_tokens counts as "at the limit"
+
+
+def hacking_figures(runs: dict[str, Run], max_new_tokens: int) -> dict:
+    """:func:`length_hacking`'s two runs as figures, one entry per reward (``length``, ``correctness``).
+
+    Held out (greedy): ``accuracy``, ``length`` (words per answer), ``worked_share`` and the SFT
+    policy's (``sft_``) beside them. In training: :func:`curve_figures`' ``start`` and ``end``, and
+    ``limit_step``, the first logged step whose answers averaged at least :data:`HACKING_LIMIT` of
+    ``max_new_tokens`` tokens (left out where the run never got there)."""
+    figures = {}
+    for reward, run in runs.items():
+        m = run.outputs["metrics"]
+        found = {k: m[k] for k in ("accuracy", "sft_accuracy", "length", "sft_length", "worked_share",
+                                   "sft_worked_share")}
+        found.update(curve_figures(run.history))
+        at_limit = [h["step"] for h in run.history if (h.get("length") or 0) >= HACKING_LIMIT * max_new_tokens]
+        if at_limit:
+            found["limit_step"] = at_limit[0]
+        figures[reward] = found
+    return figures
+
+
+@reference.measurement("lab07_length_hacking", lab="07", seconds=130,
+                       across_machines={"*accuracy": 0.1, "*worked_share": 0.12, "*length": 3.0, "tokens": 3.0,
+                                        "right_share": 0.1})
+def length_hacking_measured(preset) -> dict:
+    """Lab 07, section 7: :func:`length_hacking` (the length-rewarded run; the correctness run is the
+    cached ``grpo`` stage), as the lab and ``tests/test_slow.py`` run it."""
+    return hacking_figures(length_hacking(preset), preset.grpo.max_new_tokens)
 
 
 # ------------------------------------------------------------------------------- GRPO on a learned reward

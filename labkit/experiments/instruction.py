@@ -3,6 +3,11 @@
 Every run starts from :func:`fresh_from_pretrained` (the cached pretraining stage with fresh
 embeddings for tokens it never saw), trains with :func:`labkit.train.sft.train_sft` and scores
 held-out examples by exact match.
+
+The demonstrations whose figures the course quotes are declared here as measurements
+(:func:`labkit.reference.measurement`): forgetting, imbalance and label noise (lab 02) and the
+LoRA rank sweep (lab 03). Each runs what the lab runs and returns its figures through the same
+``*_figures`` function the lab calls to print them beside the reference.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from labkit import checkpoint, pipeline, runtime
+from labkit import checkpoint, pipeline, reference, runtime
 from labkit.experiments import Run
 from labkit.lora import peft_lora
 from labkit.metrics import instruction_scores, score_summary, training_state_megabytes
@@ -52,6 +57,38 @@ def demo_run(train_rows: list[dict], eval_rows: list[dict], preset=None, *, mode
                outputs={"model": model, "tokenizer": tokenizer, "scores": scores, "summary": score_summary(scores)})
 
 
+# ------------------------------------------------------------------- catastrophic forgetting
+
+FORGETTING_FIRST = ("classify", "rewrite", "brainstorm")  # the tasks of the first fine-tuning
+FORGETTING_THEN = ("arithmetic",)                          # the task of the second, alone
+
+
+def forgetting_figures(stage_a: Run, stage_b: Run) -> dict:
+    """Exact match on each task after the first fine-tuning (``before``) and after the second
+    (``after``), with the mean over the first tasks (``first_tasks_exact_match``)."""
+    figures = {}
+    for when, run in (("before", stage_a), ("after", stage_b)):
+        exact = run.outputs["summary"]["exact_match"]
+        figures[when] = {f"{task}_exact_match": float(exact[task]) for task in (*FORGETTING_FIRST, *FORGETTING_THEN)}
+        figures[when]["first_tasks_exact_match"] = float(exact[list(FORGETTING_FIRST)].mean())
+    return figures
+
+
+@reference.measurement("lab02_forgetting", lab="02", seconds=90,
+                       across_machines={"first_tasks_exact_match": 0.1, "*exact_match": 0.15})
+def lab02_forgetting(preset) -> dict:
+    """Lab 02: fine-tune on :data:`FORGETTING_FIRST`, then on :data:`FORGETTING_THEN` alone; score
+    all four tasks on held-out examples after each."""
+    n, seed = preset.sft_demos.per_category, preset.world_seed
+    first = task_split("train", n, seed, FORGETTING_FIRST)
+    then = task_split("train", n, seed, FORGETTING_THEN)
+    held_out = task_split("validation", preset.sft_demos.eval_per_category, seed, (*FORGETTING_FIRST, *FORGETTING_THEN))
+    stage_a = demo_run(first, held_out, preset, progress=False)
+    stage_b = demo_run(then, held_out, preset, model=stage_a.outputs["model"], tokenizer=stage_a.outputs["tokenizer"],
+                       progress=False)
+    return forgetting_figures(stage_a, stage_b)
+
+
 # ---------------------------------------------------------------- lab 02's slider experiments
 
 def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = False) -> Run:
@@ -74,6 +111,22 @@ def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = 
                history=run.history)
 
 
+IMBALANCE_SHARES = (0.1, 0.5)  # the shares of arithmetic lab 02 trains (and the reference measures)
+
+
+def imbalance_figures(rows: list[dict]) -> dict:
+    """Each category's exact match at each share of arithmetic: ``arithmetic_share_10.classify_exact_match`` …
+    ``rows``: :func:`imbalance_experiment`'s rows (or the imbalance panel's)."""
+    return {f"arithmetic_share_{round(100 * row['arithmetic share'])}":
+            {f"{task}_exact_match": row[task] for task in ("arithmetic", "classify")} for row in rows}
+
+
+@reference.measurement("lab02_imbalance", lab="02", seconds=80, across_machines={"*exact_match": 0.15})
+def lab02_imbalance(preset) -> dict:
+    """Lab 02: the imbalance panel's two runs, at :data:`IMBALANCE_SHARES`."""
+    return imbalance_figures([imbalance_experiment(share, preset).row for share in IMBALANCE_SHARES])
+
+
 NOISE_CATEGORIES = ("classify", "rewrite", "brainstorm")
 
 
@@ -94,6 +147,27 @@ def noise_experiment(examples_per_category: int, wrong_share: float, preset=None
     return Run(row={"examples per category": examples_per_category, "wrong share": wrong_share,
                     "exact_match": float(run.outputs["summary"].loc["overall", "exact_match"]), **run.row},
                history=run.history)
+
+
+def noise_settings(preset) -> dict[str, tuple[int, float]]:
+    """Lab 02's three quality-vs-quantity runs, as (examples per category, share of wrong answers):
+    a quarter of the examples clean, all of them with half the answers wrong, all of them clean."""
+    n = preset.sft_demos.per_category
+    return {"small_clean": (max(1, n // 4), 0.0), "large_noisy": (n, 0.5), "large_clean": (n, 0.0)}
+
+
+def noise_figures(rows: dict[str, dict]) -> dict:
+    """Each run's examples per category and exact match; ``rows`` maps the names of
+    :func:`noise_settings` to :func:`noise_experiment`'s rows (or the noise panel's)."""
+    return {name: {"per_category_examples": row["examples per category"], "wrong_share": row["wrong share"],
+                   "exact_match": row["exact_match"]} for name, row in rows.items()}
+
+
+@reference.measurement("lab02_noise", lab="02", seconds=170, across_machines={"exact_match": 0.1})
+def lab02_noise(preset) -> dict:
+    """Lab 02: the three runs of :func:`noise_settings`."""
+    return noise_figures({name: noise_experiment(n, wrong, preset).row
+                          for name, (n, wrong) in noise_settings(preset).items()})
 
 
 def ambiguity_experiment(clear: bool, preset=None, progress: bool = True) -> Run:
@@ -150,3 +224,24 @@ def lora_experiment(rank: int | None, preset=None, *, progress: bool = False, ca
                     "training state MB": training_state_megabytes(total, trainable),
                     "peak GPU MB": torch.cuda.max_memory_allocated() / 1e6 if cuda else None},
                history=result.history, outputs={"model": model, "tokenizer": tokenizer})
+
+
+def lora_sweep_figures(rows: list[dict]) -> dict:
+    """Each run of the rank sweep (``full``, ``rank_1``, ``rank_8`` …): exact match, trainable
+    parameters, training seconds, the training state's MB and, on a GPU, the measured peak.
+    ``rows``: :func:`lora_experiment`'s rows (or the LoRA panel's)."""
+    figures = {}
+    for row in rows:
+        run = {"exact_match": row["exact_match"], "trainable_parameters": row["trainable parameters"],
+               "train_seconds": row["seconds"], "training_state_MB": row["training state MB"]}
+        if row.get("peak GPU MB") is not None:
+            run["peak_GPU_MB"] = row["peak GPU MB"]
+        figures["full" if row["rank"] == "full" else f"rank_{row['rank']}"] = run
+    return figures
+
+
+@reference.measurement("lab03_lora_sweep", lab="03", seconds=400,
+                       across_machines={"exact_match": 0.1, "trainable_parameters": 0})
+def lab03_lora_sweep(preset) -> dict:
+    """Lab 03: full fine-tuning, then LoRA at every rank of ``preset.lora_sweep.ranks``."""
+    return lora_sweep_figures([lora_experiment(rank, preset).row for rank in (None, *preset.lora_sweep.ranks)])

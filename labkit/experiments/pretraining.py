@@ -1,10 +1,19 @@
-"""Lab 01's small pretraining runs: a fresh model on part of the corpus, nothing cached."""
+"""Lab 01's small runs: fresh pretraining runs on part of the corpus (nothing cached), and the
+shortcut classifier.
+
+The demonstrations whose figures the course quotes are declared here as measurements
+(:func:`labkit.reference.measurement`): the memorisation run, the shortcut classifiers and the
+size sweep. Each runs what the lab runs and returns its figures through the same ``*_figures``
+function the lab calls to print them beside the reference.
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable
 
-from labkit import runtime
+from tqdm.auto import tqdm
+
+from labkit import reference, runtime
 from labkit.models import build_model, config_from_size, count_parameters
 from labkit.pipeline import pretrain_data
 from labkit.train.pretrain import pretrain
@@ -33,3 +42,95 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
     result = pretrain(model, data.train, data.val, cfg, seed=seed, callback=callback, progress=progress)
     result.parameters = count_parameters(model)
     return model, data.tokenizer, result, data.stats
+
+
+# ------------------------------------------------------------------------------- memorisation
+
+def memorisation_figures(run) -> dict:
+    """The memorisation run in numbers (nats/token): its final training loss, its lowest validation
+    loss and the step it was reached at, and its final validation loss."""
+    best = min(run.history, key=lambda h: h["val_loss"])
+    return {"final_train_loss": run.train_loss, "lowest_val_loss": best["val_loss"],
+            "lowest_val_step": best["step"], "final_val_loss": run.val_loss}
+
+
+@reference.measurement("lab01_memorisation", lab="01", seconds=80,
+                       across_machines={"final_train_loss": 0.05, "lowest_val_loss": 0.15, "final_val_loss": 0.4})
+def lab01_memorisation(preset) -> dict:
+    """Lab 01, section 7: a fresh model, many steps on the preset's tiny corpus (``pretrain_demos``)."""
+    demos = preset.pretrain_demos
+    _, _, run, _ = quick_run(preset, n_train_docs=demos.memorise_docs, steps=demos.memorise_steps, progress=False)
+    return memorisation_figures(run)
+
+
+# --------------------------------------------------------------------------- shortcut learning
+
+SHORTCUT_EVALUATED_ON = ("train", "test", "probe")  # the splits each shortcut classifier is scored on
+
+
+def shortcut_splits(preset) -> dict[str, list[dict]]:
+    """The four splits of :mod:`labkit.world.shortcut`, ``pretrain_demos.shortcut_examples`` each."""
+    from labkit.world import shortcut
+
+    n = preset.pretrain_demos.shortcut_examples
+    return {name: shortcut.shortcut_split(name, n, preset.world_seed) for name in shortcut.SPLITS}
+
+
+def shortcut_classifier(splits: dict[str, list[dict]], trained_on: str, preset, *, progress: bool = True):
+    """Lab 01, section 8: :func:`labkit.train.classify.train_classifier` on the split ``trained_on``
+    (``"train"``, where the format word is a shortcut, or ``"balanced"``), scored on
+    :data:`SHORTCUT_EVALUATED_ON`."""
+    from labkit.train import classify
+
+    return classify.train_classifier(splits[trained_on], steps=preset.pretrain_demos.shortcut_steps,
+                                     eval_sets={name: splits[name] for name in SHORTCUT_EVALUATED_ON},
+                                     seed=preset.seed, progress=progress)
+
+
+def shortcut_figures(with_shortcut, balanced) -> dict:
+    """Each classifier's final accuracy on each split: ``with_shortcut`` trained on ``train``,
+    ``balanced`` on ``balanced``."""
+    return {trained_on: {f"{name}_accuracy": run.final[name] for name in SHORTCUT_EVALUATED_ON}
+            for trained_on, run in (("with_shortcut", with_shortcut), ("balanced", balanced))}
+
+
+@reference.measurement("lab01_shortcut", lab="01", seconds=40, across_machines={"*accuracy*": 0.1})
+def lab01_shortcut(preset) -> dict:
+    """Lab 01, section 8: the classifier trained with the shortcut, then on balanced data."""
+    splits = shortcut_splits(preset)
+    return shortcut_figures(shortcut_classifier(splits, "train", preset, progress=False),
+                            shortcut_classifier(splits, "balanced", preset, progress=False))
+
+
+# ------------------------------------------------------------------------------ the size sweep
+
+def size_sweep(preset, *, progress: bool = True):
+    """Lab 01, section 9: one :func:`quick_run` per width in ``pretrain_demos.sweep_widths``, each
+    ``sweep_steps`` steps on the preset's corpus. A table indexed by ``d_model``: parameters, final
+    train and validation loss, the gap closed and the training seconds."""
+    import pandas as pd
+
+    from labkit.stages.pretrain import gap_closed
+
+    demos = preset.pretrain_demos
+    rows = []
+    for width in tqdm(demos.sweep_widths, desc="size sweep", disable=not progress):
+        _, _, run, stats = quick_run(preset, d_model=width, steps=demos.sweep_steps, progress=False)
+        rows.append({"d_model": width, "parameters": run.parameters, "train_loss": run.train_loss,
+                     "val_loss": run.val_loss, "gap_closed": gap_closed(run.val_loss, stats),
+                     "seconds": run.seconds})
+    return pd.DataFrame(rows).set_index("d_model")
+
+
+def size_sweep_figures(sweep) -> dict:
+    """The sweep's table as figures, one group per width: ``d_model_64.val_loss`` …"""
+    return {f"d_model_{width}": {key: row[key] for key in ("parameters", "train_loss", "val_loss", "gap_closed",
+                                                             "seconds")}
+            for width, row in sweep.to_dict("index").items()}
+
+
+@reference.measurement("lab01_size_sweep", lab="01", seconds=100,
+                       across_machines={"parameters": 0, "*loss": 0.1, "gap_closed": 0.03})
+def lab01_size_sweep(preset) -> dict:
+    """Lab 01, section 9: the size sweep."""
+    return size_sweep_figures(size_sweep(preset, progress=False))

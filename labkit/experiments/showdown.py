@@ -17,11 +17,17 @@ of the lab, even after a kernel restart, reads it back) and adds the open proble
 final answers:
 
 - **helpfulness vs safety** (:func:`aspects_by_place`): the two gold aspects at the workshop, the one
-  place whose right goods include sharp tools, beside every other place;
+  place whose right goods include sharp tools, beside every other place; each method's most common
+  answer there (:func:`workshop_answers`) and what the reward model pays for there
+  (:func:`reward_model_scores`);
 - **prompt instability** (:func:`instability`): do the four phrasings of one request get the same
   greedy answer, and how far apart are their gold rewards;
 - **a judge's difficulty** (:func:`judge_difficulty`): how often the noisy annotator of lab 04 (and
   the reward model) would pick the better of two policies' answers to the same prompt.
+
+The figures lab 08 quotes are declared as measurements (:func:`labkit.reference.measurement`): the
+race's table (``lab08_race``, one entry per method under :func:`method_key`) and the open problems
+(``lab08_open_problems``). The lab prints its own run beside them with :func:`beside_reference`.
 """
 from __future__ import annotations
 
@@ -30,12 +36,13 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from labkit import pipeline, runtime
+from labkit import pipeline, reference, runtime
 from labkit.presets import Preset, get_preset, resolve_preset
 from labkit.stages import RaceInputs, contenders
 from labkit.stages.grpo import budget_steps as grpo_steps  # lab 08 shows PPO's and GRPO's shared budget
@@ -242,3 +249,168 @@ def judge_difficulty(race: Showdown, pairs: list[tuple[str, str]] | None = None)
                      "annotator right": sum(annotator) / len(annotator) if annotator else float("nan"),
                      "reward model right": sum(model_right) / len(model_right) if model_right else float("nan")})
     return pd.DataFrame(rows).set_index("pair")
+
+
+def workshop_answers(race: Showdown, place: str = "workshop") -> pd.DataFrame:
+    """Each method's most common final answer at ``place``: the answer, its share of the method's
+    answers there, and its gold reward with both aspects."""
+    rows = {}
+    for method, answers in race.answers.items():
+        here = answers[answers["place"] == place]
+        texts = here["answer"].map(lambda a: " ".join(str(a).split()))
+        top = texts.value_counts().index[0]
+        first = here[texts == top].iloc[0]
+        rows[method] = {"most common answer": top, "share": float((texts == top).mean()), "gold": float(first["gold"]),
+                        "helpfulness": float(first["helpfulness"]), "safety": float(first["safety"])}
+    return pd.DataFrame(rows).T.rename_axis("method")
+
+
+# the workshop answers whose reward-model scores lab 08 reads: the best (two safe goods where three were
+# asked), a repeated safe good, a safe good three times, and the two safe goods with a sharp tool
+WORKSHOP_ANSWERS = ("ropes , boxes", "boxes , boxes", "ropes , ropes , ropes", "ropes , boxes , saws")
+
+
+def reward_model_scores(preset: Preset | str | None = None, answers: tuple[str, ...] = WORKSHOP_ANSWERS,
+                        place: str = "workshop") -> pd.DataFrame:
+    """What the race's reward model (the ``reward`` stage) thinks of ``answers`` at ``place``.
+
+    One row per answer: its gold reward, then the reward model's score of it as the answer to each
+    phrasing of ``place``'s held-out request (one column per phrasing)."""
+    from labkit.evaluate import reward_model_fn
+
+    preset = resolve_preset(preset)
+    requests = [p for p in prefs.alignment_prompts("heldout") if p["place"] == place]
+    model, tokenizer, _ = pipeline.load("reward", preset)
+    score = reward_model_fn(model, tokenizer)
+    table = {}
+    for answer in answers:
+        proxy = score(requests, [answer] * len(requests)).tolist()
+        table[answer] = {"gold": prefs.gold_reward(place, answer, requests[0]["count"]),
+                         **{r["prompt"][0]["content"]: float(v) for r, v in zip(requests, proxy)}}
+    return pd.DataFrame(table).T.rename_axis("answer")
+
+
+# ----------------------------------------------------------------------------- the figures lab 08 quotes
+
+def method_key(method: str) -> str:
+    """A method's key in the figures: its label with every run of characters other than letters and
+    digits as one underscore (``"GRPO + LoRA, long"`` -> ``"GRPO_LoRA_long"``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", method).strip("_")
+
+
+def _number(value):
+    """A table cell as a plain number, or None where it is missing (None, NaN)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    return value
+
+
+def _numbers(row: dict) -> dict:
+    """``row`` without its missing cells (figures are numbers or short strings, never None)."""
+    return {k: v for k, v in ((k, _number(v)) for k, v in row.items()) if v is not None}
+
+
+COUNTS = ("trainable_parameters", "answers_sampled")  # race columns that count things: whole numbers
+
+
+def race_figures(race: Showdown) -> dict:
+    """The race's table as figures: one entry per method (:func:`method_key`), its :data:`TABLE_COLUMNS`."""
+    figures = {method_key(method): _numbers(row.to_dict()) for method, row in race.table.iterrows()}
+    for row in figures.values():
+        row.update({k: int(row[k]) for k in COUNTS if k in row})
+    return figures
+
+
+@reference.measurement("lab08_race", lab="08", seconds=420,
+                       across_machines={"gold_reward": 0.35, "helpfulness": 0.35, "safety": 0.2, "proxy_reward": 0.4,
+                                        "win_rate": 0.06, "kl": 1.0, "trainable_parameters": 0,
+                                        "answers_sampled": 0})
+def race_measured(preset) -> dict:
+    """Lab 08, section 2: :func:`showdown` at ``preset``, run afresh (each method in its own process;
+    a race cached by the lab is not reused, so the figures are this measurement's), as :func:`race_figures`."""
+    return race_figures(showdown(preset, progress=False, fresh=True))
+
+
+def aspects_figures(race: Showdown, place: str = "workshop") -> dict:
+    """Per method: the mean helpfulness and safety of its final answers at ``place`` and elsewhere
+    (:func:`aspects_by_place`), and its most common answer there with its share and gold reward
+    (:func:`workshop_answers`)."""
+    by_place, top = aspects_by_place(race, place), workshop_answers(race, place)
+    return {method_key(method): _numbers({
+        "workshop_helpfulness": row[f"{place}: helpfulness"], "workshop_safety": row[f"{place}: safety"],
+        "elsewhere_helpfulness": row["elsewhere: helpfulness"], "elsewhere_safety": row["elsewhere: safety"],
+        "workshop_top_answer": top.loc[method, "most common answer"],
+        "workshop_top_answer_share": top.loc[method, "share"], "workshop_top_answer_gold": top.loc[method, "gold"]})
+        for method, row in by_place.iterrows()}
+
+
+def instability_figures(table: pd.DataFrame) -> dict:
+    """:func:`instability`'s table as figures: per method, the share of pairs of phrasings with the same
+    greedy answer and the mean gold spread."""
+    return {method_key(method): _numbers({"same_answer_share": row["same answer"], "gold_spread": row["gold spread"]})
+            for method, row in table.iterrows()}
+
+
+JUDGE_ROLES = ("sft_vs_top", "sft_vs_runner_up", "top_vs_runner_up")  # judge_difficulty's default pairs, in order
+
+
+def judge_figures(table: pd.DataFrame) -> dict:
+    """:func:`judge_difficulty`'s default pairs as figures, keyed by role (:data:`JUDGE_ROLES`: the SFT
+    policy against the method with the highest gold reward, against the runner-up, and those two
+    against each other): which methods (``pair``), the share of ties, the mean gold gap where they
+    differ, and how often the annotator and the reward model pick the better answer."""
+    return {role: _numbers({"pair": pair, "tie_share": row["ties"], "mean_gold_gap": row["mean |gold gap|"],
+                            "annotator_accuracy": row["annotator right"],
+                            "reward_model_accuracy": row["reward model right"]})
+            for role, (pair, row) in zip(JUDGE_ROLES, table.iterrows())}
+
+
+def scores_figures(table: pd.DataFrame) -> dict:
+    """:func:`reward_model_scores`' table as figures: per answer (:func:`method_key` of its text), its
+    gold reward and the lowest and highest reward-model score over the phrasings."""
+    return {method_key(answer): {"gold": float(row["gold"]), "reward_model_min": float(row.drop("gold").min()),
+                                 "reward_model_max": float(row.drop("gold").max())}
+            for answer, row in table.iterrows()}
+
+
+@reference.measurement("lab08_open_problems", lab="08", seconds=15,
+                       across_machines={"*helpfulness": 0.4, "*safety": 0.3, "same_answer_share": 0.15,
+                                        "gold_spread": 0.4, "tie_share": 0.15, "mean_gold_gap": 0.5,
+                                        "*_accuracy": 0.1, "reward_model_m*": 0.3, "gold": 0})
+def open_problems_measured(preset) -> dict:
+    """Lab 08, sections 4-6, measured on the race's final answers (:func:`showdown`, read back from
+    its cache after ``lab08_race``): helpfulness and safety by place, the reward model on the workshop's
+    answers, prompt instability and the judge's difficulty."""
+    race = showdown(preset, progress=False)
+    return {"aspects": aspects_figures(race), "workshop_scores": scores_figures(reward_model_scores(preset)),
+            "instability": instability_figures(instability(race)), "judge": judge_figures(judge_difficulty(race))}
+
+
+def beside_reference(figures: dict[str, dict], measurement: str, columns: list[str] | tuple[str, ...],
+                     names: dict[str, str] | None = None, preset: str = "cpu"):
+    """Your figures beside the reference's, as a table: one row per entry of ``figures`` (a method, a
+    pair…), for each of ``columns`` your value and the reference's (``demos.<measurement>.<row>.<column>``
+    in ``results/<preset>.json``), each written as :func:`labkit.reference.fmt` writes it ("—" where
+    one is missing). ``names``: how to show each row's key (default: the method a key stands for)."""
+    from labkit import plots
+    from labkit.presets import get_preset as active
+
+    names = names or {method_key(m): m for m in METHODS}
+    rows = {}
+    for key, mine in figures.items():
+        cells = {}
+        for column in columns:
+            name = f"demos.{measurement}.{key}.{column}"
+            label = plots.COLUMNS.get(column, (column.replace("_", " "),))[0]
+            cells[(label, "yours")] = reference.fmt(mine.get(column), name)
+            cells[(label, "reference")] = reference.fmt(reference.figure(name, preset), name)
+        rows[names.get(key, key)] = cells
+    table = pd.DataFrame(rows).T
+    data = reference.load(preset)
+    where = (f"reference: the {preset!r} preset's run (seed {data.get('seed', 0)})" if data is not None
+             else f"reference ({preset}): not measured yet")
+    return table.style.set_caption(f"your run ({active().name!r} preset) beside the {where}")

@@ -1,0 +1,180 @@
+"""The reference results (``results/``), the pages rendered from them, and a learner's run beside them."""
+import json
+import re
+
+import pytest
+
+from labkit import reference, results, runtime
+from labkit.cli import main
+
+ROOT = runtime.repo_root()
+
+
+# --------------------------------------------------------------------------- the committed pages
+
+def test_readme_and_docs_match_a_render_of_the_committed_results():
+    stale = results.stale()
+    assert not stale, (f"{', '.join(map(str, stale))} differ from a render of results/: run "
+                       "`python -m labkit results render` (and edit docs/templates/, not the rendered text)")
+
+
+def test_cli_check_agrees(capsys):
+    assert main(["results", "check"]) == 0
+    assert "match" in capsys.readouterr().out
+
+
+def test_every_readme_block_has_a_template_and_is_not_empty():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = results.BLOCK.findall(readme)
+    assert [name for _, name, _, _ in blocks] == ["headline"]
+    for _, name, body, _ in blocks:
+        assert (ROOT / results.TEMPLATES / f"{name}.md").exists()
+        assert re.search(r"\d", body), f"the README's {name} block holds no figure"
+
+
+def _outside_blocks(text: str) -> str:
+    return results.BLOCK.sub("", text)
+
+
+def test_the_readme_types_no_measured_figure_outside_its_rendered_blocks():
+    from test_markdown_figures import FIGURE, _key
+
+    allow = {}
+    for text in (ROOT / "tests" / "worked_figures" / "README.txt").read_text(encoding="utf-8").splitlines():
+        if text.strip() and not text.startswith("#"):
+            figure, _, why = text.partition("#")
+            assert why.strip(), f"say why {figure.strip()} may stand in the README"
+            allow[_key(figure.strip())] = why
+    typed = [m.group() for m in FIGURE.finditer(_outside_blocks((ROOT / "README.md").read_text(encoding="utf-8")))
+             if _key(m.group()) not in allow]
+    assert not typed, f"figures typed into the README outside its rendered blocks: {typed}"
+
+
+def test_the_reference_files_say_where_and_when_they_were_measured():
+    cpu = json.loads((ROOT / "results" / "cpu.json").read_text(encoding="utf-8"))
+    assert cpu["preset"] == "cpu" and cpu["seed"] == 0
+    assert {"cpu", "vector", "threads"} <= set(cpu["machine"]) and {"torch", "transformers", "trl"} <= set(cpu["versions"])
+    from labkit.stages import STAGES
+    assert set(cpu["stages"]) == set(STAGES)
+    assert set(cpu["demos"]) == set(results.measurements()), "results/cpu.json lacks a declared demonstration"
+    seeds = json.loads((ROOT / "results" / "cpu-seeds.json").read_text(encoding="utf-8"))
+    assert sorted(seeds["seeds"]) == ["0", "1", "2"]
+    for report in seeds["seeds"].values():
+        assert set(report["stages"]) == set(STAGES)
+    # seed 0 of the seeds file is the reference run's pipeline, figure for figure
+    assert seeds["seeds"]["0"]["stages"]["ppo"]["win_rate"] == cpu["stages"]["ppo"]["win_rate"]
+    low, high = seeds["ranges"]["stages.ppo.win_rate"]
+    assert low <= cpu["stages"]["ppo"]["win_rate"] <= high
+
+
+# ------------------------------------------------------------------------------ formats, ranges
+
+@pytest.mark.parametrize("name, value, written", [
+    ("stages.ppo.win_rate", 0.8919, "89.2 %"), ("stages.ppo.gold_reward", -0.6251, "\u22120.63"),
+    ("stages.pretrain.val_loss", 0.56264, "0.563"), ("stages.pretrain.parameters", 479616, "479,616"),
+    ("stages.sft.train_seconds", 163.1, "2 min 43 s"), ("stages.ppo.train_seconds", 47.4, "47 s"),
+    ("stages.dpo.chosen_logratio", -1.4991, "\u22121.50"), ("stages.sft_math.worked_share", 0.254, "25 %"),
+    ("demos.bench.stages.grpo.peak_MB", 861.4, "861 MB"), ("x.anything", None, "—"),
+])
+def test_a_figure_is_written_as_the_pages_write_it(name, value, written):
+    assert reference.fmt(value, name) == written
+
+
+def test_a_range_carries_its_unit_once_and_unknown_formats_are_refused():
+    assert reference.fmt_range(0.88, 0.904, "stages.ppo.win_rate") == "88.0–90.4 %"
+    assert reference.fmt_range(0.489, 0.563, "stages.pretrain.val_loss") == "0.489–0.563"
+    with pytest.raises(ValueError, match="unknown format 'pc'"):
+        reference.fmt(0.5, "win_rate", "pc")
+
+
+def test_ranges_span_the_seeds_numeric_figures_only():
+    seeds = {"0": {"stages": {"ppo": {"win_rate": 0.89, "note": "a"}}},
+             "1": {"stages": {"ppo": {"win_rate": 0.88, "note": "b"}}},
+             "2": {"stages": {"ppo": {"win_rate": 0.90}}}}
+    assert results.ranges(seeds) == {"stages.ppo.win_rate": [0.88, 0.90]}
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "cpu.json").write_text(json.dumps({"seed": 0, "stages": {"ppo": {"win_rate": 0.8919, "kl": 4.108}}}))
+    (tmp_path / "cpu-seeds.json").write_text(json.dumps({
+        "seeds": {"0": {"stages": {"ppo": {"win_rate": 0.8919}}}, "1": {"stages": {"ppo": {"win_rate": 0.88}}},
+                  "2": {"stages": {"ppo": {"win_rate": 0.904}}}},
+        "ranges": {"stages.ppo.win_rate": [0.88, 0.904]}}))
+    return tmp_path
+
+
+def test_templates_fill_figures_formats_ranges_and_single_seeds(folder):
+    figures = results.Figures(folder)
+    text = ("PPO wins {{ stages.ppo.win_rate }} (seeds 0–2: {{ seeds: stages.ppo.win_rate }}; seed 1 "
+            "{{seed1:stages.ppo.win_rate}}) at a KL of {{ stages.ppo.kl | f1 }}")
+    assert results.render_text(text, figures) == "PPO wins 89.2 % (seeds 0–2: 88.0–90.4 %; seed 1 88.0 %) at a KL of 4.1"
+
+
+def test_a_figure_missing_from_the_results_stops_the_render_with_its_name(folder):
+    with pytest.raises(ValueError, match=r"stages\.dpo\.win_rate is not in results/cpu\.json"):
+        results.render_text("DPO {{ stages.dpo.win_rate }}", results.Figures(folder), "t.md")
+    with pytest.raises(ValueError, match="no range"):
+        results.render_text("{{ seeds: stages.ppo.kl }}", results.Figures(folder))
+
+
+def test_a_readme_block_is_replaced_by_its_template_and_the_rest_kept(folder, tmp_path):
+    (tmp_path / "docs" / "templates").mkdir(parents=True)
+    (tmp_path / "docs" / "templates" / "headline.md").write_text("win rate {{ stages.ppo.win_rate }}\n")
+    readme = "intro 1\n<!-- results:headline -->\nold 50 %\n<!-- /results:headline -->\nend\n"
+    assert results.render_readme(readme, tmp_path, results.Figures(folder)) == (
+        "intro 1\n<!-- results:headline -->\nwin rate 89.2 %\n<!-- /results:headline -->\nend\n")
+    with pytest.raises(ValueError, match="no template"):
+        results.render_readme("<!-- results:other -->\n<!-- /results:other -->", tmp_path, results.Figures(folder))
+
+
+# ---------------------------------------------------------------------- your run beside the reference
+
+def test_a_line_shows_your_run_the_reference_and_the_seeds(folder, monkeypatch):
+    monkeypatch.setattr(reference, "results_dir", lambda: folder)
+    monkeypatch.setattr(reference, "_loaded", {})
+    assert reference.line("stages.ppo.win_rate", 0.88) == (
+        "win rate against SFT · your run: 88.0 % · reference (cpu, seed 0): 89.2 % · seeds 0–2: 88.0–90.4 %")
+    assert reference.line("stages.ppo.kl", None, label="KL") == "KL · reference (cpu, seed 0): 4.11"
+    assert reference.line("stages.dpo.kl", 1.7) == "KL to SFT · your run: 1.70 · reference (cpu): not measured yet"
+
+
+def test_show_says_when_the_preset_is_not_the_reference_s(folder, monkeypatch, capsys):
+    from labkit import presets
+
+    monkeypatch.setattr(reference, "results_dir", lambda: folder)
+    monkeypatch.setattr(reference, "_loaded", {})
+    monkeypatch.setattr(presets, "_active", presets.get_preset("smoke"))
+    reference.show([("stages.ppo.win_rate", 0.5)])
+    out = capsys.readouterr().out.splitlines()
+    assert "runs the 'smoke' preset" in out[0] and out[1].startswith("win rate against SFT · your run: 50.0 %")
+
+
+# ---------------------------------------------------------------------------------- comparing
+
+def test_compare_is_tight_on_the_same_machine_and_uses_stated_tolerances_elsewhere():
+    ref = {"stages": {"ppo": {"win_rate": 0.8919, "train_seconds": 47.0, "kl": 4.1}}}
+    ours = {"stages.ppo.win_rate": 0.8900, "stages.ppo.train_seconds": 60.0, "stages.ppo.kl": 4.1}
+    assert reference.compare(ours, ref, same_machine=True) == [
+        "stages.ppo.win_rate: 0.89, reference 0.8919 (tolerance 1e-06)"]
+    assert reference.compare(ours, ref, same_machine=False, tolerances={"stages.ppo": {"win_rate": 0.05}}) == []
+    assert reference.compare({"stages.ppo.win_rate": 0.70}, ref, same_machine=False,
+                             tolerances={"stages.ppo": {"win_rate": 0.05}})
+    slow = {"stages.ppo.train_seconds": 200.0}
+    assert "more than 2.5× apart" in reference.compare(slow, ref, same_machine=True)[0]
+
+
+def test_measurement_names_have_no_dots_and_every_one_belongs_to_a_lab_or_the_readme():
+    with pytest.raises(ValueError, match="no dots"):
+        reference.measurement("lab05.x", lab="05", seconds=1)
+    for name, m in results.measurements().items():
+        assert m.lab and m.seconds > 0 and callable(m.run), name
+
+
+def test_bad_seeds_and_unknown_demonstrations_are_refused_with_the_fix(capsys, tmp_path):
+    assert main(["results", "--seeds", "a,b"]) == 2
+    assert "whole numbers" in capsys.readouterr().err
+    assert main(["results", "--preset", "smoke", "--only", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert "no demonstration called nope" in capsys.readouterr().err
