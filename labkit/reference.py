@@ -128,8 +128,8 @@ FILTERS: dict[str, Callable[[Any], str]] = {
 
 # the default filter of a figure, by its last key (fnmatch patterns, first match wins)
 FORMATS: list[tuple[str, str]] = [
-    ("*seconds*", "s"), ("*_MB", "mb"), ("*parameters*", "int"), ("*tokens_per_s*", "int"),
-    ("steps", "int"), ("*iteration", "int"), ("*_step", "int"), ("iterations", "int"), ("*_examples", "int"), ("*_pairs", "int"), ("tokens_seen", "int"), ("answers_sampled", "int"),
+    ("seconds_per_step*", "f2"), ("*_seconds_per_step", "f2"), ("*seconds*", "s"), ("*_MB", "mb"), ("*parameters*", "int"), ("*tokens_per_s*", "int"),
+    ("steps", "int"), ("*iteration", "int"), ("*_step", "int"), ("iterations", "int"), ("*_examples", "int"), ("*_pairs", "int"), ("*_problems", "int"), ("tokens_seen", "int"), ("answers_sampled", "int"),
     ("win_rate", "pct"), ("*accuracy*", "pct"), ("exact_match", "pct"), ("*exact_match", "pct"),
     ("json_valid", "pct"), ("*_json_valid", "pct"), ("*ceiling*", "pct"), ("share_*", "pct"), ("gap_closed", "pct"),
     ("*_share", "pct0"), ("*_rate", "pct"),
@@ -140,6 +140,8 @@ FORMATS: list[tuple[str, str]] = [
 
 def default_filter(name: str) -> str:
     """The filter a figure is written with when none is named: by its last key (see :data:`FORMATS`)."""
+    if "seconds" in name.split(".")[:-1]:  # seconds.pipeline, seconds.demos.lab08_race
+        return "s"
     key = name.rsplit(".", 1)[-1]
     return next(f for pattern, f in FORMATS if fnmatch.fnmatchcase(key, pattern))
 
@@ -148,7 +150,9 @@ def fmt(value: Any, name: str = "", how: str | None = None) -> str:
     """``value`` written as the README and labs write the figure ``name`` (or with the filter ``how``)."""
     if value is None:
         return "—"
-    if isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+    if isinstance(value, str):
+        return FILTERS["date"](value) if how == "date" else value
+    if isinstance(value, float) and math.isnan(value):
         return str(value)
     how = how or default_filter(name)
     if how not in FILTERS:
@@ -159,10 +163,11 @@ def fmt(value: Any, name: str = "", how: str | None = None) -> str:
 def fmt_range(low: Any, high: Any, name: str = "", how: str | None = None) -> str:
     """``88.0–90.4 %``: a range written once with its unit."""
     a, b = fmt(low, name, how), fmt(high, name, how)
+    dash = " to " if b.startswith(MINUS) else "–"  # "−0.77 to −0.62", not "−0.77–−0.62"
     for unit in (" %", " s", " MB", " points"):
         if a.endswith(unit) and b.endswith(unit):
-            return f"{a[: -len(unit)]}–{b}"
-    return f"{a}–{b}"
+            return f"{a[: -len(unit)]}{dash}{b}"
+    return f"{a}{dash}{b}"
 
 
 # ------------------------------------------------------------------------- your run beside it
