@@ -326,8 +326,10 @@ def race_figures(race: Showdown) -> dict:
 
 
 @reference.measurement("lab08_race", lab="08", seconds=420,
-                       across_machines={"gold_reward": 0.35, "helpfulness": 0.35, "safety": 0.2, "proxy_reward": 0.4,
-                                        "win_rate": 0.06, "kl": 1.0, "trainable_parameters": 0,
+                       # as wide as the stages' (labkit.results.STAGE_ACROSS_MACHINES): the PPO + LoRA row is the
+                       # ppo stage, whose win rate moved 7.6 points and gold 0.55 on an AVX-512 machine
+                       across_machines={"gold_reward": 0.9, "helpfulness": 0.9, "safety": 0.5, "proxy_reward": 0.9,
+                                        "win_rate": 0.12, "kl": 3.0, "trainable_parameters": 0,
                                         "answers_sampled": 0})
 def race_measured(preset) -> dict:
     """Lab 08, section 2: :func:`showdown` at ``preset``, run afresh (each method in its own process;
