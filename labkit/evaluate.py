@@ -6,7 +6,8 @@
 - the **gold reward** (and its two aspects, helpfulness and safety), the truth we know and the
   policy never sees; the **proxy reward**, the reward model's score, when a reward model is given;
 - the **win rate** against a reference policy (the SFT model): the share of answers whose gold
-  reward beats the reference's answer to the same prompt, ties counting one half;
+  reward beats the reference's answer to the same prompt, ties counting one half; the reference's
+  answers are sampled independently of the policy's (:func:`reference_seed`);
 - the **KL divergence** to the reference, KL(π ‖ π_ref) = E_{y∼π}[log π(y|x) − log π_ref(y|x)],
   estimated on the policy's own samples: Σ_t log π(y_t | x, y_<t) − log π_ref(y_t | x, y_<t) per
   answer (stop token included), averaged;
@@ -14,8 +15,11 @@
   onto one answer).
 
 :func:`best_of_n` is the first, training-free alignment method: draw n answers from the SFT
-policy and keep the one the reward model likes best. Its KL to the SFT policy is known exactly,
-log n − (n − 1)/n (:func:`best_of_n_kl`), so proxy and gold reward can be drawn against it.
+policy and keep the one the reward model likes best. Its KL to the SFT policy is at most
+log n − (n − 1)/n (:func:`best_of_n_kl`, the formula usually quoted as exact; it is an upper bound,
+Beirami et al., 2024), reached only when the policy never repeats an answer.
+:func:`best_of_n_kl_estimate` computes the KL on the empirical distribution of the answers drawn,
+so best-of-n can be drawn against the same kind of sampled KL as the trained policies.
 """
 from __future__ import annotations
 
@@ -177,19 +181,33 @@ class PolicyEvaluation:
                                                         "win_rate", "kl", "length", "distinct")}, name=self.name)
 
 
+REFERENCE_SEED_SHIFT = 100_003   # the reference policy's sampling seed is the policy's plus this
+
+
+def reference_seed(seed: int) -> int:
+    """The seed the reference (SFT) policy samples with when a policy sampled with ``seed`` is judged.
+
+    Not ``seed`` itself: with the same seed both samplers draw the same random numbers, and
+    ``torch.multinomial`` then picks the same token wherever the two next-token distributions are
+    close, so the two answers would be coupled (a policy judged against itself would give the same
+    answer twice) and the win rate would not be the one defined, against an independent SFT answer.
+    """
+    return seed + REFERENCE_SEED_SHIFT
+
+
 def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, reward_model=None,
                     reward_tokenizer=None, samples_per_prompt: int = 4, seed: int = 0, max_new_tokens: int = 24,
                     batch_size: int = 128, name: str = "policy", progress: bool = True) -> PolicyEvaluation:
     """Sample ``samples_per_prompt`` answers per held-out prompt and judge them (see the module docstring).
 
-    ``reference`` (the SFT policy, same tokenizer) answers the same prompts with the same seed for
-    the win rate, and scores the policy's answers for the KL; without it both are ``None``. The
-    answers table then also holds the reference's answer, gold reward and (with a reward model)
-    proxy score for each prompt.
+    ``reference`` (the SFT policy, same tokenizer) answers the same prompts, sampled independently
+    of the policy (with :func:`reference_seed`), for the win rate, and scores the policy's answers
+    for the KL; without it both are ``None``. The answers table then also holds the reference's
+    answer, gold reward and (with a reward model) proxy score for each prompt. Every policy judged
+    with the same ``seed`` meets the same reference answers.
     """
-    settings = dict(n=samples_per_prompt, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    progress=progress)
-    samples = sample_answers(policy, tokenizer, prompts, desc=f"{name}: sampling", **settings)
+    settings = dict(n=samples_per_prompt, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    samples = sample_answers(policy, tokenizer, prompts, seed=seed, desc=f"{name}: sampling", **settings)
     table = gold_table(samples)
     proxy = None
     if reward_model is not None:
@@ -197,7 +215,8 @@ def evaluate_policy(policy, tokenizer, prompts: list[dict], reference=None, *, r
         proxy = float(table["proxy"].mean())
     wins = kl = None
     if reference is not None:
-        ref_samples = sample_answers(reference, tokenizer, prompts, desc="reference: sampling", **settings)
+        ref_samples = sample_answers(reference, tokenizer, prompts, seed=reference_seed(seed),
+                                     desc="reference: sampling", **settings)
         ref = gold_table(ref_samples)
         table["reference answer"], table["reference gold"] = ref["answer"].values, ref["gold"].values
         if reward_model is not None:
@@ -341,10 +360,53 @@ def gold_reward(prompts, completions, place, count, **_) -> list[float]:
 # ------------------------------------------------------------------------------------ best-of-n
 
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n ‖ π) = log n − (n − 1)/n nats, for answers with distinct scores (Stiennon et al., 2020)."""
+    """The upper bound log n − (n − 1)/n nats on KL(best-of-n ‖ π).
+
+    Stiennon et al. (2020) give it as the KL itself; Beirami et al. (2024) show it is an upper bound,
+    approached only when π spreads its answers so thinly that the n drawn are all different.
+    """
     if n < 1:
         raise ValueError(f"best-of-n needs n >= 1, got {n}")
     return math.log(n) - (n - 1) / n
+
+
+def best_of_n_kl_estimate(answers: list[str], scores, n: int) -> float:
+    """KL(best-of-n ‖ π) in nats on the empirical distribution of one prompt's sampled answers.
+
+    ``answers`` were drawn from π for one prompt, ``scores`` are the reward's score of each. With
+    the answers' distinct values sorted by score, best-of-n keeps a value of probability p whose
+    score is beaten by the rest with probability F⁻ exactly when all n draws score at most its score
+    and not all lower (Beirami et al., 2024): π_n = (F⁻ + p)ⁿ − (F⁻)ⁿ. Then KL = Σ π_n·log(π_n / p).
+    Repeated answers pull it below :func:`best_of_n_kl`; answers with equal scores count as one
+    value (best-of-n cannot tell them apart). With m answers drawn the estimate sees at most log m.
+    """
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    if len(answers) != len(scores) or not answers:
+        raise ValueError(f"need one score per answer and at least one answer, got {len(answers)} answers "
+                         f"and {len(scores)} scores")
+    score_of, count = {}, {}
+    for answer, score in zip(answers, scores):
+        score_of.setdefault(answer, round(float(score), 6))  # the same answer scored in two batches: one score
+        count[answer] = count.get(answer, 0) + 1
+    mass: dict[float, int] = {}
+    for answer, c in count.items():
+        mass[score_of[answer]] = mass.get(score_of[answer], 0) + c
+    kl, below = 0.0, 0.0
+    for score in sorted(mass):
+        p = mass[score] / len(answers)
+        kept = (below + p) ** n - below ** n
+        if kept > 0:
+            kl += kept * math.log(kept / p)
+        below += p
+    return kl
+
+
+def best_of_n_sampled_kl(answers: list[str], scores: list[float], per_prompt: int, n: int) -> float:
+    """:func:`best_of_n_kl_estimate` of each prompt's ``per_prompt`` consecutive answers, averaged over prompts."""
+    starts = range(0, len(answers), per_prompt)
+    return sum(best_of_n_kl_estimate(answers[i:i + per_prompt], scores[i:i + per_prompt], n)
+               for i in starts) / len(starts)
 
 
 def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: int = 64, reward_tokenizer=None,
@@ -354,7 +416,8 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: in
     Samples ``max_n`` answers per prompt once; for each n they are cut into ``max_n / n`` groups of
     n, the reward model's favourite of each group is kept, and its proxy (reward-model) and gold
     rewards are averaged over groups and prompts. Returns one row per n: ``n``, ``proxy``,
-    ``gold``, ``kl`` (the analytic KL to the policy, nats).
+    ``gold``, ``kl`` (KL to the policy in nats, :func:`best_of_n_kl_estimate` on each prompt's
+    ``max_n`` answers, averaged over prompts) and ``kl_bound`` (log n − (n − 1)/n).
     """
     if max_n < 1 or max_n & (max_n - 1):
         raise ValueError(f"max_n must be a power of two >= 1, got {max_n}")
@@ -368,7 +431,9 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: in
         groups_proxy, groups_gold = proxy.view(len(prompts), -1, n), gold.view(len(prompts), -1, n)
         pick = groups_proxy.argmax(-1, keepdim=True)
         rows.append({"n": n, "proxy": float(groups_proxy.gather(-1, pick).mean()),
-                     "gold": float(groups_gold.gather(-1, pick).mean()), "kl": best_of_n_kl(n)})
+                     "gold": float(groups_gold.gather(-1, pick).mean()),
+                     "kl": best_of_n_sampled_kl(samples.answers, proxy.flatten().tolist(), max_n, n),
+                     "kl_bound": best_of_n_kl(n)})
         n *= 2
     return pd.DataFrame(rows)
 

@@ -43,6 +43,8 @@ def stage_key(stage: str, preset: Preset) -> str:
     settings = dataclasses.asdict(preset)
     fields = {"stage": stage, "preset": {name: settings[name] for name in STAGES[stage].fields},
               "code": CODE_VERSION, "needs": [stage_key(s, preset) for s in STAGES[stage].needs]}
+    if STAGES[stage].version:  # 0 leaves the keys of stages that never changed alone
+        fields["version"] = STAGES[stage].version
     if runtime.processes() > 1:  # N processes give other numbers than one (float sums, sampling); one keeps its keys
         fields["processes"] = runtime.processes()
     blob = json.dumps(fields, sort_keys=True)

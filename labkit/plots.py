@@ -440,17 +440,20 @@ def calibration_figure(table, title: str = "Reward model calibration on held-out
 
 def best_of_n_figure(table, best: float | None = None,
                      title: str = "Best-of-n: proxy and gold reward vs KL to the SFT policy") -> go.Figure:
-    """Proxy (reward-model) and gold reward of best-of-n answers against the analytic KL, one point per n.
+    """Proxy (reward-model) and gold reward of best-of-n answers against their KL to the SFT policy,
+    one point per n.
 
-    ``table`` has columns ``n``, ``proxy``, ``gold``, ``kl`` (as :func:`labkit.evaluate.best_of_n`
-    returns). The two rewards have different units, so the proxy gets the right-hand axis. ``best``:
-    the best achievable gold reward, drawn as a line.
+    ``table`` has columns ``n``, ``proxy``, ``gold``, ``kl`` (estimated on the answers drawn) and
+    optionally ``kl_bound`` (log n − (n − 1)/n), as :func:`labkit.evaluate.best_of_n` returns; the
+    bound is shown in each point's label. The two rewards have different units, so the proxy gets
+    the right-hand axis. ``best``: the best achievable gold reward, drawn as a line.
     """
     rows = sorted(_rows(table), key=lambda r: r["n"])
-    fig = _figure(title, "KL(best-of-n ‖ SFT) = log n − (n − 1)/n (nats)", "gold reward (points per answer)",
+    fig = _figure(title, "KL(best-of-n ‖ SFT), on the answers drawn (nats)", "gold reward (points per answer)",
                   yaxis2=dict(title="proxy reward (reward-model score)", overlaying="y", side="right",
                               showgrid=False, automargin=True))
-    kl, labels = [r["kl"] for r in rows], [f"n = {r['n']}" for r in rows]
+    kl = [r["kl"] for r in rows]
+    labels = [f"n = {r['n']}" + (f" (bound {r['kl_bound']:.2f})" if "kl_bound" in r else "") for r in rows]
     fig.add_trace(go.Scatter(x=kl, y=[r["gold"] for r in rows], name="gold reward", mode="lines+markers+text",
                              text=labels, textposition="bottom right", line=dict(color=FLOOR_COLOR)))
     fig.add_trace(go.Scatter(x=kl, y=[r["proxy"] for r in rows], name="proxy reward (right axis)", yaxis="y2",
@@ -593,7 +596,8 @@ def reward_vs_kl_figure(evaluations: Sequence[Mapping], best_of_n=None, best: fl
                         title: str = "Over-optimisation: proxy and gold reward vs distance from the SFT policy") -> go.Figure:
     """Held-out gold (left axis) and proxy (right axis) reward of a policy as training moves it away
     from the SFT policy, one point per evaluation in training order; optionally best-of-n's gold and
-    proxy at its analytic KL, for comparison at the same distance. ``best``: the best achievable gold.
+    proxy at its KL (estimated on the answers drawn, as the policy's is on its samples), for
+    comparison at the same distance. ``best``: the best achievable gold.
 
     The x axis is √KL, as in Gao et al. (2022), "Scaling laws for reward model overoptimization":
     it spreads the small KLs of best-of-n and early PPO that a plain KL axis would crush.
@@ -740,33 +744,47 @@ def dpo_weight_figure(margin: float | None = None) -> go.Figure:
     return fig
 
 
-def sigmoid_slip_figure(u: float = 0.3) -> go.Figure:
-    """The lecture slide's slip: σ′(u) = σ(u)·σ(−u), what it differentiates, vs σ(−u) = d log σ(u)/du.
+def dpo_slide_gradient_figure(logratio_margin: float, beta: float) -> go.Figure:
+    """How hard DPO pushes one pair's two logits, against β: the true gradient and the slide as written.
 
-    DPO's loss is −log σ(u), so its gradient carries σ(−u); the slide's σ′(u) is smaller everywhere
-    (it peaks at ¼) and vanishes for pairs ranked badly wrong, exactly the ones DPO must fix. At
-    u = 0.3: σ′ = 0.244, σ(−u) = 0.426. The marked ``u`` is labelled with both values.
+    For a policy with one logit per answer, the gradient of L = −log σ(u) moves the chosen answer's
+    logit up and the rejected one's down by the same amount. With the policy held fixed, its
+    log-ratio difference m = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l) (``logratio_margin``,
+    lab 06: ``summary["logratio_margin"]`` of :func:`labkit.widgets.dpo_gradient_table`) gives the
+    margin u = β·m, and that amount is β·σ(−u) (autograd); the lecture's slide as written, which
+    drops the β of ∇r̂ = β·∇log π, gives σ(−u): 1/β times as much, so too much below β = 1 and too
+    little above. Both axes are logarithmic, so the factor 1/β is the vertical gap between the
+    curves; β runs over :data:`DPO_BETA_RANGE`, and ``beta`` is marked with both values.
     """
     def sig(x: float) -> float:
         return 1 / (1 + math.exp(-x))
 
-    xs = [i / 20 for i in range(-120, 121)]
-    fig = _figure("The slide's slip: dσ(u)/du = σ′(u) is not d log σ(u)/du = σ(−u)",
-                  "u = r̂_w − r̂_l (reward units)", "derivative with respect to u (per reward unit)")
-    fig.add_trace(go.Scatter(x=xs, y=[sig(-x) for x in xs], mode="lines", name="σ(−u) = d log σ(u)/du (the loss's)",
-                             line={"color": COLORS[0], "width": 3}))
-    fig.add_trace(go.Scatter(x=xs, y=[sig(x) * sig(-x) for x in xs], mode="lines",
-                             name="σ′(u) = σ(u)·σ(−u) (the slide's)",
-                             line={"color": COLORS[1], "width": 3, "dash": "dash"}))
-    right, slip = sig(-u), sig(u) * sig(-u)
-    text = [f"σ(−{u:g}) = {right:.3f}", f"σ′({u:g}) = {slip:.3f}"]
-    fig.add_trace(go.Scatter(x=[u, u], y=[right, slip], mode="markers", name=f"u = {u:g}", text=text,
+    low, high = DPO_BETA_RANGE
+    betas = [low * (high / low) ** (i / 200) for i in range(201)]
+    true = [b * sig(-b * logratio_margin) for b in betas]
+    written = [sig(-b * logratio_margin) for b in betas]
+    fig = _figure("The slide as written is off by the factor 1/β: σ(−u) where the gradient is β·σ(−u)",
+                  "β (KL strength, log scale)",
+                  "|∂L/∂θ| on each of the pair's two logits (nats, log scale)",
+                  xaxis={"type": "log"}, yaxis={"type": "log"})
+    fig.add_trace(go.Scatter(x=betas, y=true, mode="lines", name="β·σ(−u): the gradient (autograd)",
+                             line={"color": COLORS[0], "width": 3},
+                             hovertemplate="β = %{x:.3g}<br>push = %{y:.3g}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=betas, y=written, mode="lines", name="σ(−u): the slide as written (no β)",
+                             line={"color": COLORS[1], "width": 3, "dash": "dash"},
+                             hovertemplate="β = %{x:.3g}<br>push = %{y:.3g}<extra></extra>"))
+    weight = sig(-beta * logratio_margin)
+    right, slide = beta * weight, weight
+    text = [f"β·σ(−u) = {right:.3f} (the gradient)", f"σ(−u) = {slide:.3f} (the slide), 1/β = {slide / right:.3g} times as much"]
+    fig.add_trace(go.Scatter(x=[beta, beta], y=[right, slide], mode="markers", name=f"β = {beta:g}", text=text,
                              hovertemplate="%{text}<extra></extra>", marker={"size": 11, "color": COLORS[2]}))
-    for y, label, color, ax, ay in ((right, text[0], COLORS[0], 110, -70), (slip, text[1], COLORS[1], 160, -25)):
-        fig.add_annotation(x=u, y=y, text=label, showarrow=True, arrowhead=2, ax=ax, ay=ay,
-                           font={"color": color}, bgcolor="rgba(255,255,255,0.8)")
-    fig.add_vline(x=u, line={"color": "#444", "dash": "dot", "width": 1.5})
-    fig.update_yaxes(range=[0, 1.05])
+    for y, label, color, ay in ((right, text[0], COLORS[0], 40), (slide, text[1], COLORS[1], -40)):
+        fig.add_annotation(x=math.log10(beta), y=math.log10(y), text=label, showarrow=True, arrowhead=2, ax=90,
+                           ay=ay, font={"color": color}, bgcolor="rgba(255,255,255,0.8)")
+    bottom, top = min(true + written) / 1.5, max(true + written) * 1.5
+    fig.add_trace(go.Scatter(x=[1.0, 1.0], y=[bottom, top], mode="lines", name="β = 1: the two agree",
+                             line={"color": "#444", "dash": "dot", "width": 1.5}, hoverinfo="skip"))
+    fig.update_yaxes(range=[math.log10(bottom), math.log10(top)])
     return fig
 
 

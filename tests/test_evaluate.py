@@ -95,13 +95,21 @@ def test_win_rate_counts_ties_as_one_half():
     assert win_rate([2.0], [1.0]) == 1.0 and win_rate([1.0], [2.0]) == 0.0
 
 
-def test_a_policy_judged_against_itself_ties_everywhere_and_has_zero_kl(tok):
+def test_a_policy_judged_against_itself_meets_independent_answers_and_has_zero_kl(tok):
     model = _policy(tok, 0)
-    result = evaluate.evaluate_policy(model, tok, PROMPTS, model, samples_per_prompt=2, seed=0,
+    result = evaluate.evaluate_policy(model, tok, PROMPTS, model, samples_per_prompt=8, seed=0,
                                       max_new_tokens=6, progress=False)
-    assert result.win_rate == 0.5 and result.kl == pytest.approx(0.0, abs=1e-6)
     answers = result.answers
-    assert len(answers) == 2 * len(PROMPTS)
+    assert result.kl == pytest.approx(0.0, abs=1e-6)
+    # the reference's answers are drawn independently: the same seed would have given the same answers
+    same_seed = evaluate.sample_answers(model, tok, PROMPTS, n=8, seed=0, max_new_tokens=6).answers
+    assert same_seed == answers["answer"].tolist()
+    assert (answers["answer"] != answers["reference answer"]).mean() > 0.5
+    assert result.win_rate == win_rate(answers["gold"].tolist(), answers["reference gold"].tolist())
+    again = evaluate.evaluate_policy(model, tok, PROMPTS, model, samples_per_prompt=8, seed=0, max_new_tokens=6,
+                                     progress=False).answers
+    assert again["reference answer"].tolist() == answers["reference answer"].tolist()  # same seed, same reference
+    assert len(answers) == 8 * len(PROMPTS)
     assert result.gold_reward == pytest.approx(answers["gold"].mean())
     assert result.gold_reward == pytest.approx(result.helpfulness + result.safety)
     assert result.distinct == answers["answer"].nunique() / len(answers)
@@ -118,6 +126,46 @@ def test_best_of_n_kl_formula():
         evaluate.best_of_n_kl(0)
 
 
+def test_best_of_n_kl_estimate_approaches_the_bound_when_answers_never_repeat():
+    answers = [f"answer {i}" for i in range(4096)]
+    scores = torch.randn(4096, generator=torch.Generator().manual_seed(0)).tolist()
+    for n in (1, 2, 8, 64):
+        estimate = evaluate.best_of_n_kl_estimate(answers, scores, n)
+        assert estimate <= evaluate.best_of_n_kl(n) + 1e-12
+        assert estimate == pytest.approx(evaluate.best_of_n_kl(n), abs=0.01)
+
+
+def test_best_of_n_kl_stays_below_log_2_for_two_equally_likely_answers():
+    # Beirami et al.'s counterexample: best-of-n can only move all the mass onto the better answer
+    answers, scores = ["good", "bad"] * 50, [1.0, 0.0] * 50
+    for n in (2, 8, 32):
+        worse = 0.5 ** n  # the worse answer is kept only when all n draws are the worse one
+        exact = (1 - worse) * math.log((1 - worse) / 0.5) + worse * math.log(worse / 0.5)
+        assert evaluate.best_of_n_kl_estimate(answers, scores, n) == pytest.approx(exact)
+        assert exact < math.log(2)
+    assert evaluate.best_of_n_kl(8) > math.log(2)  # the formula overshoots
+
+
+def test_best_of_n_kl_estimate_matches_simulated_best_of_n():
+    # five answers of unequal probability (one tie in score between two of them): draw n, keep the
+    # best by score, many times, and compare the simulated KL with the formula's
+    gen = torch.Generator().manual_seed(0)
+    answers = ["a"] * 40 + ["b"] * 25 + ["c"] * 20 + ["d"] * 10 + ["e"] * 5
+    score = {"a": 0.0, "b": 2.0, "c": 1.0, "d": 1.0, "e": 3.0}
+    n, trials = 3, 200_000
+    draws = torch.randint(0, len(answers), (trials, n), generator=gen)
+    by_score = torch.tensor([score[a] for a in answers])
+    picked = by_score[draws].max(-1).values
+    p = {s: sum(score[a] == s for a in answers) / len(answers) for s in set(score.values())}
+    simulated = sum(float((picked == s).float().mean()) * math.log(float((picked == s).float().mean()) / q)
+                    for s, q in p.items() if (picked == s).any())
+    estimate = evaluate.best_of_n_kl_estimate(answers, [score[a] for a in answers], n)
+    assert estimate == pytest.approx(simulated, abs=0.01)
+    assert 0 < estimate < evaluate.best_of_n_kl(n)
+    with pytest.raises(ValueError, match="one score per answer"):
+        evaluate.best_of_n_kl_estimate(["a"], [], 2)
+
+
 def test_best_of_n_table_has_one_row_per_power_of_two_and_proxy_never_falls(tok):
     policy = _policy(tok, 0)
     config = tiny_llama_config(len(tok), 32, 1, 2, 64, 64, tok)
@@ -125,8 +173,11 @@ def test_best_of_n_table_has_one_row_per_power_of_two_and_proxy_never_falls(tok)
     torch.manual_seed(0)
     reward_model = LlamaForSequenceClassification(config).eval()
     table = evaluate.best_of_n(policy, tok, reward_model, PROMPTS, max_n=8, max_new_tokens=6, progress=False)
-    assert list(table.columns) == ["n", "proxy", "gold", "kl"] and table["n"].tolist() == [1, 2, 4, 8]
-    assert table["kl"].tolist() == pytest.approx([evaluate.best_of_n_kl(n) for n in (1, 2, 4, 8)])
+    assert list(table.columns) == ["n", "proxy", "gold", "kl", "kl_bound"] and table["n"].tolist() == [1, 2, 4, 8]
+    assert table["kl_bound"].tolist() == pytest.approx([evaluate.best_of_n_kl(n) for n in (1, 2, 4, 8)])
+    # the KL on the answers drawn: 0 at n = 1, growing with n, never above the bound
+    assert table["kl"].iloc[0] == 0.0 and table["kl"].is_monotonic_increasing
+    assert (table["kl"] <= table["kl_bound"] + 1e-12).all() and table["kl"].iloc[-1] > 0
     # the best of 2n answers scores at least as high as the best of either half
     assert table["proxy"].is_monotonic_increasing and table["proxy"].iloc[-1] > table["proxy"].iloc[0]
     everything = evaluate.evaluate_policy(policy, tok, PROMPTS, samples_per_prompt=8, max_new_tokens=6,

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from labkit import pipeline, reference, runtime
 from labkit.presets import Preset, get_preset, resolve_preset
-from labkit.stages import RaceInputs, contenders
+from labkit.stages import STAGES, RaceInputs, contenders
 from labkit.stages.grpo import budget_steps as grpo_steps  # lab 08 shows PPO's and GRPO's shared budget
 from labkit.world import preferences as prefs
 
@@ -130,6 +130,7 @@ def showdown_path(preset: Preset) -> "runtime.Path":
     settings = dataclasses.asdict(preset)
     blob = json.dumps({"sft": pipeline.stage_key("sft", preset), "reward": pipeline.stage_key("reward", preset),
                        "code": pipeline.CODE_VERSION, "methods": METHODS, "columns": TABLE_COLUMNS,
+                       "versions": {name: stage.version for name, stage in STAGES.items()},
                        **{k: settings[k] for k in ("ppo", "dpo", "grpo", "showdown", "seed", "world_seed")}},
                       sort_keys=True, default=str)
     return runtime.home() / preset.name / f"showdown-{hashlib.sha256(blob.encode()).hexdigest()[:10]}.json"

@@ -94,6 +94,9 @@ class Stage:
     lora_rank: Callable[[object], int] | None = None  # the LoRA rank it trains with (0 = full); None: no LoRA option
     comparisons: tuple[str, ...] = ()  # the bench's side-by-side comparisons measuring it opens
     contenders: tuple[Contender, ...] = ()  # its entries in lab 08's race
+    # bump when a change to this stage alone (how it trains or judges) should invalidate its cached
+    # checkpoints; pipeline.CODE_VERSION invalidates every stage's
+    version: int = 0
 
     def rank(self, preset) -> int:
         """The LoRA rank this stage trains with under ``preset`` (0: full fine-tuning, or no LoRA option)."""

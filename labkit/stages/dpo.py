@@ -99,5 +99,6 @@ register(Stage(
     report=("seconds", *PolicyRun.NUMBERS, "implicit_accuracy", "implicit_margin", "chosen_logratio",
             "rejected_logratio", "bayes_ceiling", "steps", "train_pairs", "lora_rank", "beta"),
     train=train_dpo_stage, bench=bench_dpo_slice, lora_rank=lambda preset: preset.dpo.lora_rank,
+    version=1,  # 1: the SFT answers its win rate meets are sampled independently of the policy's
     comparisons=("lora_vs_full",),
     contenders=(Contender("DPO", race_dpo), Contender("DPO + LoRA", race_dpo, lora=True))))

@@ -118,4 +118,5 @@ register(Stage(
     report=("seconds", *PolicyRun.NUMBERS, "sft_proxy_reward", "iterations", "lora_rank", "beta", "eps"),
     train=train_ppo_stage, bench=bench_ppo_slice, lora_rank=lambda preset: preset.ppo.lora_rank,
     comparisons=("lora_vs_full",),
+    version=1,  # 1: the SFT answers its win rate meets are sampled independently of the policy's
     contenders=(Contender("PPO", race_ppo), Contender("PPO + LoRA", race_ppo, lora=True))))

@@ -136,9 +136,11 @@ def bench_reward_naive_slice(preset: Preset, inputs: dict[str, Path], steps: int
 def best_of_n_curve(inputs: RaceInputs, sft) -> tuple[object, list[dict]]:
     """Best-of-n for n = 1, 2, 4, … up to ``preset.showdown.best_of_n``: for each of the SFT evaluation's
     answers, n fresh SFT answers of which the reward model keeps its favourite. Returns the evaluation
-    at the largest n (win rate against the SFT answers ``sft`` drew) and the curve over n (KL: the
-    analytic log n − (n − 1)/n)."""
-    from labkit.evaluate import PolicyEvaluation, best_of_n_kl, gold_table, proxy_scores, sample_answers
+    at the largest n (win rate against the reference answers every contender meets, ``sft``'s
+    ``reference gold``) and the curve over n (``kl``: estimated on each request's answers drawn,
+    :func:`labkit.evaluate.best_of_n_kl_estimate`; ``kl_bound``: log n − (n − 1)/n)."""
+    from labkit.evaluate import (PolicyEvaluation, best_of_n_kl, best_of_n_sampled_kl, gold_table, proxy_scores,
+                                 sample_answers)
     from labkit.metrics import win_rate
 
     preset, heldout = inputs.preset, prefs.alignment_prompts("heldout")
@@ -155,10 +157,12 @@ def best_of_n_curve(inputs: RaceInputs, sft) -> tuple[object, list[dict]]:
         picked = table.iloc[best].reset_index(drop=True)
         curve.append({"step": n, "n": n, "gold": float(picked["gold"].mean()),
                       "helpfulness": float(picked["helpfulness"].mean()), "safety": float(picked["safety"].mean()),
-                      "proxy": float(picked["proxy"].mean()), "kl": best_of_n_kl(n),
-                      "win_rate": win_rate(picked["gold"].tolist(), sft.answers["gold"].tolist())})
+                      "proxy": float(picked["proxy"].mean()),
+                      "kl": best_of_n_sampled_kl(drawn.answers, table["proxy"].tolist(), per_prompt * n_max, n),
+                      "kl_bound": best_of_n_kl(n),
+                      "win_rate": win_rate(picked["gold"].tolist(), sft.answers["reference gold"].tolist())})
         n *= 2
-    picked["reference gold"] = sft.answers["gold"].values
+    picked["reference gold"] = sft.answers["reference gold"].values
     last = curve[-1]
     return PolicyEvaluation(name="best-of-n", gold_reward=last["gold"], helpfulness=last["helpfulness"],
                             safety=last["safety"], proxy_reward=last["proxy"], win_rate=last["win_rate"],
@@ -174,6 +178,7 @@ def race_best_of_n(inputs: RaceInputs, rank: int = 0) -> PolicyRun:
     final, curve = best_of_n_curve(inputs, sft)
     return PolicyRun.judged("best-of-n", final, prefs.alignment_prompts("heldout"),
                             train_seconds=time.perf_counter() - start, evaluations=curve,
+                            extra={"kl_bound": curve[-1]["kl_bound"]},
                             outputs={"policy": inputs.reference, "tokenizer": inputs.tokenizer})
 
 
