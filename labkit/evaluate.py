@@ -24,6 +24,7 @@ so best-of-n can be drawn against the same kind of sampled KL as the trained pol
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -441,8 +442,27 @@ def best_of_n(policy, tokenizer, reward_model, prompts: list[dict], *, max_n: in
 # ------------------------------------------------------------------------------ verifiable problems
 
 def shows_working(answer: str) -> bool:
-    """Whether an answer to a word problem writes out at least one step (``7 + 5 = 12``) before its result."""
+    """Whether an answer to a word problem writes out at least one step (``7 + 5 = 12``) before its result.
+
+    A crude test, an ``=`` anywhere: it says nothing of whether the steps are right
+    (:func:`right_working` does)."""
     return "=" in answer
+
+
+STEP = re.compile(r"(\d+)\s*([+-])\s*(\d+)\s*=\s*(\d+)")  # one written step of working: "7 + 5 = 12"
+
+
+def working_steps(text: str) -> list[tuple[int, str, int, int]]:
+    """The steps ``a ± b = c`` written in ``text``, in order, as ``(a, sign, b, c)``."""
+    return [(int(a), sign, int(b), int(c)) for a, sign, b, c in STEP.findall(text)]
+
+
+def right_working(answer: str, solution: str) -> bool:
+    """Whether an answer writes out the problem's working, step for step and every step right: its
+    steps are exactly those of the worked ``solution`` (the world's, :func:`labkit.world.problems.problem`),
+    in order. A bare ``#### 9`` or a string of wrong sums fails, however many ``=`` it writes."""
+    steps = working_steps(answer)
+    return bool(steps) and steps == working_steps(solution)
 
 
 @dataclass
@@ -451,13 +471,15 @@ class ProblemEvaluation:
 
     accuracy: float               # greedy answer's final number is right (share of problems)
     sampled_accuracy: float       # one answer sampled at temperature 1 per problem is right
-    worked_share: float           # share of sampled answers that show their working
+    worked_share: float           # share of sampled answers that show working (an "=": :func:`shows_working`)
     length: float                 # mean words of the sampled answers
     answers: pd.DataFrame         # per problem: prompt, answer, greedy, sampled, right_greedy, right_sampled
+    right_working_share: float | None = None  # sampled answers whose working is the solution's (:func:`right_working`)
 
     def summary(self) -> dict:
         return {"accuracy": self.accuracy, "sampled_accuracy": self.sampled_accuracy,
-                "worked_share": self.worked_share, "length": self.length}
+                "worked_share": self.worked_share, "right_working_share": self.right_working_share,
+                "length": self.length}
 
 
 def evaluate_problems(policy, tokenizer, rows: list[dict], *, max_new_tokens: int = 32, seed: int = 0,
@@ -480,8 +502,12 @@ def evaluate_problems(policy, tokenizer, rows: list[dict], *, max_new_tokens: in
                           "answer": [str(r["answer"]) for r in rows], "greedy": greedy, "sampled": sampled})
     table["right_greedy"] = [same_number(extract_final_answer(g), a) for g, a in zip(greedy, table["answer"])]
     table["right_sampled"] = [same_number(extract_final_answer(s), a) for s, a in zip(sampled, table["answer"])]
+    right_share = None
+    if all("solution" in r for r in rows):  # the world's problems carry their worked solution
+        table["right_working"] = [right_working(s, r["solution"]) for s, r in zip(sampled, rows)]
+        right_share = float(table["right_working"].mean()) if len(rows) else None
     return ProblemEvaluation(accuracy=float(table["right_greedy"].mean()),
                              sampled_accuracy=float(table["right_sampled"].mean()),
                              worked_share=float(sum(map(shows_working, sampled)) / max(1, len(sampled))),
                              length=float(sum(len(s.split()) for s in sampled) / max(1, len(sampled))),
-                             answers=table)
+                             answers=table, right_working_share=right_share)

@@ -295,14 +295,16 @@ COLUMNS = {
     "pairs": ("pairs", "{}"), "method": ("method", "{}"),
     "gold_reward": ("gold", "{:.2f}"), "sft_gold_reward": ("SFT gold", "{:.2f}"), "helpfulness": ("helpfulness", "{:.2f}"),
     "safety": ("safety", "{:.2f}"), "proxy_reward": ("proxy", "{:.2f}"), "win_rate": ("win rate", "{:.1%}"),
-    "kl": ("KL", "{:.2f}"), "train_seconds": ("train seconds", "{:.1f}"), "peak_MB": ("peak MB", "{:,.0f}"),
+    "win_low": ("win rate, 95 % low", "{:.1%}"), "win_high": ("win rate, 95 % high", "{:.1%}"),
+    "gold_low": ("gold, 95 % low", "{:.2f}"), "gold_high": ("gold, 95 % high", "{:.2f}"),
+    "kl": ("KL", "{:.2f}"), "kl_bound": ("KL bound", "{:.2f}"), "train_seconds": ("train seconds", "{:.1f}"), "peak_MB": ("peak MB", "{:,.0f}"),
     "trainable_parameters": ("trainable parameters", "{:,.0f}"),
     "answers_sampled": ("answers sampled in training", "{:,.0f}"),
     "implicit_accuracy": ("implicit accuracy", "{:.1%}"), "chosen_logratio": ("Δ log π chosen", "{:+.2f}"),
     "rejected_logratio": ("Δ log π rejected", "{:+.2f}"),
     "accuracy": ("accuracy", "{:.1%}"), "sft_accuracy": ("SFT accuracy", "{:.1%}"),
     "sampled_accuracy": ("sampled accuracy", "{:.1%}"), "sft_sampled_accuracy": ("SFT sampled accuracy", "{:.1%}"),
-    "worked_share": ("shows working", "{:.0%}"), "length": ("words per answer", "{:.1f}"),
+    "worked_share": ("shows working", "{:.0%}"), "right_working_share": ("working right", "{:.0%}"), "length": ("words per answer", "{:.1f}"),
     "zero_std_share": ("zero-variance groups", "{:.0%}"), "clip_fraction": ("clipped", "{:.2%}"),
     "seconds_per_step": ("seconds per step", "{:.2f}"),
 }
@@ -939,6 +941,22 @@ def showdown_figure(curves: Mapping[str, Sequence[Mapping]], table=None, best: f
                                      marker=dict(size=14, color=style["color"], symbol=style["symbol"])))
     if best is not None:
         fig.add_hline(y=best, line=dict(color="grey", dash="dot"), annotation_text="best achievable gold reward")
+    return fig
+
+
+def intervals_figure(table, title: str = "Win rate against SFT, with 95 % bootstrap intervals over requests") -> go.Figure:
+    """Each method's win rate (a dot) and its interval (error bars from ``win_low`` to ``win_high``),
+    one row per method, as :func:`labkit.experiments.showdown.intervals` returns; 50 % (a tie with
+    the SFT policy) drawn as a line."""
+    rows = _rows(table.reset_index()) if hasattr(table, "reset_index") else _rows(table)
+    fig = _figure(title, "win rate against the SFT policy", "method", xaxis=dict(tickformat=".0%"))
+    fig.add_trace(go.Scatter(
+        x=[r["win_rate"] for r in rows], y=[r["method"] for r in rows], mode="markers", name="win rate",
+        marker=dict(size=10, color=COLORS[0]),
+        error_x=dict(type="data", symmetric=False, array=[r["win_high"] - r["win_rate"] for r in rows],
+                     arrayminus=[r["win_rate"] - r["win_low"] for r in rows])))
+    fig.add_vline(x=0.5, line=dict(color="grey", dash="dot"), annotation_text="as good as SFT")
+    fig.update_yaxes(autorange="reversed")  # the race's order, top to bottom
     return fig
 
 

@@ -197,3 +197,35 @@ def test_best_of_n_figure_draws_gold_and_proxy_against_kl():
     assert list(gold.y) == [-0.3, 0.1, 0.2] and list(proxy.y) == [0.1, 0.4, 0.6] and proxy.yaxis == "y2"
     assert list(gold.x) == pytest.approx(table["kl"].tolist())
     assert "nats" in fig.layout.xaxis.title.text and fig.layout.yaxis2.title.text
+
+
+def test_working_is_right_only_when_it_is_the_problems_own_steps():
+    from labkit.world import problems
+
+    row = problems.problem("test", 3)
+    solution = row["solution"]
+    steps = evaluate.working_steps(solution)
+    assert len(steps) == row["steps"] and all(c == (a + b if s == "+" else a - b) for a, s, b, c in steps)
+    assert evaluate.right_working(solution, solution)
+    assert not evaluate.right_working(f"#### {row['answer']}", solution)       # the bare answer: no working
+    first = "{} {} {} = {} .".format(*steps[0])
+    assert not evaluate.right_working(first + f" #### {row['answer']}", solution)  # only the first step
+    a, s, b, c = steps[0]
+    wrong = solution.replace(f"{a} {s} {b} = {c}", f"{a} {s} {b} = {c + 1}", 1)
+    assert evaluate.shows_working(wrong) and not evaluate.right_working(wrong, solution)  # a wrong sum
+    assert evaluate.shows_working("= = =") and not evaluate.right_working("= = =", solution)  # "=" is not working
+
+
+def test_evaluate_problems_counts_answers_whose_working_is_right(tok):
+    from labkit.world import problems
+
+    rows = problems.problems("test", 4)
+    policy = _policy(tok, 0)
+    judged = evaluate.evaluate_problems(policy, tok, rows, max_new_tokens=4)
+    table = judged.answers
+    assert table["right_working"].tolist() == [evaluate.right_working(s, r["solution"])
+                                               for s, r in zip(table["sampled"], rows)]
+    assert judged.right_working_share == table["right_working"].mean()
+    assert judged.summary()["right_working_share"] == judged.right_working_share
+    bare = [{k: v for k, v in r.items() if k != "solution"} for r in rows]  # rows without a worked solution
+    assert evaluate.evaluate_problems(policy, tok, bare, max_new_tokens=4).right_working_share is None

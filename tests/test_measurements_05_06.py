@@ -29,6 +29,26 @@ PAIRS = [{"gold_chosen": 2.0, "gold_rejected": 1.0}, {"gold_chosen": 0.0, "gold_
          {"gold_chosen": 1.0, "gold_rejected": 1.0}, {"gold_chosen": 3.0, "gold_rejected": -1.0}]  # a tie, right
 
 
+CLIP_ROWS = [{"eps": eps, "beta": beta, "rank": 8, "win_rate": 0.5 + beta, "gold_reward": 1.0 - eps, "kl": 4.0,
+              "proxy_reward": 2.0, "sft_gold_reward": -0.5, "train_seconds": 50.0, "trainable_parameters": 41_000}
+             for eps, beta in alignment.CLIP_VS_PENALTY]
+
+
+def test_clip_vs_penalty_figures_and_the_panels_starting_table(monkeypatch):
+    figures = alignment.clip_vs_penalty_figures(CLIP_ROWS)
+    assert list(figures) == ["eps_0p05_beta_0", "eps_0p2_beta_0", "eps_0p5_beta_0", "eps_0p5_beta_0p1",
+                             "eps_0p5_beta_0p5"]
+    assert figures["eps_0p5_beta_0p1"] == {"eps": 0.5, "beta": 0.1, "win_rate": 0.6, "gold_reward": 0.5, "kl": 4.0,
+                                           "proxy_reward": 2.0}
+    asked = []
+    monkeypatch.setattr(reference, "figure", lambda name, preset="cpu": asked.append((name, preset)) or figures)
+    table = alignment.clip_vs_penalty_table()
+    assert asked == [("demos.lab05_clip_vs_penalty", "cpu")]
+    assert table[["eps", "beta"]].values.tolist() == [list(p) for p in alignment.CLIP_VS_PENALTY]
+    monkeypatch.setattr(reference, "figure", lambda name, preset="cpu": None)
+    assert alignment.clip_vs_penalty_table() is None  # not measured yet: the lab says so
+
+
 def test_overoptimisation_figures_take_the_first_peak_the_ends_and_best_of_n_at_its_largest_n():
     found = alignment.overoptimisation_figures(EVALUATIONS, BEST_OF_N)
     assert found == {"start_gold": -0.5, "peak_gold": 1.0, "peak_kl": 2.0, "peak_iteration": 5, "final_gold": -0.25,
@@ -56,6 +76,8 @@ def test_memory_dpo_and_onpolicy_figures():
 def _figures(name: str) -> set[str]:
     """Every figure key a measurement returns (made-up inputs through its figures helper)."""
     made_up = {"lab05_overoptimisation": alignment.overoptimisation_figures(EVALUATIONS, BEST_OF_N),
+               "lab05_overopt_penalty": alignment.overoptimisation_figures(EVALUATIONS),
+               "lab05_clip_vs_penalty": alignment.clip_vs_penalty_figures(CLIP_ROWS),
                "lab05_memory": {"full": dict.fromkeys(alignment.MEMORY_FIGURES, 1.0),
                                 "lora": dict.fromkeys(alignment.MEMORY_FIGURES, 1.0)},
                "lab06_small_beta": alignment.dpo_figures(DPO_ROW),
@@ -63,7 +85,8 @@ def _figures(name: str) -> set[str]:
     return set(reference.flatten(made_up[name]))
 
 
-@pytest.mark.parametrize("name, lab", [("lab05_overoptimisation", "05"), ("lab05_memory", "05"),
+@pytest.mark.parametrize("name, lab", [("lab05_overoptimisation", "05"), ("lab05_overopt_penalty", "05"),
+                                       ("lab05_clip_vs_penalty", "05"), ("lab05_memory", "05"),
                                        ("lab06_small_beta", "06"), ("lab06_onpolicy", "06")])
 def test_each_demonstration_is_declared_and_its_tolerances_name_its_figures(name, lab):
     declared = reference.MEASUREMENTS[name]
@@ -88,6 +111,7 @@ def test_the_labs_show_figures_the_measurements_store(lab):
         shown |= {(name, f"{layout}.{key}") for name in re.findall(r'f"demos\.(lab05_memory)\.\{layout\}', cell)
                   for layout in ("full", "lora") for key in ("trainable_parameters", "state_MB", "added_MB")}
     names = {name for name, _ in shown}
-    assert names == {"05": {"lab05_overoptimisation", "lab05_memory"}, "06": {"lab06_small_beta", "lab06_onpolicy"}}[lab]
+    assert names == {"05": {"lab05_overoptimisation", "lab05_overopt_penalty", "lab05_memory"},
+                     "06": {"lab06_small_beta", "lab06_onpolicy"}}[lab]
     for name, key in shown:
         assert key in _figures(name), f"lab {lab} shows demos.{name}.{key}, which the measurement does not store"

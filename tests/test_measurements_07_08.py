@@ -26,7 +26,8 @@ def test_the_measurements_are_declared_for_their_labs():
 
     table = results.measurements()
     for name, lab in [("lab07_signal_check", "07"), ("lab07_grpo_curves", "07"), ("lab07_small_group", "07"),
-                      ("lab07_length_hacking", "07"), ("lab08_race", "08"), ("lab08_open_problems", "08")]:
+                      ("lab07_length_hacking", "07"), ("lab08_race", "08"), ("lab08_intervals", "08"),
+                      ("lab08_open_problems", "08")]:
         assert table[name].lab == lab and table[name].seconds > 0
 
 
@@ -56,7 +57,7 @@ def test_curve_figures_average_the_first_and_last_three_logged_steps():
 
 def test_hacking_figures_find_the_step_at_the_limit():
     metrics = {"accuracy": 0.15, "sft_accuracy": 0.45, "length": 31.0, "sft_length": 5.8, "worked_share": 0.99,
-               "sft_worked_share": 0.25}
+               "sft_worked_share": 0.25, "right_working_share": 0.02, "sft_right_working_share": 0.2}
     history = [{"step": s, "reward": 0.5, "length": n, "correctness_reward": c}
                for s, n, c in [(4, 8.0, 0.4), (8, 20.0, 0.3), (12, 29.0, 0.2), (16, 32.0, 0.1)]]
     runs = {"length": Run(row={}, history=history, outputs={"metrics": metrics}),
@@ -66,6 +67,7 @@ def test_hacking_figures_find_the_step_at_the_limit():
     assert "limit_step" not in figures["correctness"]  # never got there: left out, not None
     assert figures["length"]["end"]["right_share"] == pytest.approx(0.2)
     assert figures["length"]["sft_accuracy"] == 0.45
+    assert figures["length"]["worked_share"] == 0.99 and figures["length"]["right_working_share"] == 0.02
 
 
 def test_run_figures_keep_the_stage_report_keys_and_seconds():
@@ -90,7 +92,8 @@ def _race(answers: dict[str, list[str]]) -> sd.Showdown:
         tables[method] = pd.DataFrame({
             "group": [p["group"] for p in heldout], "place": [p["place"] for p in heldout], "answer": texts,
             "helpfulness": [s["helpfulness"] for s in scored], "safety": [s["safety"] for s in scored],
-            "gold": [s["helpfulness"] + s["safety"] for s in scored], "proxy": [s["helpfulness"] for s in scored]})
+            "gold": [s["helpfulness"] + s["safety"] for s in scored], "proxy": [s["helpfulness"] for s in scored],
+            "reference gold": [0.0] * len(heldout)})
         rows[method] = {"gold_reward": tables[method]["gold"].mean(), "win_rate": 0.5, "proxy_reward": float("nan"),
                         "trainable_parameters": 100}
     table = pd.DataFrame(rows).T.rename_axis("method")
@@ -162,12 +165,14 @@ def test_every_literal_figure_name_in_labs_07_and_08_is_a_measured_figure(race):
     """The names the labs pass to reference.show whole (not built in a loop) are figures the measurements return."""
     history = [{"step": s, "reward": 0.5, "reward_std": 0.4, "zero_std_share": 0.1, "length": 30.0,
                 "correctness_reward": 0.4} for s in (1, 2, 3)]
-    metrics = {k: 0.5 for k in ("accuracy", "sft_accuracy", "length", "sft_length", "worked_share", "sft_worked_share")}
+    metrics = {k: 0.5 for k in ("accuracy", "sft_accuracy", "length", "sft_length", "worked_share", "sft_worked_share",
+                                "right_working_share", "sft_right_working_share")}
     runs = {r: Run(row={}, history=history, outputs={"metrics": metrics}) for r in ("length", "correctness")}
     small = grpo_runs.run_figures({k: 0.5 for k in grpo_runs.GRPO_RESULTS} | {"train_seconds": 1.0})
     full = _race({m: race.answers["PPO + LoRA"]["answer"].tolist() for m in sd.METHODS})
     trees = [_tree("lab07_length_hacking", grpo_runs.hacking_figures(runs, 32)),
-             _tree("lab07_small_group", small), _tree("lab08_race", sd.race_figures(full))]
+             _tree("lab07_small_group", small), _tree("lab08_race", sd.race_figures(full)),
+             _tree("lab08_intervals", sd.intervals_figures(sd.intervals(full, resamples=50)))]
     for lab in ("07_grpo.ipynb", "08_showdown.ipynb"):
         for name in re.findall(r'"(demos\.lab0[78]_[\w.]+)"', _code(lab)):
             assert any(reference.lookup(t, name) is not None for t in trees), f"{lab}: {name} is not measured"

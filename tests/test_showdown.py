@@ -99,6 +99,34 @@ def test_judge_difficulty_by_hand():
     assert table.loc["A vs B", "ties"] == 1.0 and math.isnan(table.loc["A vs B", "annotator right"])
 
 
+def test_bootstrap_intervals_over_requests():
+    heldout = prefs.alignment_prompts("heldout")
+    n = len(heldout)
+    # two answers per request: "sure" always beats the SFT answer, "even" wins on half the requests
+    sure = pd.DataFrame({"gold": [1.0] * 2 * n, "reference gold": [0.0] * 2 * n})
+    even = pd.DataFrame({"gold": [1.0 if i // 2 < n // 2 else -1.0 for i in range(2 * n)],
+                         "reference gold": [0.0] * 2 * n})
+    race = sd.Showdown(table=pd.DataFrame(), curves={}, answers={"sure": sure, "even": even}, greedy={})
+    table = sd.intervals(race, resamples=4000, seed=1)
+    assert table.loc["sure", ["win_rate", "win_low", "win_high"]].tolist() == [1.0, 1.0, 1.0]
+    row = table.loc["even"]
+    assert row["win_rate"] == 0.5 and row["gold_reward"] == 0.0
+    # a request is a coin flip (win or lose all its answers): the mean of 48 flips has a standard
+    # error of 0.5 / sqrt(48) = 0.072, so the 95 % interval is about 0.5 ± 1.96 · 0.072
+    half_width = 1.96 * 0.5 / math.sqrt(n)
+    assert row["win_low"] == pytest.approx(0.5 - half_width, abs=0.03)
+    assert row["win_high"] == pytest.approx(0.5 + half_width, abs=0.03)
+    assert row["gold_low"] == pytest.approx(-2 * half_width, abs=0.06)  # gold is ±1 per request
+    assert sd.intervals(race, resamples=4000, seed=1).equals(table)  # seeded: the same intervals again
+    figures = sd.intervals_figures(table)
+    assert set(figures) == {"sure", "even"} and figures["even"]["win_rate"] == 0.5
+    fig = plots.intervals_figure(table)
+    (dots,) = fig.data
+    assert list(dots.y) == ["sure", "even"] and list(dots.x) == [1.0, 0.5]
+    assert list(dots.error_x.arrayminus) == pytest.approx([0.0, 0.5 - row["win_low"]])
+    assert fig.layout.xaxis.title.text.startswith("win rate")
+
+
 @pytest.fixture(scope="module")
 def race():
     return sd.showdown("smoke", progress=False)

@@ -127,18 +127,18 @@ def test_reward_model_without_policy_answers_is_worse_on_them(stages):
 
 def test_ppo_beats_the_sft_policy(stages):
     m = stages["ppo"]
-    # 89.2 % measured (seeds 0–2: 88.0–90.4 %; full fine-tuning 84.0–87.8 %)
-    assert m["win_rate"] >= 0.80, f"PPO's win rate against SFT {m['win_rate']:.1%}, below 80 % (measured 89.2 %)"
-    # gold 1.76 against SFT's −0.63: +2.38
+    # the reference run's figures: results/cpu.json (stages.ppo), its seeds' in results/cpu-seeds.json; the
+    # bar leaves room for another CPU's float sums (an AVX-512 machine's PPO won several points less)
+    assert m["win_rate"] >= 0.75, f"PPO's win rate against SFT {m['win_rate']:.1%}, below 75 %"
     assert m["gold_reward"] >= m["sft_gold_reward"] + 1.5, (
         f"PPO's gold reward {m['gold_reward']:.2f} is not 1.5 above the SFT policy's {m['sft_gold_reward']:.2f}")
 
 
 def test_dpo_beats_the_sft_policy(stages):
     m = stages["dpo"]
-    # 80.2 % measured (seeds 0–2: 80.2–82.9 %)
-    assert m["win_rate"] >= 0.75, f"DPO's win rate against SFT {m['win_rate']:.1%}, below 75 % (measured 80.2 %)"
-    # gold 1.07 against SFT's −0.63: +1.69
+    # the reference run's figures: results/cpu.json (stages.dpo); win rates against an independently
+    # sampled SFT answer, a few points below the coupled ones measured before
+    assert m["win_rate"] >= 0.70, f"DPO's win rate against SFT {m['win_rate']:.1%}, below 70 %"
     assert m["gold_reward"] >= m["sft_gold_reward"] + 1.0, (
         f"DPO's gold reward {m['gold_reward']:.2f} is not 1.0 above the SFT policy's {m['sft_gold_reward']:.2f}")
 

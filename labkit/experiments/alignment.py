@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import pandas as pd
+
 from labkit import pipeline, reference
 from labkit.experiments import Run
 from labkit.presets import Preset, get_preset, resolve_preset
@@ -182,6 +184,56 @@ def lab05_overoptimisation(preset: Preset | str) -> dict:
                     max_n=demos.best_of_n, reward_tokenizer=run.outputs["reward_tokenizer"], seed=preset.seed,
                     max_new_tokens=preset.sft.max_new_tokens, progress=False)
     return overoptimisation_figures(run.outputs["run"].evaluations, bon)
+
+
+@reference.measurement("lab05_overopt_penalty", lab="05", seconds=170,
+                       across_machines={"start_gold": 0.3, "start_proxy": 0.3, "peak_gold": 0.5, "final_gold": 0.9})
+def lab05_overopt_penalty(preset: Preset | str) -> dict:
+    """Lab 05, section 7, the same run with a KL penalty: PPO against the ``reward_naive`` model for
+    ``ppo_demos.overopt_iterations`` iterations at the ``ppo`` stage's β (``preset.ppo.beta``),
+    judged as :func:`lab05_overoptimisation`'s run is. :func:`overoptimisation_figures` of it."""
+    preset = resolve_preset(preset)
+    demos = preset.ppo_demos
+    run = ppo_experiment(beta=preset.ppo.beta, preset=preset, reward_stage="reward_naive",
+                         iterations=demos.overopt_iterations, eval_every=demos.overopt_eval_every)
+    return overoptimisation_figures(run.outputs["run"].evaluations)
+
+
+# Lab 05's run panel, measured once as its starting table: ε at β = 0 (the clip alone holds the policy),
+# then β at the panel's largest ε (the KL penalty does the holding); (ε, β) pairs
+CLIP_VS_PENALTY = ((0.05, 0.0), (0.2, 0.0), (0.5, 0.0), (0.5, 0.1), (0.5, 0.5))
+CLIP_VS_PENALTY_FIGURES = ("eps", "beta", "win_rate", "gold_reward", "kl", "proxy_reward")
+
+
+def clip_vs_penalty_key(eps: float, beta: float) -> str:
+    """A run's key in the figures: ``eps_0p05_beta_0`` (no dots: a figure's name is dotted)."""
+    return f"eps_{eps:g}_beta_{beta:g}".replace(".", "p")
+
+
+def clip_vs_penalty_figures(rows: list[dict]) -> dict:
+    """PPO runs' rows (:func:`ppo_experiment`'s) as figures, one entry per (ε, β): :data:`CLIP_VS_PENALTY_FIGURES`."""
+    return {clip_vs_penalty_key(r["eps"], r["beta"]): {k: float(r[k]) for k in CLIP_VS_PENALTY_FIGURES} for r in rows}
+
+
+def clip_vs_penalty_table(preset: str = "cpu") -> pd.DataFrame | None:
+    """The reference run's :data:`CLIP_VS_PENALTY` runs (``demos.lab05_clip_vs_penalty`` of
+    ``results/<preset>.json``) as a table, one row per run; None where it was not measured."""
+    measured = reference.figure("demos.lab05_clip_vs_penalty", preset)
+    if not measured:
+        return None
+    return pd.DataFrame([measured[clip_vs_penalty_key(e, b)] for e, b in CLIP_VS_PENALTY
+                         if clip_vs_penalty_key(e, b) in measured])
+
+
+@reference.measurement("lab05_clip_vs_penalty", lab="05", seconds=330,
+                       across_machines={"eps": 0, "beta": 0, "win_rate": 0.15, "gold_reward": 0.9, "kl": 4.0,
+                                        "proxy_reward": 0.9})
+def lab05_clip_vs_penalty(preset: Preset | str) -> dict:
+    """Lab 05, section 6: the run panel's starting table, PPO from the SFT policy at each (ε, β) of
+    :data:`CLIP_VS_PENALTY` with the stage's other settings (:func:`ppo_experiment`)."""
+    preset = resolve_preset(preset)
+    return clip_vs_penalty_figures([ppo_experiment(eps=eps, beta=beta, preset=preset).row
+                                    for eps, beta in CLIP_VS_PENALTY])
 
 
 @reference.measurement("lab05_memory", lab="05", seconds=40,

@@ -238,15 +238,16 @@ HACKING_LIMIT = 0.9  # an answer length this share of max_new_tokens counts as "
 def hacking_figures(runs: dict[str, Run], max_new_tokens: int) -> dict:
     """:func:`length_hacking`'s two runs as figures, one entry per reward (``length``, ``correctness``).
 
-    Held out (greedy): ``accuracy``, ``length`` (words per answer), ``worked_share`` and the SFT
-    policy's (``sft_``) beside them. In training: :func:`curve_figures`' ``start`` and ``end``, and
+    Held out (greedy): ``accuracy``, ``length`` (words per answer), ``worked_share`` (an ``=``
+    written), ``right_working_share`` (the solution's steps, all right) and the SFT policy's
+    (``sft_``) beside them. In training: :func:`curve_figures`' ``start`` and ``end``, and
     ``limit_step``, the first logged step whose answers averaged at least :data:`HACKING_LIMIT` of
     ``max_new_tokens`` tokens (left out where the run never got there)."""
     figures = {}
     for reward, run in runs.items():
         m = run.outputs["metrics"]
         found = {k: m[k] for k in ("accuracy", "sft_accuracy", "length", "sft_length", "worked_share",
-                                   "sft_worked_share")}
+                                   "sft_worked_share", "right_working_share", "sft_right_working_share")}
         found.update(curve_figures(run.history))
         at_limit = [h["step"] for h in run.history if (h.get("length") or 0) >= HACKING_LIMIT * max_new_tokens]
         if at_limit:
@@ -257,7 +258,7 @@ def hacking_figures(runs: dict[str, Run], max_new_tokens: int) -> dict:
 
 @reference.measurement("lab07_length_hacking", lab="07", seconds=130,
                        across_machines={"*accuracy": 0.1, "*worked_share": 0.12, "*length": 3.0, "tokens": 3.0,
-                                        "right_share": 0.1})
+                                        "right_share": 0.1, "*right_working_share": 0.12})
 def length_hacking_measured(preset) -> dict:
     """Lab 07, section 7: :func:`length_hacking` (the length-rewarded run; the correctness run is the
     cached ``grpo`` stage), as the lab and ``tests/test_slow.py`` run it."""

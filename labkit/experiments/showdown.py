@@ -319,10 +319,14 @@ COUNTS = ("trainable_parameters", "answers_sampled")  # race columns that count 
 
 
 def race_figures(race: Showdown) -> dict:
-    """The race's table as figures: one entry per method (:func:`method_key`), its :data:`TABLE_COLUMNS`."""
+    """The race's table as figures: one entry per method (:func:`method_key`), its :data:`TABLE_COLUMNS`;
+    best-of-n's also its KL's upper bound log n − (n − 1)/n (``kl_bound``)."""
     figures = {method_key(method): _numbers(row.to_dict()) for method, row in race.table.iterrows()}
     for row in figures.values():
         row.update({k: int(row[k]) for k in COUNTS if k in row})
+    bound = (race.curves.get("best-of-n") or [{}])[-1].get("kl_bound")
+    if bound is not None and "best_of_n" in figures:  # best-of-n's KL is estimated; beside it, its upper bound
+        figures["best_of_n"]["kl_bound"] = float(bound)
     return figures
 
 
@@ -378,6 +382,50 @@ def scores_figures(table: pd.DataFrame) -> dict:
     return {method_key(answer): {"gold": float(row["gold"]), "reward_model_min": float(row.drop("gold").min()),
                                  "reward_model_max": float(row.drop("gold").max())}
             for answer, row in table.iterrows()}
+
+
+def intervals(race: Showdown, *, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """How far each method's win rate and gold reward could move with other held-out requests: a
+    bootstrap over the requests.
+
+    The race judged every method on the same held-out requests, several answers each. Draw as many
+    requests as there are, with replacement (each drawn request brings all its answers, and the SFT
+    answers they met), ``resamples`` times; recompute each method's win rate and mean gold reward on
+    each draw; report the middle ``level`` of those values (the percentile interval). The same draws
+    serve every method, so two methods' intervals answer "would a different set of requests have
+    changed the order?" alike. One row per method: ``win_rate`` with ``win_low`` and ``win_high``,
+    ``gold_reward`` with ``gold_low`` and ``gold_high``.
+    """
+    import numpy as np
+
+    n_requests = len(prefs.alignment_prompts("heldout"))
+    draws = np.random.default_rng(seed).integers(0, n_requests, size=(resamples, n_requests))
+    tail = (1 - level) / 2 * 100
+    rows = {}
+    for method, answers in race.answers.items():
+        per_request = len(answers) // n_requests  # answers are stored request by request
+        gold = answers["gold"].to_numpy(dtype=float).reshape(n_requests, per_request)
+        ref = answers["reference gold"].to_numpy(dtype=float).reshape(n_requests, per_request)
+        wins = ((gold > ref) + 0.5 * (gold == ref)).mean(axis=1)  # per request: its answers' win rate
+        win_draws, gold_draws = wins[draws].mean(axis=1), gold.mean(axis=1)[draws].mean(axis=1)
+        rows[method] = {"win_rate": float(wins.mean()), "win_low": float(np.percentile(win_draws, tail)),
+                        "win_high": float(np.percentile(win_draws, 100 - tail)),
+                        "gold_reward": float(gold.mean()), "gold_low": float(np.percentile(gold_draws, tail)),
+                        "gold_high": float(np.percentile(gold_draws, 100 - tail))}
+    return pd.DataFrame(rows).T.rename_axis("method")
+
+
+def intervals_figures(table: pd.DataFrame) -> dict:
+    """:func:`intervals`' table as figures: one entry per method (:func:`method_key`)."""
+    return {method_key(m): {k: float(v) for k, v in row.items()} for m, row in table.iterrows()}
+
+
+@reference.measurement("lab08_intervals", lab="08", seconds=5,
+                       across_machines={"win_*": 0.12, "gold_*": 0.9})
+def intervals_measured(preset) -> dict:
+    """Lab 08, section 3: the bootstrap intervals of the race's win rates and gold rewards
+    (:func:`intervals` on :func:`showdown`'s result, read back from its cache after ``lab08_race``)."""
+    return intervals_figures(intervals(showdown(preset, progress=False)))
 
 
 @reference.measurement("lab08_open_problems", lab="08", seconds=15,

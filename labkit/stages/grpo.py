@@ -57,6 +57,7 @@ def run_grpo(preset: Preset, start_dir: Path, config=None, *, reward_funcs: list
         "accuracy": after.accuracy, "sft_accuracy": before.accuracy,
         "sampled_accuracy": after.sampled_accuracy, "sft_sampled_accuracy": before.sampled_accuracy,
         "worked_share": after.worked_share, "sft_worked_share": before.worked_share,
+        "right_working_share": after.right_working_share, "sft_right_working_share": before.right_working_share,
         "length": after.length, "sft_length": before.length,
         "zero_std_share": sum(zero) / len(zero) if zero else None,
         "train_seconds": result.seconds, "seconds_per_step": result.seconds / max(1, result.steps),
@@ -180,10 +181,12 @@ def race_grpo(inputs: RaceInputs, rank: int, long: bool = False) -> PolicyRun:
 register(Stage(
     "grpo", needs=("sft_math",), fields=("name", "world_seed", "sft_math", "grpo", "seed"),
     report=("seconds", "accuracy", "sft_accuracy", "sampled_accuracy", "sft_sampled_accuracy", "worked_share",
-            "sft_worked_share", "length", "sft_length", "zero_std_share", "train_seconds", "seconds_per_step",
+            "sft_worked_share", "right_working_share", "sft_right_working_share", "length", "sft_length",
+            "zero_std_share", "train_seconds", "seconds_per_step",
             "steps", "trainable_parameters", "group_size", "prompts_per_step", "eps", "beta", "iterations",
             "lora_rank"),
     train=train_grpo_stage, bench=bench_grpo_slice, lora_rank=lambda preset: preset.grpo.lora_rank,
     comparisons=("ppo_vs_grpo",),
+    version=1,  # 1: reports the share of answers whose working is right step for step
     contenders=(Contender("GRPO", race_grpo), Contender("GRPO + LoRA", race_grpo, lora=True),
                 Contender("GRPO + LoRA, long", functools.partial(race_grpo, long=True), lora=True))))
