@@ -283,7 +283,7 @@ def tilted_kl(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float) -> fl
 
 def dpo_gradient_check(ref_probs: torch.Tensor, chosen: int, rejected: int, beta: float, seed: int = 0,
                        drift: float = 1.0) -> dict[str, torch.Tensor]:
-    """The DPO gradient three ways, and the lecture slide's form, for a policy over a few answers.
+    """The DPO gradient three ways, and the lecture slide's as written, for a policy over a few answers.
 
     The policy is a softmax over one logit per answer, θ = log π_ref + drift·ε with ε ∼ N(0, 1)
     (``seed``): a policy that has moved away from the reference at random. For the preference pair
@@ -291,20 +291,22 @@ def dpo_gradient_check(ref_probs: torch.Tensor, chosen: int, rejected: int, beta
 
         L = −log σ(u),   u = r̂_w − r̂_l,   r̂ = β·(log π_θ − log π_ref),
 
-    and its gradient with respect to θ is computed
+    so dL/du = −σ(−u) (d log σ(u)/du = σ(−u)) and ∇r̂ = β·∇log π_θ. Its gradient with respect to θ
+    is computed
 
     * by autograd (``autograd``);
     * by the formula ∇L = −β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)), with ∇_θ log π(y) = e_y − π_θ
       for a softmax (``formula``);
     * by central finite differences of L, step 1e-6 (``finite_difference``);
-    * as the slide writes it, ∇L = −σ′(u)·(∇log π(y_w) − ∇log π(y_l)): σ′ = σ(u)·σ(−u) where the loss
-      needs d log σ(u)/du = σ(−u), and no β (``slide``). This one is wrong.
+    * as the lecture's slide writes it, ∇L = −σ(r_φ(y_l) − r_φ(y_w))·(∇log π(y_w) − ∇log π(y_l))
+      (``slide``): the right weight σ(−u), but ∇r_φ taken as ∇log π where r_φ = β·log π/π_ref has
+      ∇r_φ = β·∇log π. It is the true gradient times 1/β, exactly.
 
     For a softmax over the answers, ∇log π(y_w) − ∇log π(y_l) = e_w − e_l: the π_θ terms cancel, so
-    only the pair's two logits move, by ±β·σ(−u).
+    only the pair's two logits move, by ±β·σ(−u) (the slide as written: ±σ(−u)).
 
     Returns float64 tensors: ``logits``, ``policy`` (π_θ), ``margin`` (u), ``weight`` (σ(−u)),
-    ``sigmoid_slope`` (σ′(u)), ``loss``, and the four gradients, each of shape (answers,).
+    ``loss``, and the four gradients, each of shape (answers,).
     """
     _positive_beta(beta)
     ref_probs = torch.as_tensor(ref_probs, dtype=torch.float64)
@@ -330,13 +332,12 @@ def dpo_gradient_check(ref_probs: torch.Tensor, chosen: int, rejected: int, beta
     r_hat = implicit_reward(torch.log(policy), torch.log(ref_probs), beta)
     margin = r_hat[chosen] - r_hat[rejected]
     weight = dpo_gradient_weight(r_hat[chosen], r_hat[rejected])      # σ(r̂_l − r̂_w) = σ(−u)
-    slope = torch.sigmoid(margin) * torch.sigmoid(-margin)             # σ′(u)
     eye = torch.eye(n, dtype=torch.float64)
     direction = (eye[chosen] - policy) - (eye[rejected] - policy)      # ∇log π(y_w) − ∇log π(y_l)
 
     step = 1e-6
     finite = torch.stack([(loss_of(logits + step * eye[i]) - loss_of(logits - step * eye[i])) / (2 * step)
                           for i in range(n)])
-    return {"logits": logits, "policy": policy, "margin": margin, "weight": weight, "sigmoid_slope": slope,
+    return {"logits": logits, "policy": policy, "margin": margin, "weight": weight,
             "loss": loss.detach(), "autograd": autograd, "formula": -beta * weight * direction + 0.0,
-            "finite_difference": finite.detach(), "slide": -slope * direction + 0.0}  # + 0.0: no −0.0
+            "finite_difference": finite.detach(), "slide": -weight * direction + 0.0}  # + 0.0: no −0.0

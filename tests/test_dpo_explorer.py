@@ -143,18 +143,20 @@ def test_dpo_gradient_autograd_formula_and_finite_differences_agree(beta, seed):
     weight = float(check["weight"])
     assert weight == pytest.approx(float(SIGMA(-check["margin"])))
     assert check["autograd"].tolist() == pytest.approx([beta * weight, 0, 0, -beta * weight])
-    # the slide's form (σ′(u), no β) is another vector
-    assert (check["slide"] - check["autograd"]).abs().max() > 1e-3
-    assert float(check["sigmoid_slope"]) == pytest.approx(weight * (1 - weight))
+    # the slide as written (the right weight, no β) is the gradient times 1/β
+    assert (check["slide"] - check["autograd"] / beta).abs().max() < 1e-12
 
 
 def test_dpo_gradient_table_in_the_lab():
     table, summary = widgets.dpo_gradient_table(0.5)
     assert (summary["chosen"], summary["rejected"]) == ("fish , shells", "fish , shells , ropes")
     assert list(table.columns) == ["answer", "gold r", "π_SFT", "π_θ", "autograd", "formula", "finite differences",
-                                   "slide's form"]
+                                   "slide as written"]
     assert table["π_θ"].sum() == pytest.approx(1.0)
-    assert summary["formula_gap"] < 1e-12 and summary["finite_difference_gap"] < 1e-6 and summary["slide_gap"] > 0.05
+    assert summary["formula_gap"] < 1e-12 and summary["finite_difference_gap"] < 1e-6
+    assert summary["slide_times_beta_gap"] < 1e-12 and summary["slide_ratio"] == pytest.approx(2.0)   # 1/β
+    assert summary["push"] == pytest.approx(0.5 * summary["weight"]) and summary["slide_push"] == summary["weight"]
+    assert summary["logratio_margin"] == pytest.approx(summary["margin"] / 0.5)
     # seed 0 drifts the policy so the implicit reward ranks this pair wrongly: weight above ½
     assert summary["margin"] < 0 and summary["weight"] > 0.5
     assert summary["loss"] == pytest.approx(-math.log(1 / (1 + math.exp(-summary["margin"]))))
@@ -205,11 +207,15 @@ def test_dpo_weight_figure_shades_the_wrongly_ranked_side():
     assert list(mark.text) == ["margin −0.50 → weight 0.622"]
 
 
-def test_sigmoid_slip_figure_marks_the_lectures_numbers():
-    fig = plots.sigmoid_slip_figure()
+def test_dpo_slide_gradient_figure_shows_the_factor_one_over_beta():
+    _, summary = widgets.dpo_gradient_table(0.5)
+    fig = plots.dpo_slide_gradient_figure(summary["logratio_margin"], 0.5)
     _titled(fig)
-    right, slip, marks = fig.data
-    assert max(slip.y) == pytest.approx(0.25) and all(a >= b for a, b in zip(right.y, slip.y))
-    assert list(marks.x) == [0.3, 0.3] and list(marks.y) == pytest.approx([0.4256, 0.2445], abs=1e-4)
-    assert list(marks.text) == ["σ(−0.3) = 0.426", "σ′(0.3) = 0.244"]
+    right, written, marks, one = fig.data
+    assert fig.layout.xaxis.type == fig.layout.yaxis.type == "log"
+    assert (min(right.x), max(right.x)) == pytest.approx(plots.DPO_BETA_RANGE)
+    assert all(w == pytest.approx(r / b) for b, r, w in zip(right.x, right.y, written.y))   # 1/β apart everywhere
+    assert list(marks.x) == [0.5, 0.5] and list(marks.y) == pytest.approx([summary["push"], summary["slide_push"]])
+    assert list(marks.text) == ["β·σ(−u) = 0.310 (the gradient)", "σ(−u) = 0.619 (the slide), 1/β = 2 times as much"]
     assert [a.text for a in fig.layout.annotations] == list(marks.text)   # both labelled on the figure
+    assert list(one.x) == [1.0, 1.0] and "agree" in one.name

@@ -4,12 +4,17 @@ import math
 import pytest
 import torch
 
+from labkit import losses, widgets
 from labkit.losses import (bradley_terry_probability, dpo_gradient_weight, dpo_loss, implicit_reward, log_partition,
                            tilted_expected_reward, tilted_kl, tilted_policy)
 
 # A toy prompt: four candidate answers, their SFT probabilities and gold rewards.
 REF = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
 REWARD = torch.tensor([0.0, 1.0, 2.0, -1.0], dtype=torch.float64)
+
+
+def sigma(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
 
 
 def test_the_tilted_optimum_by_hand():
@@ -49,14 +54,59 @@ def test_z_cancels_in_bradley_terry():
             assert with_implied == pytest.approx(with_true)
 
 
-def test_the_lecture_slide_slip_in_numbers():
-    # The slide differentiates σ(u) where the loss has log σ(u): σ'(0.3) is not σ(−0.3).
+def test_the_slides_label_slip_in_numbers():
+    # Slip (a) is a label only: the slide calls its step ∇σ(u), but its right-hand side is
+    # ∇log σ(u) = σ(−u)·∇u, the derivative DPO's loss −log σ(u) needs. Lab 06 checks it at u = 0.3.
     u = torch.tensor(0.3, requires_grad=True)
-    torch.sigmoid(u).backward()
-    assert float(u.grad) == pytest.approx(0.244, abs=5e-4)
+    torch.nn.functional.logsigmoid(u).backward()
+    assert float(u.grad) == pytest.approx(float(torch.sigmoid(torch.tensor(-0.3)))) == pytest.approx(0.426, abs=5e-4)
     v = torch.tensor(0.3, requires_grad=True)
-    torch.nn.functional.logsigmoid(v).backward()
-    assert float(v.grad) == pytest.approx(float(torch.sigmoid(torch.tensor(-0.3)))) == pytest.approx(0.426, abs=5e-4)
+    torch.sigmoid(v).backward()                                 # what a true ∇σ(u) would give: another number
+    assert float(v.grad) == pytest.approx(0.244, abs=5e-4)
+
+
+def _lab06_example(beta):
+    """Lab 06 §3's worked example: the toy's policy drifted with seed 0, and its pair, with autograd's gradient."""
+    toy = widgets.dpo_toy()
+    chosen, rejected = toy["answers"].index("fish , shells"), toy["answers"].index("fish , shells , ropes")
+    logits = losses.dpo_gradient_check(toy["sft"], chosen, rejected, beta, seed=0)["logits"]
+    theta = logits.clone().requires_grad_(True)
+    logp, ref = torch.log_softmax(theta, dim=-1), torch.tensor(toy["sft"], dtype=torch.float64).log()
+    loss, r_w, r_l = dpo_loss(logp[chosen], logp[rejected], ref[chosen], ref[rejected], beta)
+    loss.backward()
+    u = float(r_w - r_l)
+    written = torch.zeros_like(logits)                          # the slide as written: −σ(−u)·(e_w − e_l), no β
+    written[chosen], written[rejected] = -sigma(-u), sigma(-u)
+    return chosen, rejected, u, theta.grad, written
+
+
+def test_the_slide_as_written_is_the_gradient_times_one_over_beta_on_lab06s_example():
+    beta = 0.5
+    chosen, rejected, u, grad, written = _lab06_example(beta)
+    assert u == pytest.approx(-0.486, abs=5e-4)                  # the implicit reward ranks the pair wrongly
+    assert sigma(-u) == pytest.approx(0.619, abs=5e-4)          # the weight σ(r̂_l − r̂_w): the slide has it right
+    # autograd: only the pair's two logits move, by β·σ(−u) = 0.310
+    assert -float(grad[chosen]) == pytest.approx(float(grad[rejected]), rel=1e-12)
+    assert float(grad[rejected]) == pytest.approx(beta * sigma(-u), rel=1e-12)
+    assert float(grad[rejected]) == pytest.approx(0.310, abs=5e-4)
+    assert [float(g) for i, g in enumerate(grad) if i not in (chosen, rejected)] == pytest.approx([0, 0], abs=1e-15)
+    # the slide as written moves them by σ(−u) = 0.619: 1/β = 2 times the gradient, exactly
+    assert float(written[rejected]) == pytest.approx(0.619, abs=5e-4)
+    assert (written - grad / beta).abs().max() < 1e-12
+    assert float(written[chosen] / grad[chosen]) == pytest.approx(2.0, rel=1e-12)
+    # the lab's table says the same
+    table, summary = widgets.dpo_gradient_table(beta)
+    assert table["autograd"].tolist() == pytest.approx(grad.tolist(), abs=1e-12)
+    assert table["slide as written"].tolist() == pytest.approx(written.tolist(), abs=1e-12)
+    assert (round(summary["push"], 3), round(summary["slide_push"], 3)) == (0.310, 0.619)
+    assert summary["slide_ratio"] == pytest.approx(2.0, rel=1e-12) and summary["slide_times_beta_gap"] < 1e-12
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 4.0])
+def test_the_slide_as_written_is_off_by_one_over_beta_at_every_beta(beta):
+    chosen, rejected, u, grad, written = _lab06_example(beta)
+    assert (written - grad / beta).abs().max() < 1e-12            # right only at β = 1
+    assert float(grad[rejected]) == pytest.approx(beta * sigma(-u), rel=1e-12)
 
 
 def test_the_dpo_gradient_has_the_factor_beta_and_the_weight_sigma():

@@ -411,18 +411,22 @@ def dpo_tilt_explorer(beta: float = 1.0) -> DPOTiltExplorer:
 
 
 def dpo_gradient_table(beta: float, seed: int = 0):
-    """DPO's gradient on lab 06's toy, four ways: autograd, the formula, finite differences, the slide.
+    """DPO's gradient on lab 06's toy: autograd, the formula, finite differences, the slide as written.
 
     A policy with one logit per answer of :func:`dpo_toy`, drifted at random from π_SFT (``seed``),
     and the pair y_w = the best answer, y_l = the SFT policy's favourite. One row per logit θ_y:
     ``answer``, ``gold r``, ``π_SFT``, ``π_θ`` and ∂L/∂θ_y by ``autograd``, by the ``formula``
-    −β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)), by ``finite differences``, and ``slide's form``
-    −σ′(u)·(∇log π(y_w) − ∇log π(y_l)), u = r̂_w − r̂_l, which is wrong (σ′ for σ(−u), no β). See
+    −β·σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)), by ``finite differences``, and ``slide as written``
+    −σ(r̂_l − r̂_w)·(∇log π(y_w) − ∇log π(y_l)): the lecture slide's right weight without the factor β
+    that ∇r̂ = β·∇log π carries, so 1/β times the true gradient. See
     :func:`labkit.losses.dpo_gradient_check`.
 
     Returns ``(table, summary)``; ``summary`` holds ``beta``, ``chosen`` and ``rejected`` (answers),
-    ``margin`` (u), ``weight`` (σ(−u)), ``sigmoid_slope`` (σ′(u)), ``loss`` and the largest gaps
-    between autograd and the other three columns.
+    ``margin`` (u = r̂_w − r̂_l), ``logratio_margin`` (u/β, the log-ratio difference the policy has
+    drifted to), ``weight`` (σ(−u)), ``push`` (β·σ(−u), how far autograd moves each of the pair's two
+    logits), ``slide_push`` (the same by the slide as written), ``slide_ratio`` (slide over autograd,
+    1/β), ``loss``, and the largest gaps between autograd and the formula, the finite differences, and
+    β times the slide as written.
     """
     import pandas as pd
 
@@ -437,16 +441,18 @@ def dpo_gradient_table(beta: float, seed: int = 0):
                           "π_θ": check["policy"].tolist(), "autograd": check["autograd"].tolist(),
                           "formula": check["formula"].tolist(),
                           "finite differences": check["finite_difference"].tolist(),
-                          "slide's form": check["slide"].tolist()})
+                          "slide as written": check["slide"].tolist()})
 
-    def gap(name):
-        return float((check[name] - check["autograd"]).abs().max())
+    def gap(gradient):
+        return float((gradient - check["autograd"]).abs().max())
 
+    push, slide_push = -float(check["autograd"][chosen]), -float(check["slide"][chosen])  # the chosen logit rises
     summary = {"beta": float(beta), "chosen": toy["answers"][chosen], "rejected": toy["answers"][rejected],
-               "margin": float(check["margin"]), "weight": float(check["weight"]),
-               "sigmoid_slope": float(check["sigmoid_slope"]), "loss": float(check["loss"]),
-               "formula_gap": gap("formula"), "finite_difference_gap": gap("finite_difference"),
-               "slide_gap": gap("slide")}
+               "margin": float(check["margin"]), "logratio_margin": float(check["margin"]) / beta,
+               "weight": float(check["weight"]), "push": push, "slide_push": slide_push,
+               "slide_ratio": slide_push / push, "loss": float(check["loss"]),
+               "formula_gap": gap(check["formula"]), "finite_difference_gap": gap(check["finite_difference"]),
+               "slide_times_beta_gap": gap(beta * check["slide"])}
     return table, summary
 
 
