@@ -3,7 +3,7 @@
 #   make test   install (first time) and run every test, notebooks included (preset smoke; not the slow tier)
 # The slow tier: make test-slow (each lab's effects asserted at the cpu preset; CI runs it after make test)
 # Headless equivalent of the workbook: make headless
-# Choose a preset for either with PRESET=smoke|cpu|gpu|hub (make lab: unset = gpu with CUDA, else cpu).
+# Choose a preset for either with PRESET=smoke|cpu|gpu|hub (make lab: unset = cpu, on a GPU too for now).
 PY ?= python3
 VENV ?= .venv
 # torch goes in first, so the ranges in requirements.txt don't pull a multi-GB CUDA build.

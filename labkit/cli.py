@@ -25,9 +25,11 @@ from pathlib import Path
 
 def _pipeline(args) -> int:
     from labkit import pipeline, runtime
-    from labkit.presets import get_preset
+    from labkit.presets import default_note, get_preset
 
     preset = get_preset(args.preset)
+    if args.preset is None and (note := default_note(preset)) and runtime.is_main_process():
+        print(f"labkit: {note}", file=sys.stderr)  # a GPU, and no preset chosen: say why it is `cpu`, once
     stages = [s.strip() for s in (args.stages if args.stages is not None else ",".join(pipeline.STAGES)).split(",")
               if s.strip()]
     if not stages:
@@ -172,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pipeline", help="train stages headless and write a metrics report")
-    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: $LABKIT_PRESET, else gpu/cpu)")
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: $LABKIT_PRESET, else cpu, "
+                                                  "for now on a GPU too)")
     p.add_argument("--stages", default=None,
                    help="comma-separated stages, e.g. pretrain,sft (default: every stage)")
     p.add_argument("--report", default=None, help="where to write the JSON report (a .md table goes beside it)")

@@ -168,10 +168,31 @@ def refresh_embeddings(model, token_ids: list[int], seed: int = 0) -> None:
     weight[ids] = fresh / fresh.norm(dim=-1, keepdim=True) * norm
 
 
+def end_of_turn_token(tokenizer) -> str | None:
+    """The special token the chat template closes an assistant turn with, or None if it writes none.
+
+    labkit's template closes it with ``<|end|>``, ChatML's (SmolLM2's, Qwen's) with ``<|im_end|>``,
+    Llama 3's with ``<|eot_id|>``: the first special token the template writes after the assistant's
+    words. A hub tokenizer's end-of-sequence token need not be that one (a base model's is often
+    ``<|endoftext|>``), so a reply must stop on this token too.
+    """
+    prompt = [{"role": "user", "content": "hello"}]
+    try:
+        start = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        whole = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": "yes"}], tokenize=True,
+                                              return_dict=True)
+    except Exception:  # no chat template, or one that needs other turns: no turn to close
+        return None
+    special = (set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)) - {tokenizer.unk_token_id}
+    added = list(whole["input_ids"])[len(start["input_ids"]):]
+    return next((tokenizer.convert_ids_to_tokens(i) for i in added if i in special), None)
+
+
 def stop_token_ids(tokenizer, stop_words: tuple[str, ...] = ("<|end|>", "</s>")) -> list[int]:
-    """Ids of the tokens a reply stops on: ``stop_words`` the tokenizer knows, plus its end-of-sequence token."""
+    """Ids of the tokens a reply stops on: ``stop_words`` the tokenizer knows, its end-of-sequence token
+    and the token its chat template closes an assistant turn with (:func:`end_of_turn_token`)."""
     vocab = tokenizer.get_vocab()
-    return sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token) if w in vocab})
+    return sorted({vocab[w] for w in (*stop_words, tokenizer.eos_token, end_of_turn_token(tokenizer)) if w in vocab})
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ and ``model.generate`` use it like any hub tokenizer. In transformers 5 the fast
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,15 +86,39 @@ def train_tokenizer(texts: Iterable[str], extra_words: Iterable[str] = ()) -> Pr
     return tokenizer
 
 
+def marks_assistant_turns(tokenizer) -> bool:
+    """Whether ``tokenizer``'s chat template marks the assistant's tokens with ``{% generation %}`` (labkit's does;
+    most hub models' templates, SmolLM2's among them, do not). The same test as TRL's ``has_generation_markers``."""
+    template = tokenizer.chat_template
+    template = template.get("default", "") if isinstance(template, dict) else template
+    return bool(template) and re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
+
+
+def _chat_ids(tokenizer, messages: list[dict], **options) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **options)["input_ids"])
+
+
 def assistant_mask(tokenizer, messages: list[dict]) -> list[int]:
     """1 for each token of the chat that SFT trains on (assistant content and its ``<|end|>``), else 0.
 
-    The mask lines up with ``tokenizer.apply_chat_template(messages)`` token for token.
+    The mask lines up with ``tokenizer.apply_chat_template(messages)`` token for token. A template
+    without ``{% generation %}`` markers (a hub model's) gets the tokens each assistant turn adds after
+    the generation prompt: its words and end-of-turn token (``<|im_end|>`` and the line break after it
+    in ChatML), the tokens :mod:`labkit.train.sft` trains such a model on.
     """
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    return list(out["assistant_masks"])
+    if marks_assistant_turns(tokenizer):
+        out = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return list(out["assistant_masks"])
+    ids = _chat_ids(tokenizer, messages)
+    mask = [0] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            start = len(_chat_ids(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
+            end = len(_chat_ids(tokenizer, messages[:i + 1]))
+            mask[start:end] = [1] * (end - start)
+    return mask
 
 
 def save_tokenizer(tokenizer, path: str | Path) -> Path:
@@ -119,10 +144,10 @@ def loss_mask_table(tokenizer, messages: list[dict]):
     """A pandas table of the chat's tokens, one row each, with ``trained`` = 1 where SFT puts loss."""
     import pandas as pd
 
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    return pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids),
-                         "role": _roles(tokenizer.convert_ids_to_tokens(ids)),
-                         "trained": assistant_mask(tokenizer, messages)})
+    ids = _chat_ids(tokenizer, messages)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    roles = _roles(tokens) if marks_assistant_turns(tokenizer) else _turn_roles(tokenizer, messages, len(ids))
+    return pd.DataFrame({"token": tokens, "role": roles, "trained": assistant_mask(tokenizer, messages)})
 
 
 def _roles(tokens: list[str]) -> list[str]:
@@ -132,3 +157,11 @@ def _roles(tokens: list[str]) -> list[str]:
         role = {SYSTEM: "system", USER: "user", ASSISTANT: "assistant"}.get(token, role)
         out.append(role)
     return out
+
+
+def _turn_roles(tokenizer, messages: list[dict], n: int) -> list[str]:
+    """Which message each of the ``n`` tokens belongs to, for any template: the tokens each message adds."""
+    out: list[str] = []
+    for i, message in enumerate(messages):
+        out += [message["role"]] * (len(_chat_ids(tokenizer, messages[:i + 1])) - len(out))
+    return (out + ["-"] * n)[:n]

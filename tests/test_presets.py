@@ -73,3 +73,67 @@ def test_gpu_preset_without_a_gpu_warns_with_the_cpu_time_and_the_preset_that_fi
 def test_each_validator_names_the_wrong_field_and_its_range(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.fixture
+def a_cuda_machine(monkeypatch):
+    """This process as on a machine that reports CUDA, with no preset chosen."""
+    import torch
+
+    from labkit import presets
+
+    monkeypatch.setattr(presets, "_active", None)
+    monkeypatch.delenv("LABKIT_PRESET", raising=False)
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda precision: None)  # runtime's TF32 switch on CUDA
+
+
+def test_a_cuda_machine_runs_the_cpu_preset_on_its_gpu_until_the_gpu_preset_is_proven(a_cuda_machine, monkeypatch):
+    from labkit import presets, runtime
+
+    assert not presets.GPU_PRESET_PROVEN  # results/gpu.json does not yet meet every threshold
+    assert get_preset().name == "cpu" and runtime.device().type == "cuda"  # the cpu-sized preset, on the GPU
+    note = presets.default_note()
+    assert "'cpu' preset runs on this GPU (cuda)" in note and "LABKIT_PRESET=gpu" in note
+    monkeypatch.setenv("LABKIT_PRESET", "gpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # on a GPU, no warning about the time it would take on a CPU
+        assert get_preset().name == "gpu"  # still selected by name
+    assert presets.default_note() is None
+    monkeypatch.setenv("LABKIT_PRESET", "cpu")
+    assert presets.default_note() is None  # chosen, so nothing to explain
+    monkeypatch.delenv("LABKIT_PRESET")
+    monkeypatch.setattr(presets, "GPU_PRESET_PROVEN", True)  # once its reference run meets every threshold
+    assert get_preset().name == "gpu" and presets.default_note(get_preset("cpu")) is None
+
+
+def test_no_gpu_or_apple_mps_gets_the_cpu_preset_and_only_a_gpu_gets_the_note(monkeypatch):
+    import torch
+
+    from labkit import presets, runtime
+
+    monkeypatch.setattr(presets, "_active", None)
+    monkeypatch.delenv("LABKIT_PRESET", raising=False)
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(presets, "GPU_PRESET_PROVEN", True)  # even then: `gpu` needs CUDA
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_preset().name == "cpu" and presets.default_note() is None
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert get_preset().name == "cpu" and runtime.device().type == "mps"
+    assert "runs on this GPU (mps)" in presets.default_note()
+
+
+def test_the_pipeline_command_says_once_why_a_gpu_runs_the_cpu_preset(a_cuda_machine, monkeypatch, capsys):
+    import argparse
+
+    from labkit import cli, pipeline
+
+    monkeypatch.setattr(pipeline, "run", lambda stages, preset, *a, **k: {"preset": preset.name, "stages": {}})
+    args = argparse.Namespace(preset=None, stages="pretrain", report=None, quiet=True, fresh=False)
+    assert cli._pipeline(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("'cpu' preset runs on this GPU (cuda)") == 1
+    assert cli._pipeline(argparse.Namespace(**{**vars(args), "preset": "cpu"})) == 0
+    assert "runs on this GPU" not in capsys.readouterr().err  # chosen on the command line

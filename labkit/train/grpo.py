@@ -27,6 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from labkit import runtime
 from labkit.lora import lora_config
+from labkit.models import stop_token_ids
 from labkit.presets import GRPOStageConfig
 from labkit.train.common import PolicyResult, common_args, finish_policy, fit, trainer_dir
 
@@ -163,6 +164,11 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
     funcs = [checked_reward(f) for f in reward_funcs]
     log_keys = {**GRPO_LOG_KEYS, **{f"rewards/{f.__name__}/mean": f.__name__ for f in funcs}}
     data = prompts_dataset(rows)  # TRL draws prompts_per_step of them per step, reshuffled each pass
+    # TRL stops an answer on the model's generation_config.eos_token_id (and the tokenizer's): make those the
+    # tokens labkit's sampling stops on, the chat template's end of turn among them (a hub model's may lack it).
+    stops = policy.generation_config.eos_token_id
+    stops = [stops] if isinstance(stops, int) else list(stops or [])
+    policy.generation_config.eos_token_id = stops + [i for i in stop_token_ids(tokenizer) if i not in stops]
 
     runtime.seed_everything(seed)  # before the trainer is built: with LoRA, building it draws the adapters' weights
     with trainer_dir() as out:
