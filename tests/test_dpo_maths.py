@@ -144,3 +144,16 @@ def test_the_tilted_kl_runs_from_zero_to_minus_log_pi_ref_of_the_best_answer():
     for f in (tilted_kl, tilted_expected_reward):
         with pytest.raises(ValueError, match="beta must be positive, got -1"):
             f(REF, REWARD, -1)
+
+
+def test_the_tilted_policy_maximises_the_rlhf_objective():
+    # J(π) = β·log Z − β·KL(π ‖ π*): π* scores exactly β·log Z and no random policy beats it
+    from labkit import widgets
+
+    for beta in (0.1, 1.0, 5.0):
+        check = widgets.dpo_objective_check(beta, policies=5000, seed=1)
+        assert check["J_star"] == pytest.approx(check["beta_log_Z"], abs=1e-12)
+        assert check["beaten"] == 0 and check["best_random"] < check["J_star"]
+        assert check["identity_error"] < 1e-12
+    at_one = widgets.dpo_objective_check(1.0)
+    assert at_one["beta_log_Z"] == pytest.approx(math.log(2.153), abs=1e-3)  # Z = 2.153 at β = 1 (cell 7)

@@ -191,6 +191,25 @@ def test_lab01_memorisation_takes_train_loss_below_the_floor_while_validation_lo
 
 # ------------------------------------------- lab 02: forgetting, data imbalance, label noise
 
+def test_lab01_a_wider_model_reaches_a_lower_validation_loss(stages):
+    """Lab 01's size sweep: the same pretraining budget, three widths; more parameters, lower loss."""
+    m = demo("lab01_size_sweep")
+    widths = sorted(m, key=lambda k: m[k]["parameters"])
+    losses = [m[k]["val_loss"] for k in widths]
+    assert losses == sorted(losses, reverse=True), f"validation loss does not fall with width: {dict(zip(widths, losses))}"
+    assert losses[0] - losses[-1] >= 0.05, f"the widest model is not 0.05 nats better than the narrowest: {losses}"
+
+
+def test_lab01_a_classifier_learns_the_shortcut_and_a_balanced_one_the_rule(stages):
+    """Lab 01's shortcut: trained where a shortcut feature predicts the label, the classifier scores on
+    its own test split but fails the probe that breaks the shortcut; trained on balanced data, it passes."""
+    m = demo("lab01_shortcut")
+    shortcut, balanced = m["with_shortcut"], m["balanced"]
+    assert shortcut["test_accuracy"] >= 0.9, f"the shortcut classifier should look good on its test split ({m})"
+    assert shortcut["probe_accuracy"] <= 0.2, f"the shortcut classifier should fail the probe ({m})"
+    assert balanced["probe_accuracy"] >= 0.9, f"the balanced classifier should pass the probe ({m})"
+
+
 def test_lab02_a_second_fine_tuning_makes_the_model_forget_the_first_tasks(stages):
     """Lab 02's forgetting demo: three tasks, then arithmetic only, scored on all four before and after."""
     m = demo("lab02_forgetting")
@@ -281,6 +300,29 @@ def test_lab05_optimising_a_weak_reward_model_hard_raises_the_proxy_and_then_los
     assert m["final_kl"] >= 10 * m["peak_kl"], f"over-optimisation: the policy did not run far from the SFT policy ({m})"
 
 
+def test_lab05_a_kl_penalty_stops_the_fall(stages):
+    """Lab 05's over-optimisation run again with the ``ppo`` stage's β: the gold reward holds near its
+    peak and the policy stays near the SFT policy, where the β = 0 run fell and ran far."""
+    free, held = demo("lab05_overoptimisation"), demo("lab05_overopt_penalty")
+    assert held["final_gold"] >= held["peak_gold"] - 0.3, f"with a KL penalty the gold reward still fell ({held})"
+    assert held["final_gold"] >= free["final_gold"] + 1.0, (
+        f"the penalised run should end far above the unpenalised one in gold ({held['final_gold']:.2f} against "
+        f"{free['final_gold']:.2f})")
+    assert held["final_kl"] <= free["final_kl"] / 5, f"the penalty did not hold the policy near SFT ({held}, {free})"
+
+
+def test_lab05_the_kl_penalty_not_the_clip_holds_the_policy_near_sft(stages):
+    """The run panel's starting table: at β = 0 the clip range barely changes how far PPO goes; at the
+    largest ε, raising β brings the policy closer."""
+    m = demo("lab05_clip_vs_penalty")
+    free = [m[k]["kl"] for k in ("eps_0p05_beta_0", "eps_0p2_beta_0", "eps_0p5_beta_0")]
+    held = [m[k]["kl"] for k in ("eps_0p5_beta_0", "eps_0p5_beta_0p1", "eps_0p5_beta_0p5")]
+    assert held == sorted(held, reverse=True), f"a larger β should mean a smaller KL at ε = 0.5: {held}"
+    assert held[-1] <= held[0] / 2, f"β = 0.5 should at least halve the KL of β = 0: {held}"
+    assert min(free) >= held[-1] * 1.5, f"at β = 0 no clip range should hold the policy as close as β = 0.5: {m}"
+    assert all(row["win_rate"] >= 0.7 for row in m.values()), f"every setting should still beat the SFT policy: {m}"
+
+
 # ------------------------------------------------------------- lab 07: reward hacking by length
 
 def test_lab07_grpo_rewarded_for_length_alone_pads_answers_and_loses_accuracy(stages):
@@ -294,6 +336,16 @@ def test_lab07_grpo_rewarded_for_length_alone_pads_answers_and_loses_accuracy(st
     # reference: held-out accuracy 45.2 % -> 15.4 %
     assert length["accuracy"] <= length["sft_accuracy"] - 0.15, (
         f"length hacking: accuracy should fall at least 15 points below the SFT policy's ({m})")
+    # an "=" in nearly every answer, yet hardly any writes the problem's own steps right
+    assert length["worked_share"] >= 0.8 and length["right_working_share"] <= 0.2, (
+        f"length hacking: the crude test should pass and the strict one fail ({m})")
+
+
+def test_grpo_teaches_working_that_is_right_step_for_step(stages):
+    m = stages["grpo"]
+    assert m["right_working_share"] >= m["sft_right_working_share"] + 0.2, (
+        f"GRPO should add 20 points of answers whose working is the problem's own, every step right: "
+        f"{m['sft_right_working_share']:.1%} -> {m['right_working_share']:.1%}")
 
 
 # ------------------------------------------------------------------------- lab 08: the race
@@ -305,6 +357,14 @@ def test_lab08_every_method_in_the_race_beats_the_sft_policy(stages):
     assert len(wins) >= 8, f"the race lost methods: {sorted(m)}"
     # reference: 77.6 % (GRPO + LoRA at PPO's budget) to 91.8 % (GRPO + LoRA, 200 steps)
     assert min(wins.values()) >= 0.65, f"a method of the race does not beat the SFT policy clearly: {wins}"
+
+
+def test_lab08_bootstrap_intervals_hold_each_win_rate(stages):
+    m = demo("lab08_intervals")
+    for method, row in m.items():
+        assert row["win_low"] <= row["win_rate"] <= row["win_high"], f"{method}: {row}"
+        assert 0 < row["win_high"] - row["win_low"] < 0.3, f"{method}: an implausible interval {row}"
+    assert m["SFT"]["win_low"] <= 0.5 <= m["SFT"]["win_high"], f"the SFT policy against itself should be a tie: {m['SFT']}"
 
 
 # ------------------------------------------------------------------- every figure, the reference

@@ -22,7 +22,7 @@ That is how the tests drive the widgets, and how you can script them too.
 from labkit.widgets.explorers import (BradleyTerryExplorer, DPOTiltExplorer, GRPOGroupExplorer, LoRAParamsExplorer,
                                       NegLogExplorer, grpo_group_explorer, grpo_group_table,
                                       PPOClipExplorer, SliderExplorer, TemperatureExplorer, bradley_terry_explorer,
-                                      dpo_bt_check, dpo_gradient_table, dpo_tilt_explorer, dpo_tilt_table, dpo_toy,
+                                      dpo_bt_check, dpo_gradient_table, dpo_objective_check, dpo_tilt_explorer, dpo_tilt_table, dpo_toy,
                                       lora_params_explorer, neg_log_explorer, neg_log_values, ppo_clip_explorer,
                                       ppo_clip_table, temperature_explorer)
 from labkit.widgets.panels import (ExperimentPanel, PolicyPanel, PolicySpec, PretrainPanel, RunPanel, dpo_panel,
@@ -31,7 +31,7 @@ from labkit.widgets.panels import (ExperimentPanel, PolicyPanel, PolicySpec, Pre
 __all__ = ["BradleyTerryExplorer", "DPOTiltExplorer", "ExperimentPanel", "GRPOGroupExplorer", "PolicyPanel", "PolicySpec",
            "grpo_group_explorer", "grpo_group_table", "grpo_panel", "LoRAParamsExplorer", "NegLogExplorer",
            "PPOClipExplorer", "PretrainPanel", "RunPanel", "SliderExplorer", "TemperatureExplorer",
-           "bradley_terry_explorer", "dpo_bt_check", "dpo_gradient_table", "dpo_panel", "dpo_tilt_explorer", "dpo_tilt_table",
+           "bradley_terry_explorer", "dpo_bt_check", "dpo_gradient_table", "dpo_objective_check", "dpo_panel", "dpo_tilt_explorer", "dpo_tilt_table",
            "dpo_toy", "imbalance_panel", "lora_panel", "lora_params_explorer", "neg_log_explorer", "neg_log_values",
            "noise_panel", "ppo_clip_explorer", "ppo_clip_table", "ppo_panel", "pretrain_panel",
            "temperature_explorer"]

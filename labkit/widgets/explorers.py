@@ -329,6 +329,41 @@ def dpo_tilt_table(beta: float):
     return table, summary
 
 
+def dpo_objective_check(beta: float, policies: int = 10_000, seed: int = 0) -> dict:
+    """Why π* is the optimum, on lab 06's toy: J(π) = E_π[r] − β·KL(π ‖ π_SFT) = β·log Z − β·KL(π ‖ π*).
+
+    Writing E_π[r] as Σ π·β·log(exp(r/β)) and gathering the logs, J(π) = −β·Σ π·log(π / (π_SFT·exp(r/β)))
+    = −β·Σ π·log(π / (π*·Z)) = β·log Z − β·KL(π ‖ π*). KL ≥ 0, and 0 only at π = π*: no policy beats
+    π*, and J(π*) = β·log Z. Checked on ``policies`` random policies over the toy's four answers
+    (Dirichlet(1) draws, ``seed``): ``J_star`` and ``beta_log_Z`` (equal), ``best_random`` (the
+    highest J among them, below J(π*)), ``identity_error`` (the largest |J(π) − (β·log Z − β·KL(π ‖ π*))|,
+    round-off) and ``beaten`` (how many random policies scored above π*: 0).
+    """
+    import torch
+
+    from labkit import losses
+
+    _check_beta(beta)
+    toy = dpo_toy()
+    sft = torch.tensor(toy["sft"], dtype=torch.float64)
+    rewards = torch.tensor(toy["rewards"], dtype=torch.float64)
+    star = losses.tilted_policy(sft, rewards, beta)
+    log_z = losses.log_partition(sft, rewards, beta)
+
+    def objective(pi):  # E_π[r] − β·KL(π ‖ π_SFT), one value per row of π
+        return (pi * rewards).sum(-1) - beta * (pi * (pi / sft).log()).sum(-1)
+
+    gen = torch.Generator().manual_seed(seed)
+    draws = -torch.rand(policies, len(sft), dtype=torch.float64, generator=gen).log()  # exponential(1) draws
+    pis = draws / draws.sum(-1, keepdim=True)  # normalised: Dirichlet(1), uniform over the policies on four answers
+    values = objective(pis)
+    via_star = beta * log_z - beta * (pis * (pis / star).log()).sum(-1)
+    j_star = float(objective(star[None])[0])
+    return {"beta": float(beta), "J_star": j_star, "beta_log_Z": beta * log_z, "best_random": float(values.max()),
+            "identity_error": float((values - via_star).abs().max()), "beaten": int((values > j_star).sum()),
+            "policies": policies}
+
+
 def dpo_bt_check(beta: float):
     """Z cancels: Bradley–Terry's P(y_w ≻ y_l) from the true rewards and from the implicit ones agree.
 
