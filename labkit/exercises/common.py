@@ -1,6 +1,7 @@
 """What every graded exercise shares: the learner's placeholder, the verdict and how it is shown.
 
-A lab's exercise cell ships as ``answer = ...`` (Python's ``Ellipsis``: "fill me in") followed by
+A lab's exercise cell ships with ``...`` (Python's ``Ellipsis``: "fill me in") where the answer goes,
+as ``answer = ...`` or as a function whose body is ``return ...``, followed by
 ``exercises.check_<name>(answer)``. The check returns a :class:`Verdict`:
 
 - ``...`` still there → **not attempted yet** (no error, so the notebook runs top to bottom as shipped);

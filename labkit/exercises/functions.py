@@ -1,4 +1,4 @@
-"""Exercises whose answer is a *function* (labs 05–08): call it on hidden inputs, compare, hint.
+"""Exercises whose answer is a *function*: call it on hidden inputs, compare, hint.
 
 :func:`attempt` calls the learner's function on inputs the learner never sees and records what came
 back (or what it raised); :func:`check_function` grades that against the expected values, trying the
@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from labkit.exercises.common import Verdict, grade
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -74,20 +75,36 @@ def all_same(run: Any, expected: list[torch.Tensor], cases: range | None = None,
     return all(same(run.outputs[i], expected[i], rtol=rtol) for i in picked)
 
 
-def type_hints(run: Attempt, call: str, check: str, returns: str) -> list[tuple[Callable[[Any], bool], str]]:
-    """The hints every function exercise tries first: not a function, it raised, it returned nothing or text."""
-    return [
+def _a(name: str) -> str:
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+def type_hints(run: Attempt, call: str, check: str, returns: str,
+               text: bool = True) -> list[tuple[Callable[[Any], bool], str]]:
+    """The hints every function exercise tries first: not a function, it raised, it returned nothing or text.
+
+    ``text=False`` leaves out the "returned text" hint, for an exercise whose own hints say more about it.
+    """
+    hints = [
         (lambda r: not callable(r.fn),
          f"pass your function itself, by its name without brackets: `{check}`. You passed "
-         f"{'None' if run.fn is None else 'a ' + type(run.fn).__name__}."),
+         f"{'None' if run.fn is None else _a(type(run.fn).__name__)}."),
         (lambda r: r.error is not None,
          f"your function raised {run.error}. It is called as `{call}` and must return {returns}."
          + (" Python's `min`, `max` and `if` cannot compare tensors element by element; torch has functions that "
             "do." if run.error and "Boolean value of Tensor" in run.error else "")),
         (lambda r: any(o is None for o in r.outputs), "your function returned None: is its `return` line missing?"),
-        (lambda r: any(isinstance(o, (str, bytes)) for o in r.outputs),
-         f"your function returned text; it must return {returns}."),
     ]
+    if text:
+        hints.append((lambda r: any(isinstance(o, (str, bytes)) for o in r.outputs),
+                      f"your function returned text; it must return {returns}."))
+    return hints
+
+
+def output_for(fn: Any, case: tuple) -> Any:
+    """What ``fn(*case)`` returns for one case a hint shows (``None`` if it raised or is no function)."""
+    tried = attempt(fn, [case])
+    return tried.outputs[0] if isinstance(tried, Attempt) and tried.ran else None
 
 
 def check_function(exercise: str, run: Any, expected: list[torch.Tensor], *, praise: str,
