@@ -208,7 +208,7 @@ def test_lab04_exercises_ship_unattempted_and_trls_loss_is_computed_beside_ours(
     assert [v.status for v in _lab03_04_shipped_verdicts("04_reward_modelling.ipynb")] == ["not attempted yet"] * 2
     assert "every **unordered** pair" in text and "ordered pairs" not in text
     for call in ["rm.trl_batch_loss(reward_model, tok, test_pairs", "losses.bradley_terry_loss(chosen, rejected)",
-                 "check_ranking_pairs(answer", "check_bradley_terry_loss("]:
+                 "check_ranking_pairs(ranking_pairs)", "check_bradley_terry_loss("]:
         assert call in code, f"lab 04 should run {call}"
     assert "center_rewards_coefficient" in text and "margin" in text
     checked = [c for c in nbformat.read(LABS / "04_reward_modelling.ipynb", as_version=4).cells if is_checked(c)]

@@ -127,13 +127,13 @@ def test_every_stage_is_declared_once_with_known_needs_and_preset_fields():
 def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # Keys of the cpu preset's checkpoints before the stages were declared in labkit.stages: a
     # refactor that changes them would retrain every learner's cached models.
-    # The same keys again after each stage moved to its own module in labkit/stages/. Only `ppo` and
-    # `dpo` moved on purpose since (their version 1: the win rate's SFT answers sampled independently),
-    # and a stage's own version leaves every other key alone.
+    # The same keys again after each stage moved to its own module in labkit/stages/. Only `ppo`, `dpo`
+    # (their version 1: the win rate's SFT answers sampled independently) and `grpo` (version 1: it reports
+    # working that is right step for step) moved on purpose since; a stage's version leaves the others alone.
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
         "pretrain": "cff88f5781", "sft": "c18f785bb0", "reward": "48f0d78dcb", "reward_naive": "7da01245b5",
-        "ppo": "3d4e168174", "dpo": "3c5ea089e4", "sft_math": "3cb1112039", "grpo": "1f1690a059"}
+        "ppo": "3d4e168174", "dpo": "3c5ea089e4", "sft_math": "3cb1112039", "grpo": "3873cfcd9b"}
 
 
 def test_every_trainer_returns_one_result_type():

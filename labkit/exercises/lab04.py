@@ -158,12 +158,12 @@ def check_ranking_pairs(fn: Callable) -> Verdict:
              "return a list of pairs, each pair a tuple (winner, loser) of two answers from `ranked`."),
             (lambda r: not all(_reads_as_pairs(o) for o in r.outputs),
              "every item of the list should be one pair: two answers, (winner, loser)."),
+            (slip_is("empty"), "your function returned an empty list: a ranking of several answers says who beats "
+                               "whom."),
             (lambda r: len({repr(sorted(map(repr, p))) for p in listed(r)}) == 1,
              "your function gives the same pairs whatever ranking it is given. Build them from its argument "
              "`ranked` (not from `five_ranked`): the check tries rankings of its own, of several lengths."
              + shown()),
-            (slip_is("empty"), "your function returned an empty list: a ranking of several answers says who beats "
-                               "whom."),
             (slip_is("unknown answers"),
              "use the answers exactly as they are written in the ranking your function gets (`ranked[i]`), not "
              "their positions, numbers or new text."),
