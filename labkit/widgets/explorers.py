@@ -296,6 +296,19 @@ def _check_beta(beta) -> None:
     check_range("β (the KL strength)", beta, DPO_BETA_MIN, DPO_BETA_MAX)
 
 
+def _toy_optimum(beta: float):
+    """:func:`dpo_toy` at ``beta`` as float64 tensors: ``(toy, π_SFT, r, π*, log Z)``."""
+    import torch
+
+    from labkit import losses
+
+    _check_beta(beta)
+    toy = dpo_toy()
+    sft = torch.tensor(toy["sft"], dtype=torch.float64)
+    rewards = torch.tensor(toy["rewards"], dtype=torch.float64)
+    return toy, sft, rewards, losses.tilted_policy(sft, rewards, beta), losses.log_partition(sft, rewards, beta)
+
+
 def dpo_tilt_table(beta: float):
     """The optimum π*(y) = π_SFT(y)·exp(r(y)/β)/Z on lab 06's toy (:func:`dpo_toy`), and r read back from it.
 
@@ -309,16 +322,10 @@ def dpo_tilt_table(beta: float):
     (E_SFT[r] = 0.2) and KL = 0.399 nats.
     """
     import pandas as pd
-    import torch
 
     from labkit import losses
 
-    _check_beta(beta)
-    toy = dpo_toy()
-    sft = torch.tensor(toy["sft"], dtype=torch.float64)
-    rewards = torch.tensor(toy["rewards"], dtype=torch.float64)
-    star = losses.tilted_policy(sft, rewards, beta)
-    log_z = losses.log_partition(sft, rewards, beta)
+    toy, sft, rewards, star, log_z = _toy_optimum(beta)
     implied = losses.implicit_reward(star.log(), sft.log(), beta)
     table = pd.DataFrame({"answer": toy["answers"], "π_SFT": toy["sft"], "gold r": toy["rewards"],
                           "π*": star.tolist(), "β·log(π*/π_SFT)": implied.tolist(),
@@ -341,14 +348,7 @@ def dpo_objective_check(beta: float, policies: int = 10_000, seed: int = 0) -> d
     """
     import torch
 
-    from labkit import losses
-
-    _check_beta(beta)
-    toy = dpo_toy()
-    sft = torch.tensor(toy["sft"], dtype=torch.float64)
-    rewards = torch.tensor(toy["rewards"], dtype=torch.float64)
-    star = losses.tilted_policy(sft, rewards, beta)
-    log_z = losses.log_partition(sft, rewards, beta)
+    _, sft, rewards, star, log_z = _toy_optimum(beta)
 
     def objective(pi):  # E_π[r] − β·KL(π ‖ π_SFT), one value per row of π
         return (pi * rewards).sum(-1) - beta * (pi * (pi / sft).log()).sum(-1)
