@@ -101,6 +101,15 @@ def type_hints(run: Attempt, call: str, check: str, returns: str,
     return hints
 
 
+def converts(convert: Callable, value: Any) -> bool:
+    """Whether ``convert(value)`` succeeds: the learner's output has the form a check reads."""
+    try:
+        convert(value)
+    except Exception:
+        return False
+    return True
+
+
 def output_for(fn: Any, case: tuple) -> Any:
     """What ``fn(*case)`` returns for one case a hint shows (``None`` if it raised or is no function)."""
     tried = attempt(fn, [case])

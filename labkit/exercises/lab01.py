@@ -15,7 +15,7 @@ import math
 from typing import Any, Callable
 
 from labkit.exercises.common import Verdict, close, grade
-from labkit.exercises.functions import Attempt, attempt, output_for, type_hints
+from labkit.exercises.functions import Attempt, attempt, converts, output_for, type_hints
 
 __all__ = ["check_text_loss"]
 
@@ -141,11 +141,11 @@ def check_text_loss(fn: Callable) -> Verdict:
     def hints(run: Attempt) -> list:
         return type_hints(run, "text_loss(steps)", "exercises.check_text_loss(text_loss)",
                           "two numbers, loss_nats and loss_bits") + [
-            (lambda r: not all(_is_pair(o) for o in r.outputs),
+            (lambda r: not all(converts(_pair, o) for o in r.outputs),
              "return two numbers, the loss in nats and the same loss in bits: `return loss_nats, loss_bits`."),
             (lambda r: any(x is Ellipsis for o in r.outputs for x in _pair(o)),
              "fill in both loss_nats and loss_bits."),
-            (lambda r: not all(_is_number(x) for o in r.outputs for x in _pair(o)),
+            (lambda r: not all(converts(_number, x) for o in r.outputs for x in _pair(o)),
              "both values should be plain numbers (floats), for example the value of an expression built with "
              "math.log; not strings, lists or None."),
             (lambda r: len({tuple(_number(x) for x in _pair(o)) for o in r.outputs}) == 1,
@@ -190,23 +190,9 @@ def check_text_loss(fn: Callable) -> Verdict:
 
 def _both_blank(out: Any) -> bool:
     """``out`` is the pair ``(..., ...)``: neither value filled in."""
-    return _is_pair(out) and all(x is Ellipsis for x in _pair(out))
+    return converts(_pair, out) and all(x is Ellipsis for x in _pair(out))
 
 
-def _is_pair(out: Any) -> bool:
-    try:
-        _pair(out)
-    except Exception:
-        return False
-    return True
-
-
-def _is_number(x: Any) -> bool:
-    try:
-        _number(x)
-    except Exception:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------

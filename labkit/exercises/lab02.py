@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from labkit.exercises.common import Verdict, grade
-from labkit.exercises.functions import Attempt, attempt, output_for, type_hints
+from labkit.exercises.functions import Attempt, attempt, converts, output_for, type_hints
 from labkit.tokenizer import ASSISTANT, END, assistant_mask, train_tokenizer
 
 __all__ = ["check_sft_labels"]
@@ -165,7 +165,7 @@ def check_sft_labels(fn: Callable) -> Verdict:
     def hints(run: Attempt) -> list:
         return type_hints(run, "sft_labels(ids, tokens)", "exercises.check_sft_labels(sft_labels)",
                           "a list of whole numbers, one per token", text=False) + [
-            (lambda r: not all(_is_int_list(o) for o in r.outputs),
+            (lambda r: not all(converts(_ints, o) for o in r.outputs),
              "labels should be a list of whole numbers, one per token of ids (a Python list, or a tensor); "
              "not a string, None, or a list of tokens."),
             (lambda r: len({tuple(g) for g in labels(r)}) == 1,
@@ -215,13 +215,6 @@ def check_sft_labels(fn: Callable) -> Verdict:
                   "<|assistant|> up to and including the <|end|> that closes that reply, and −100 elsewhere."
                   + shown())
 
-
-def _is_int_list(labels: Any) -> bool:
-    try:
-        _ints(labels)
-    except Exception:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numbers
 from typing import Any, Callable
 
 from labkit.exercises.common import Verdict, grade
-from labkit.exercises.functions import Attempt, attempt, output_for, type_hints
+from labkit.exercises.functions import Attempt, attempt, converts, output_for, type_hints
 
 __all__ = ["check_lora_count"]
 
@@ -90,7 +90,7 @@ def check_lora_count(fn: Callable) -> Verdict:
             (lambda r: any(0 < float(o) < 1 for o in r.outputs),
              "that looks like a share of the full update. The question asks for a count: how many numbers the "
              "adapter trains."),
-            (lambda r: any(not _is_count(o) for o in r.outputs),
+            (lambda r: any(not converts(_count, o) for o in r.outputs),
              "return one whole number, the count, as a Python int (or an expression in m, n and r); not a list, "
              "a tuple or a fraction."),
             (lambda r: len(set(counts(r))) == 1,
@@ -132,13 +132,6 @@ def check_lora_count(fn: Callable) -> Verdict:
                  otherwise="write down the shapes of the two factors L and R (one side of each is r, the other is "
                            "m or n) and add up their entries." + shown())
 
-
-def _is_count(out: Any) -> bool:
-    try:
-        _count(out)
-    except Exception:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ solution: look only when stuck
