@@ -11,13 +11,14 @@ test flaky).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
 
 import torch
 
-from labkit import reference, runtime
+from labkit import flops, reference, runtime
 from labkit.measure import in_fresh_process, sig
 from labkit.models import build_model, config_from_size
 from labkit.presets import get_preset, resolve_preset
@@ -115,7 +116,11 @@ def stage_step(preset_name: str, stage: str, steps: int, rank: int | None = None
     if entry.bench is None:
         raise ValueError(f"the {stage!r} stage declares no bench slice (Stage.bench in its module)")
     inputs = {need: pipeline.ensure(need, preset, progress=False) for need in entry.needs}
-    return {"rank": rank, **entry.bench(preset, inputs, int(steps), rank, *options)}
+    with flops.counting() as count:
+        row = entry.bench(preset, inputs, int(steps), rank, *options)
+    seconds = row.get("seconds")
+    return {"rank": rank, **row, "flops": count.total, "flops_training": count.training,
+            "flops_per_s": sig(count.total / seconds) if seconds else None}
 
 
 def stage_measurement(preset, stage: str, steps: int, rank: int | None = None, *options) -> tuple:
@@ -357,14 +362,59 @@ def bench(preset_name: str = "cpu", stages: list[str] | None = None, steps: int 
     for stage in (s for s in STAGES if s in needs):   # build the inputs here, so the children only load them
         pipeline.ensure(stage, preset, progress=progress)
     measure = FreshRuns(progress)
+    report["matmul_peak"] = flops.matmul_peak(device=runtime.device())
     for stage in stages:
-        report["stages"][stage] = {"stage": stage, **measure(*stage_measurement(preset, stage, each))}
+        row = measure(*stage_measurement(preset, stage, each))
+        report["stages"][stage] = {"stage": stage, **row, "utilisation": utilisation(row, report["matmul_peak"])}
     for name, by in opened.items():
         if by:
             report["comparisons"][name] = COMPARISONS[name][0](preset, by, steps, measure)
+    report["pipeline_compute"] = pipeline_compute(preset.name)
     report["fresh_processes"] = len(measure.rows)
     report["seconds"] = sig(time.perf_counter() - start, 3)
     return _finite(report)
+
+
+def utilisation(row: dict, peak: dict) -> float | None:
+    """A measurement's counted operations per second as a share of the machine's matrix-product peak."""
+    rate = row.get("flops_per_s")
+    return sig(rate / peak["flops_per_s"], 3) if rate and peak.get("flops_per_s") else None
+
+
+def pipeline_compute(preset_name: str) -> dict | None:
+    """The whole pipeline's counted operations in the reference results (``results/<preset>.json``),
+    beside the baseline recipes' (``results/baseline/<preset>.json``: the recipes before the compute
+    budget was counted, measured by the same code), per stage and summed, with their ratio
+    (:func:`labkit.flops.compute_table`). None where the reference carries no counts."""
+    folder = reference.results_dir()
+    now, base = folder / f"{preset_name}.json", folder / "baseline" / f"{preset_name}.json"
+    if not now.exists():
+        return None
+    results = json.loads(now.read_text())
+    baseline = json.loads(base.read_text())["stages"] if base.exists() else None
+    peak = ((results.get("demos", {}).get("bench") or {}).get("matmul_peak") or {}).get("flops_per_s")
+    table = flops.compute_table(results.get("stages", {}), peak, baseline)
+    return table if table["stages"] else None
+
+
+def summary(report: dict) -> str:
+    """A few lines for the terminal: the peak, each stage's counted rate and utilisation, and the
+    whole pipeline's compute beside the baseline's."""
+    peak = report.get("matmul_peak")
+    lines = [f"matrix-product peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['dtype']} {peak['size']}×{peak['size']}, "
+             f"{peak['threads']} threads, {peak['device']})" if peak else "matrix-product peak: not measured"]
+    for stage, row in report.get("stages", {}).items():
+        rate = row.get("flops_per_s")
+        share = f"{row['utilisation']:.1%} of the peak" if row.get("utilisation") is not None else "utilisation unknown"
+        lines.append(f"  {stage:<13} {rate / 1e9 if rate else float('nan'):7.1f} GFLOP/s counted  {share}")
+    compute = report.get("pipeline_compute")
+    if compute and compute.get("baseline_flops"):
+        lines.append(f"whole pipeline (reference results): {compute['flops'] / 1e12:.1f} TFLOP, baseline recipes "
+                     f"{compute['baseline_flops'] / 1e12:.1f} TFLOP: ratio {compute['ratio']:.2f}")
+    else:
+        lines.append("whole pipeline: no counted reference results to compare (results/<preset>.json and "
+                     "results/baseline/<preset>.json)")
+    return "\n".join(lines)
 
 
 @reference.measurement("bench", lab="README", seconds=110,
@@ -373,4 +423,4 @@ def bench_figures(preset) -> dict:
     """``python -m labkit bench`` at ``preset``, for the README's benchmark figures: its stages and
     comparisons (where it ran is in the results' own ``machine``)."""
     report = bench(preset, progress=False)
-    return {key: report[key] for key in ("steps", "stages", "comparisons", "fresh_processes", "seconds")}
+    return {key: report[key] for key in ("steps", "matmul_peak", "stages", "comparisons", "fresh_processes", "seconds")}

@@ -76,6 +76,7 @@ def _bench(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)
+    print("\n" + bench.summary(result), file=sys.stderr)
     print(f"\nbench written to {out}", file=sys.stderr)
     return 0
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from labkit import checkpoint, runtime
+from labkit import checkpoint, flops, runtime
 from labkit.presets import Preset, get_preset, resolve_preset
 from labkit.stages import STAGES
 # the labs' entry points to two stages' data, here beside ensure() and load()
@@ -97,7 +97,7 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
             _say(f"labkit: the cached {stage!r} checkpoint at {path} is broken ({'; '.join(found)}); "
                  "training it again.")
         start = time.perf_counter()
-        with _training(stage, preset):
+        with _training(stage, preset), flops.counting() as count:
             try:
                 model, tokenizer, metrics, history = STAGES[stage].train(
                     preset, inputs, progress and runtime.is_main_process(), callback)
@@ -109,6 +109,7 @@ def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = T
                                    "a rerun continues from them.")
                 raise
         metrics["seconds"] = time.perf_counter() - start
+        metrics.update(flops.summed_over_processes(count.as_report()))
         if runtime.is_main_process():  # one writer; every process trained the same model
             checkpoint.save_checkpoint(path, model, tokenizer, metadata={
                 "stage": stage, "preset": preset.name, "key": stage_key(stage, preset),

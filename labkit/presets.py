@@ -66,6 +66,9 @@ class ModelSize:
             raise ValueError(f"ModelSize.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
 
+OPTIMIZERS = ("adamw", "muon")  # what PretrainConfig.optimizer may name
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """How long and how hard pretraining runs."""
@@ -76,12 +79,17 @@ class PretrainConfig:
     warmup: int = 20            # linear warm-up steps before cosine decay to lr/10
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     eval_every: int = 45        # steps between validation evaluations (each one costs time)
+    optimizer: str = "adamw"    # "adamw" for every weight, or "muon": Muon for the blocks' matrices,
+                                # AdamW (at ``lr``) for the embedding and the norms
+    muon_lr: float = 0.02       # Muon's peak learning rate (scaled to AdamW's update size per matrix)
 
     def __post_init__(self):
         _at_least(self, 1, "steps", "eval_every")
         _at_least(self, 16, "batch_tokens")
         _at_least(self, 0, "warmup", "weight_decay")
-        _inside(self, 0, 1, "lr")
+        _inside(self, 0, 1, "lr", "muon_lr")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"PretrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
 @dataclass(frozen=True)

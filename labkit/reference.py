@@ -124,10 +124,12 @@ FILTERS: dict[str, Callable[[Any], str]] = {
     "int": lambda v: f"{round(v):,}", "s": _seconds, "secs": lambda v: f"{v:.0f} s",
     "mb": lambda v: f"{v:,.0f} MB", "x": lambda v: f"{v:.2f}×", "str": str, "date": lambda v: str(v)[:10],
     "points": lambda v: _signless(f"{100 * v:+.1f} points"),
+    "tflop": lambda v: f"{v / 1e12:,.1f} TFLOP", "gflops": lambda v: f"{v / 1e9:,.1f} GFLOP/s",
 }
 
 # the default filter of a figure, by its last key (fnmatch patterns, first match wins)
 FORMATS: list[tuple[str, str]] = [
+    ("*flops_per_s", "gflops"), ("*flops*", "tflop"), ("utilisation", "pct"),
     ("seconds_per_step*", "f2"), ("*_seconds_per_step", "f2"), ("*seconds*", "s"), ("*_MB", "mb"), ("*parameters*", "int"), ("*tokens_per_s*", "int"),
     ("steps", "int"), ("*iteration", "int"), ("*_step", "int"), ("iterations", "int"), ("*_examples", "int"), ("*_pairs", "int"), ("*_problems", "int"), ("tokens_seen", "int"), ("answers_sampled", "int"),
     ("win_rate", "pct"), ("win_low", "pct"), ("win_high", "pct"), ("*accuracy*", "pct"), ("exact_match", "pct"), ("*exact_match", "pct"),

@@ -153,8 +153,21 @@ def collect(preset: Preset | str = "cpu", *, out: Path | None = None, only: list
         _say(f"  done in {result['seconds']['demos'][name]:.0f} s")
     result["seconds"]["total"] = round(time.perf_counter() - start, 1)
     result["demos"] = {n: result["demos"][n] for n in table if n in result["demos"]}  # the labs' order
+    result["compute"] = compute(result)
     _write(out, result)
     return result
+
+
+def compute(result: dict) -> dict:
+    """The pipeline's counted compute (:func:`labkit.flops.compute_table`): each stage's operations and
+    utilisation of the matrix-product peak that the bench measured in the same run, and the ratio to
+    the baseline recipes (``results/baseline/<preset>.json``) where that file exists."""
+    from labkit import flops
+
+    peak = ((result["demos"].get("bench") or {}).get("matmul_peak") or {}).get("flops_per_s")
+    base = reference.results_dir() / "baseline" / f"{result['preset']}.json"
+    baseline = json.loads(base.read_text(encoding="utf-8"))["stages"] if base.exists() else None
+    return _plain(flops.compute_table(result["stages"], peak, baseline))
 
 
 def pipeline_seconds(report: dict) -> float:

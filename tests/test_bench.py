@@ -35,6 +35,14 @@ def _parameters(home, stage: str) -> int:
     return sum(p.numel() for p in checkpoint.load_checkpoint(path, device="cpu")[0].parameters())
 
 
+def _vocabulary(home) -> int:
+    """The smoke model's vocabulary size (its tokenizer is trained on the generated corpus)."""
+    from labkit import checkpoint
+
+    (path,) = (home / "smoke").glob("pretrain-*")
+    return checkpoint.load_checkpoint(path, device="cpu")[0].config.vocab_size
+
+
 def _stage_dirs(home) -> set[str]:
     return {d.name.rsplit("-", 1)[0] for d in (home / "smoke").iterdir() if d.is_dir()}
 
@@ -89,7 +97,19 @@ def test_every_stage_is_measured_with_positive_finite_numbers(smoke_bench):
         assert row["process_seconds"] > row["seconds"]  # the child also started, imported and loaded
         assert row["trainable_parameters"] <= row["parameters_in_memory"]
         assert row["rank"] == (SMOKE.ppo.lora_rank if stage == "ppo" else 0)
+        _positive(row, "flops", "flops_training", "flops_per_s", "utilisation")  # counted compute (labkit.flops)
+        assert row["flops_training"] <= row["flops"]
+        assert row["flops_per_s"] == pytest.approx(row["flops"] / row["seconds"], rel=2e-3)
+        assert row["utilisation"] == pytest.approx(row["flops_per_s"] / report["matmul_peak"]["flops_per_s"], rel=5e-3)
     stages = report["stages"]
+    _positive(report["matmul_peak"], "flops_per_s")
+    # pretraining's slice, counted by hand: each step trains rows × max_len tokens at 6 operations per
+    # weight of a matrix product per token, plus attention's 12 · layers · d · max_len per token
+    size, rows = SMOKE.model, SMOKE.pretrain.batch_tokens // SMOKE.model.max_len
+    vocab = _vocabulary(smoke_bench["home"])
+    weights = size.n_layers * (4 * size.d_model ** 2 + 3 * size.d_model * size.d_ff) + size.d_model * vocab
+    tokens = rows * size.max_len
+    assert stages["pretrain"]["flops_training"] == STEPS * tokens * (6 * weights + 12 * size.n_layers * size.d_model * size.max_len)
     for stage in ("pretrain", "ppo", "grpo"):  # the trainers that count their tokens
         _positive(stages[stage], "tokens_per_s", "tokens_per_step")
     assert stages["pretrain"]["tokens_per_step"] <= SMOKE.pretrain.batch_tokens
@@ -133,7 +153,7 @@ def test_comparisons_side_by_side_in_the_same_run(smoke_bench):
     assert side["ratio"] == pytest.approx(ppo["seconds_per_step_after_first"] / grpo["seconds_per_step_after_first"],
                                           rel=0.01)
     # the GRPO stage's own row, measured once and reused
-    assert {k: v for k, v in grpo.items() if k != "holds"} == {k: v for k, v in stages["grpo"].items() if k != "stage"}
+    assert {k: v for k, v in grpo.items() if k != "holds"} == {k: v for k, v in stages["grpo"].items() if k not in ("stage", "utilisation")}
 
     lora = comparisons["lora_vs_full"]
     assert set(lora) == {"ppo", "dpo"}
@@ -145,8 +165,8 @@ def test_comparisons_side_by_side_in_the_same_run(smoke_bench):
         assert adapters["trainable_parameters"] < full["trainable_parameters"]
         assert adapters["parameters_in_memory"] < full["parameters_in_memory"]  # no reference copy
         assert pair["state_MB_ratio"] < 1
-    assert lora["ppo"]["lora"] == {k: v for k, v in stages["ppo"].items() if k != "stage"}
-    assert lora["dpo"]["full"] == {k: v for k, v in stages["dpo"].items() if k != "stage"}
+    assert lora["ppo"]["lora"] == {k: v for k, v in stages["ppo"].items() if k not in ("stage", "utilisation")}
+    assert lora["dpo"]["full"] == {k: v for k, v in stages["dpo"].items() if k not in ("stage", "utilisation")}
 
     # each measurement ran once: the stages, PPO full, DPO with LoRA, and PPO at GRPO's batch if it differs
     ppo_like_grpo = bench.ppo_batch_like_grpo(SMOKE) != (SMOKE.ppo.prompts_per_batch, SMOKE.ppo.samples_per_prompt)

@@ -12,6 +12,7 @@ labkit needs from it, so no other module has to know the stage by name:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -105,6 +106,9 @@ class Stage:
 
 STAGES: dict[str, Stage] = {}  # name -> Stage, prerequisites before the stages that need them
 
+# Every stage reports the compute it spent, counted while it trained (labkit.flops; the pipeline adds them).
+COUNTED = ("flops", "flops_training", "flops_inference")
+
 
 def register(stage: Stage) -> Stage:
     """Add ``stage`` to the registry (after its needs); registering a name again replaces that stage."""
@@ -112,6 +116,9 @@ def register(stage: Stage) -> Stage:
     if missing:
         raise ValueError(f"stage {stage.name!r} needs {', '.join(map(repr, missing))}, which no module has "
                          f"registered yet. Registered: {', '.join(STAGES) or 'none'}")
+    missing_counts = tuple(key for key in COUNTED if key not in stage.report)
+    if missing_counts:
+        stage = dataclasses.replace(stage, report=(*stage.report, *missing_counts))
     STAGES[stage.name] = stage
     return stage
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from labkit import runtime
 from labkit.presets import PretrainConfig
 from labkit.train.common import TrainResult
+from labkit.train.muon import Muon
 
 IGNORE = -100  # label value the loss skips (padding and document starts)
 
@@ -74,12 +75,14 @@ def pack_documents(docs: Sequence[Sequence[int]], max_len: int, pad_id: int) -> 
     return Packed(input_ids, labels)
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr / 10`` at the last step."""
+def lr_at(step: int, cfg: PretrainConfig, peak: float | None = None) -> float:
+    """Linear warm-up to the peak rate (``cfg.lr`` unless ``peak`` is given), then cosine decay to a
+    tenth of it at the last step."""
+    peak = cfg.lr if peak is None else peak
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return peak * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def token_losses(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -105,6 +108,35 @@ def evaluate(model, data: Packed, batch_rows: int = 64) -> float:
         count += int((lab[:, 1:] != IGNORE).sum())
     model.train(was_training)
     return total / count
+
+
+def muon_matrices(model) -> tuple[list, list]:
+    """``(matrices, rest)``: the transformer blocks' weight matrices (what Muon updates) and every other
+    trainable parameter (embedding, tied head, norms: AdamW's). Muon orthogonalises each matrix's
+    update, which suits a linear map between hidden states; an embedding's rows are a lookup table."""
+    matrices, rest = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_block_matrix = param.ndim == 2 and ".layers." in f".{name}" and "embed" not in name
+        (matrices if is_block_matrix else rest).append(param)
+    return matrices, rest
+
+
+def make_optimizers(model, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:
+    """The optimisers of ``cfg.optimizer``. Each group keeps its peak rate in ``group["peak_lr"]``;
+    the schedule (:func:`lr_at`) warms up and decays every group alike."""
+    if cfg.optimizer == "adamw":
+        opts = [torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)]
+    else:
+        matrices, rest = muon_matrices(model)
+        # torch.optim.Muon's rule, in float32 on a CPU (labkit.train.muon says why)
+        opts = [Muon(matrices, lr=cfg.muon_lr),
+                torch.optim.AdamW(rest, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)]
+    for opt in opts:
+        for group in opt.param_groups:
+            group["peak_lr"] = group["lr"]
+    return opts
 
 
 @dataclass
@@ -148,11 +180,10 @@ def pretrain(
         raise ValueError(f"each step has {rows_per_step} rows, fewer than the {accelerator.num_processes} processes "
                          "sharing it; raise PretrainConfig.batch_tokens or use fewer processes")
     probe = Packed(train.input_ids[:train_eval_rows], train.labels[:train_eval_rows])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
-                            weight_decay=cfg.weight_decay)
+    opts = make_optimizers(model, cfg)
     # With several processes, prepare wraps the model in DistributedDataParallel (it averages the
-    # gradients across processes in backward); alone, the model and optimiser work as before.
-    ddp_model, opt = accelerator.prepare(model, opt)
+    # gradients across processes in backward); alone, the model and optimisers work as before.
+    ddp_model, *opts = accelerator.prepare(model, *opts)
     result = PretrainResult()
     order = torch.randperm(len(train.input_ids), generator=gen)
     cursor = 0
@@ -178,10 +209,11 @@ def pretrain(
         loss = accelerator.num_processes * losses.sum() / n
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(ddp_model.parameters(), 1.0)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg, group["peak_lr"])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         result.tokens_seen += int(n)
         # The step's mean loss over all processes' tokens, for the bar. Every process joins the
         # reduce (a collective), even those that show no bar: one left out would wait forever.

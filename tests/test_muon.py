@@ -1,0 +1,36 @@
+"""labkit's Muon (float32 on a CPU, batched by shape) takes torch.optim.Muon's steps."""
+import pytest
+import torch
+
+from labkit.train.muon import Muon, orthogonalise
+
+
+def test_orthogonalise_flattens_the_singular_values():
+    torch.manual_seed(0)
+    m = torch.randn(3, 96, 32) @ torch.diag(torch.logspace(-2, 1, 32))  # singular values from 0.01 to 10
+    before, after = torch.linalg.svdvals(m), torch.linalg.svdvals(orthogonalise(m))
+    assert (before.max(-1).values / before.min(-1).values > 300).all()
+    # five quintic Newton–Schulz steps: near 1 (not exactly), the smallest directions raised most
+    assert after.max() < 1.3 and after.min() > 0.2 and (after.max(-1).values / after.min(-1).values < 6).all()
+
+
+def test_the_same_steps_as_torch_muon():
+    torch.manual_seed(1)
+    ours = [torch.nn.Parameter(torch.randn(48, 16)), torch.nn.Parameter(torch.randn(48, 16)),
+            torch.nn.Parameter(torch.randn(16, 16))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt_ours = Muon(ours, lr=0.02)
+    opt_theirs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
+    for step in range(3):
+        grads = [torch.randn_like(p) for p in ours]
+        for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=2e-3)   # torch rounds its products to bfloat16
+
+
+def test_muon_refuses_anything_but_a_matrix():
+    with pytest.raises(ValueError, match="weight matrices only"):
+        Muon([torch.nn.Parameter(torch.zeros(4))])
