@@ -275,7 +275,8 @@ def measurement(name: str, *, lab: str, seconds: float, across_machines: dict[st
 def is_timing(name: str) -> bool:
     """Seconds, rates and memory: these vary with the machine's load, never compared tightly."""
     key = name.rsplit(".", 1)[-1]
-    return any(fnmatch.fnmatchcase(key, p) for p in ("*seconds*", "*_MB", "*per_s*", "seconds_per_step*", "ratio", "*_ratio", "ratio_*"))
+    return any(fnmatch.fnmatchcase(key, p) for p in ("*seconds*", "*_MB", "*per_s*", "seconds_per_step*", "ratio", "*_ratio", "ratio_*",
+                                                         "utilisation"))
 
 
 def compare(measured: dict, reference_tree: dict, *, same_machine: bool,

@@ -340,6 +340,7 @@ STAGE_ACROSS_MACHINES = {
     "implicit_accuracy": 0.05, "chosen_logratio": 1.5, "rejected_logratio": 2.5,
     "sampled_accuracy": 0.12, "sft_accuracy": 0.08, "base_accuracy": 0.05, "worked_share": 0.25,
     "right_working_share": 0.25,
+    "flops*": 1e12,  # counted operations: sampled answers' lengths move them a little between machines
 }
 
 

@@ -14,7 +14,7 @@ from labkit import reference, results
 from labkit.experiments import Run
 from labkit.experiments import instruction, pretraining, reward
 
-NAMES = {"lab01_memorisation": "01", "lab01_shortcut": "01", "lab01_size_sweep": "01", "lab02_forgetting": "02",
+NAMES = {"lab01_optimisers": "01", "lab01_memorisation": "01", "lab01_shortcut": "01", "lab01_size_sweep": "01", "lab02_forgetting": "02",
          "lab02_imbalance": "02", "lab02_noise": "02", "lab03_lora_sweep": "03", "lab04_pair_counts": "04",
          "lab04_calibration": "04", "lab04_length_bias": "04"}
 
@@ -50,6 +50,19 @@ def test_memorisation_figures_read_the_lowest_point_of_the_validation_curve():
     figures = _plain_json(pretraining.memorisation_figures(run))
     assert figures == {"final_train_loss": 0.013, "lowest_val_loss": 1.887, "lowest_val_step": 39,
                        "final_val_loss": 3.641}
+
+
+def test_optimiser_figures_find_where_each_plateau_ends():
+    stats = {"unigram_entropy": 4.5, "entropy_floor": 0.5}      # gap closed = (4.5 − val) / 4
+    muon = [{"step": 45, "val_loss": 1.1}, {"step": 90, "val_loss": 0.68}, {"step": 135, "val_loss": 0.55}]
+    adamw = [{"step": 45, "val_loss": 1.1}, {"step": 90, "val_loss": 1.0}, {"step": 135, "val_loss": 0.9}]
+    figures = _plain_json(pretraining.optimiser_figures({"muon": muon, "adamw": adamw}, stats))
+    assert list(figures) == ["muon", "adamw"]
+    # 0.68 closes (4.5 − 0.68) / 4 = 95.5 % of the gap: the first evaluation at or past 95 %
+    assert figures["muon"] == {"val_loss": 0.55, "gap_closed": pytest.approx(0.9875), "plateau_end_step": 90,
+                               "steps": 135}
+    assert figures["adamw"]["plateau_end_step"] is None and figures["adamw"]["gap_closed"] == pytest.approx(0.9)
+    assert reference.default_filter("demos.lab01_optimisers.muon.plateau_end_step") == "int"
 
 
 def test_shortcut_figures_name_each_classifier_and_split():

@@ -76,7 +76,8 @@ def test_a_new_stage_module_is_trained_reported_and_benched(tmp_path, monkeypatc
 
     report = pipeline.run(["sft_short"], "smoke", tmp_path / "report.json", progress=False)
     row = report["stages"]["sft_short"]
-    assert set(row) == {"seconds", "final_train_loss", "steps"}
+    assert set(row) == {"seconds", "final_train_loss", "steps", "flops", "flops_training", "flops_inference"}
+    assert 0 < row["flops_training"] == row["flops"] - row["flops_inference"]  # counted while it trained
     assert row["steps"] == 16 // smoke.sft.batch_size and 0 < row["final_train_loss"] < 10 and row["seconds"] > 0
     assert checkpoint.is_complete(pipeline.stage_dir("sft_short", smoke))
     assert "| sft_short | final_train_loss |" in (tmp_path / "report.md").read_text()

@@ -57,6 +57,12 @@ def test_the_reference_files_say_where_and_when_they_were_measured():
     from labkit.stages import STAGES
     assert set(cpu["stages"]) == set(STAGES)
     assert set(cpu["demos"]) == set(results.measurements()), "results/cpu.json lacks a declared demonstration"
+    # the counted compute: every stage's, summed, and set beside the baseline recipes' (results/baseline/)
+    compute, baseline = cpu["compute"], json.loads((ROOT / "results" / "baseline" / "cpu.json").read_text())
+    assert compute["flops"] == pytest.approx(sum(stage["flops"] for stage in cpu["stages"].values()))
+    assert compute["ratio"] == pytest.approx(compute["flops"] / sum(s["flops"] for s in baseline["stages"].values()))
+    assert compute["matmul_peak"] == cpu["demos"]["bench"]["matmul_peak"]["flops_per_s"] > 0
+    assert 0 < compute["stages"]["pretrain"]["utilisation"] < 1.5
     seeds = json.loads((ROOT / "results" / "cpu-seeds.json").read_text(encoding="utf-8"))
     assert sorted(seeds["seeds"]) == ["0", "1", "2"]
     for report in seeds["seeds"].values():

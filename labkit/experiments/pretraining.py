@@ -21,11 +21,13 @@ from labkit.train.pretrain import pretrain
 
 def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = None,
               steps: int | None = None, eval_every: int | None = None, seed: int | None = None,
+              optimizer: str | None = None,
               callback: Callable[[list[dict]], None] | None = None, progress: bool = True):
     """A self-contained pretraining run for a lab experiment (memorisation, size sweep, sliders).
 
     Starts from ``preset`` and overrides the corpus size, the model width (heads and MLP scale with
-    it) and the number of steps. Returns ``(model, tokenizer, result, stats)``; nothing is cached.
+    it), the number of steps and the optimiser (``"adamw"`` or ``"muon"``). Returns ``(model,
+    tokenizer, result, stats)``; nothing is cached.
     """
     size = preset.model
     if d_model is not None:
@@ -35,6 +37,8 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps, warmup=min(cfg.warmup, max(1, steps // 10)),
                                   eval_every=eval_every or max(1, steps // 15))
+    if optimizer is not None:
+        cfg = dataclasses.replace(cfg, optimizer=optimizer)
     data = pretrain_data(preset, n_train=n_train_docs)
     seed = preset.seed if seed is None else seed
     model = build_model(config_from_size(size, len(data.tokenizer), data.tokenizer), seed=seed)
@@ -42,6 +46,45 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
     result = pretrain(model, data.train, data.val, cfg, seed=seed, callback=callback, progress=progress)
     result.parameters = count_parameters(model)
     return model, data.tokenizer, result, data.stats
+
+
+# ------------------------------------------------------------------------ two optimisers
+
+PLATEAU_GAP = 0.95  # the plateau counts as over at the first evaluation with 95 % of the gap closed
+
+
+def optimiser_comparison(preset, *, progress: bool = True) -> tuple[dict[str, list[dict]], dict]:
+    """Lab 01, section 3: the pretraining stage's run beside the same run with the other optimiser
+    (same model, data, seed, schedule and steps). The stage's history comes from the cache
+    (:func:`labkit.pipeline.metrics` trains it if missing); the other run trains here. Returns
+    ``({optimiser: history}, corpus stats)``, the stage's optimiser first."""
+    from labkit import pipeline
+
+    ours = preset.pretrain.optimizer
+    other = "adamw" if ours == "muon" else "muon"
+    stage = pipeline.metrics("pretrain", preset)
+    _, _, run, stats = quick_run(preset, optimizer=other, progress=progress)
+    return {ours: stage["history"], other: run.history}, stats
+
+
+def optimiser_figures(runs: dict[str, list[dict]], stats: dict) -> dict:
+    """Each run's final validation loss and gap closed, and the step its plateau ended (the first
+    evaluation with :data:`PLATEAU_GAP` of the gap closed; None if it never got there)."""
+    from labkit.stages.pretrain import gap_closed
+
+    figures = {}
+    for name, history in runs.items():
+        ended = next((h["step"] for h in history if gap_closed(h["val_loss"], stats) >= PLATEAU_GAP), None)
+        figures[name] = {"val_loss": history[-1]["val_loss"], "gap_closed": gap_closed(history[-1]["val_loss"], stats),
+                         "plateau_end_step": ended, "steps": history[-1]["step"]}
+    return figures
+
+
+@reference.measurement("lab01_optimisers", lab="01", seconds=200,
+                       across_machines={"val_loss": 0.1, "gap_closed": 0.03, "plateau_end_step": 300, "steps": 0})
+def lab01_optimisers(preset) -> dict:
+    """Lab 01, section 3: the stage's optimiser against the other one, same budget."""
+    return optimiser_figures(*optimiser_comparison(preset, progress=False))
 
 
 # ------------------------------------------------------------------------------- memorisation
