@@ -130,12 +130,12 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # The same keys again after each stage moved to its own module in labkit/stages/. Only `ppo`, `dpo`
     # (their version 1: the win rate's SFT answers sampled independently) and `grpo` (version 1: it reports
     # working that is right step for step) moved on purpose since; a stage's version leaves the others alone.
-    # Then every key moved once, on purpose: pretraining's recipe changed (Muon for the blocks' matrices,
-    # 540 steps instead of AdamW's 900), and every later stage starts from the new model.
+    # Then every key moved once, on purpose: PretrainConfig gained `optimizer` and `muon_lr` (the
+    # checkpoints carry their counted compute from then on; the weights are the same as before).
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
-        "pretrain": "d8ed12202c", "sft": "2c1e5ff88c", "reward": "e393106a0f", "reward_naive": "cd52ee7817",
-        "ppo": "d8d32f73b0", "dpo": "4da4590377", "sft_math": "68911f47bc", "grpo": "c6faf49146"}
+        "pretrain": "83205c7576", "sft": "fafff68bd0", "reward": "4674d4453b", "reward_naive": "aaa39582f5",
+        "ppo": "9b1f8c3c21", "dpo": "0d714b6b7d", "sft_math": "737d3dc4d1", "grpo": "42cc5c8aec"}
 
 
 def test_every_trainer_returns_one_result_type():

@@ -21,12 +21,12 @@ from labkit.train.pretrain import pretrain
 
 def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = None,
               steps: int | None = None, eval_every: int | None = None, seed: int | None = None,
-              optimizer: str | None = None,
+              optimizer: str | None = None, muon_lr: float | None = None,
               callback: Callable[[list[dict]], None] | None = None, progress: bool = True):
     """A self-contained pretraining run for a lab experiment (memorisation, size sweep, sliders).
 
     Starts from ``preset`` and overrides the corpus size, the model width (heads and MLP scale with
-    it), the number of steps and the optimiser (``"adamw"`` or ``"muon"``). Returns ``(model,
+    it), the number of steps and the optimiser (``"adamw"`` or ``"muon"``, at ``muon_lr``). Returns ``(model,
     tokenizer, result, stats)``; nothing is cached.
     """
     size = preset.model
@@ -39,6 +39,8 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
                                   eval_every=eval_every or max(1, steps // 15))
     if optimizer is not None:
         cfg = dataclasses.replace(cfg, optimizer=optimizer)
+    if muon_lr is not None:
+        cfg = dataclasses.replace(cfg, muon_lr=muon_lr)
     data = pretrain_data(preset, n_train=n_train_docs)
     seed = preset.seed if seed is None else seed
     model = build_model(config_from_size(size, len(data.tokenizer), data.tokenizer), seed=seed)
@@ -51,6 +53,7 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
 # ------------------------------------------------------------------------ two optimisers
 
 PLATEAU_GAP = 0.95  # the plateau counts as over at the first evaluation with 95 % of the gap closed
+MUON_LR = 0.01      # Muon's peak rate in the comparison: the best of 0.01, 0.02 and 0.04 on the cpu preset
 
 
 def optimiser_comparison(preset, *, progress: bool = True) -> tuple[dict[str, list[dict]], dict]:
@@ -63,7 +66,7 @@ def optimiser_comparison(preset, *, progress: bool = True) -> tuple[dict[str, li
     ours = preset.pretrain.optimizer
     other = "adamw" if ours == "muon" else "muon"
     stage = pipeline.metrics("pretrain", preset)
-    _, _, run, stats = quick_run(preset, optimizer=other, progress=progress)
+    _, _, run, stats = quick_run(preset, optimizer=other, muon_lr=MUON_LR, progress=progress)
     return {ours: stage["history"], other: run.history}, stats
 
 
