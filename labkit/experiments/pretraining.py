@@ -83,7 +83,7 @@ def optimiser_figures(runs: dict[str, list[dict]], stats: dict) -> dict:
     return figures
 
 
-@reference.measurement("lab01_optimisers", lab="01", seconds=200,
+@reference.measurement("lab01_optimisers", lab="01", seconds=330,
                        across_machines={"val_loss": 0.1, "gap_closed": 0.03, "plateau_end_step": 300, "steps": 0})
 def lab01_optimisers(preset) -> dict:
     """Lab 01, section 3: the stage's optimiser against the other one, same budget."""
