@@ -383,19 +383,11 @@ def utilisation(row: dict, peak: dict) -> float | None:
 
 
 def pipeline_compute(preset_name: str) -> dict | None:
-    """The whole pipeline's counted operations in the reference results (``results/<preset>.json``),
-    beside the baseline recipes' (``results/baseline/<preset>.json``: the recipes before the compute
-    budget was counted, measured by the same code), per stage and summed, with their ratio
-    (:func:`labkit.flops.compute_table`). None where the reference carries no counts."""
-    folder = reference.results_dir()
-    now, base = folder / f"{preset_name}.json", folder / "baseline" / f"{preset_name}.json"
-    if not now.exists():
-        return None
-    results = json.loads(now.read_text())
-    baseline = json.loads(base.read_text())["stages"] if base.exists() else None
-    peak = ((results.get("demos", {}).get("bench") or {}).get("matmul_peak") or {}).get("flops_per_s")
-    table = flops.compute_table(results.get("stages", {}), peak, baseline)
-    return table if table["stages"] else None
+    """The whole pipeline's counted operations as the reference results (``results/<preset>.json``)
+    recorded them: per stage and summed, beside the baseline recipes' (``results/baseline/``) with
+    their ratio (:func:`labkit.results.compute`). None where the reference carries no counts."""
+    path = reference.results_dir() / f"{preset_name}.json"
+    return json.loads(path.read_text()).get("compute") if path.exists() else None
 
 
 def summary(report: dict) -> str:

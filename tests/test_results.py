@@ -63,6 +63,10 @@ def test_the_reference_files_say_where_and_when_they_were_measured():
     assert compute["ratio"] == pytest.approx(compute["flops"] / sum(s["flops"] for s in baseline["stages"].values()))
     assert compute["matmul_peak"] == cpu["demos"]["bench"]["matmul_peak"]["flops_per_s"] > 0
     assert 0 < compute["stages"]["pretrain"]["utilisation"] < 1.5
+    from labkit import bench  # the bench sets the same counts beside the baseline, and says so on the terminal
+    assert bench.pipeline_compute("cpu") == compute and bench.pipeline_compute("no-such-preset") is None
+    said = bench.summary({"matmul_peak": cpu["demos"]["bench"]["matmul_peak"], "stages": {}, "pipeline_compute": compute})
+    assert f"{compute['flops'] / 1e12:.1f} TFLOP" in said and f"ratio {compute['ratio']:.2f}" in said
     seeds = json.loads((ROOT / "results" / "cpu-seeds.json").read_text(encoding="utf-8"))
     assert sorted(seeds["seeds"]) == ["0", "1", "2"]
     for report in seeds["seeds"].values():
