@@ -169,9 +169,11 @@ def test_word_problem_sft_is_right_sometimes_but_not_often(stages):
 
 def test_grpo_raises_word_problem_accuracy(stages):
     m = stages["grpo"]
-    # 45.2 % -> 69.4 % measured (+24.2 points; seeds 1 and 2: +38.4, +29.2)
-    assert m["accuracy"] >= m["sft_accuracy"] + 0.15, (
-        f"GRPO {m['accuracy']:.1%} is not 15 points above the word-problem SFT policy's {m['sft_accuracy']:.1%}")
+    # the reference run's gains (results/cpu-seeds.json): +31 to +39 points over seeds 0-2 in 200 steps, each
+    # seed above issue 29's bar of +28 (tests/test_results.py holds the seeds to it); the margin here leaves
+    # room for another CPU's float sums
+    assert m["accuracy"] >= m["sft_accuracy"] + 0.22, (
+        f"GRPO {m['accuracy']:.1%} is not 22 points above the word-problem SFT policy's {m['sft_accuracy']:.1%}")
 
 
 # --------------------------------------------------------------------- lab 01: two optimisers
