@@ -348,9 +348,9 @@ def test_lab07_grpo_rewarded_for_length_alone_pads_answers_and_loses_accuracy(st
     m = demo("lab07_length_hacking")
     length = m["length"]
     limit = PRESET.grpo.max_new_tokens
-    # reference: 31.8 tokens per answer against the limit of 32 (the SFT policy: 5.8)
+    # reference: 32.0 tokens per answer against the limit of 32 (the SFT policy: 5.8)
     assert length["length"] >= 0.9 * limit, f"length hacking: answers did not grow to the {limit}-token limit ({m})"
-    # reference: held-out accuracy 45.2 % -> 15.4 %
+    # reference: held-out accuracy 45.2 % -> 16.8 %
     assert length["accuracy"] <= length["sft_accuracy"] - 0.15, (
         f"length hacking: accuracy should fall at least 15 points below the SFT policy's ({m})")
     # an "=" in nearly every answer, yet hardly any writes the problem's own steps right
