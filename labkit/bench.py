@@ -329,9 +329,16 @@ COMPARISONS = {
 }
 
 
+def benched() -> list[str]:
+    """The stages the bench measures by default: those that declare a slice (``Stage.bench``), in order."""
+    return [name for name, stage in STAGES.items() if stage.bench is not None]
+
+
 def bench(preset_name: str = "cpu", stages: list[str] | None = None, steps: int | None = None, *,
           progress: bool = True) -> dict:
-    """``python -m labkit bench``: every stage (or ``stages``) measured, and the comparisons, in one run.
+    """``python -m labkit bench``: every stage that declares a slice (or ``stages``) measured, and the
+    comparisons, in one run. (``dpo_online`` declares none: one of its rounds is the ``ppo`` stage's
+    sampling and the ``dpo`` stage's steps, both measured here.)
 
     ``stages[name]`` is :func:`stage_step`'s row for each stage, measured in its own fresh process:
     ``seconds_per_step`` (and ``_after_first``), ``samples_per_s`` (``sample`` names the unit) and
@@ -346,7 +353,7 @@ def bench(preset_name: str = "cpu", stages: list[str] | None = None, steps: int 
     from labkit import pipeline
 
     preset = resolve_preset(preset_name)
-    stages = list(STAGES) if stages is None else list(stages)
+    stages = benched() if stages is None else list(stages)
     for stage in stages:
         _stage(stage)
     if steps is not None and steps < 1:

@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("what", nargs="?", default=None, metavar="STAGE",
                    help="one stage: pretrain (+ our loop vs a bare PyTorch loop), sft, reward, reward_naive, "
                         "ppo (+ LoRA vs full), dpo (+ LoRA vs full), sft_math, grpo (+ PPO vs GRPO at equal "
-                        "batch); default: every stage and every comparison")
+                        "batch); default: every one of those and every comparison (dpo_online has no slice: its rounds are "
+                        "ppo's sampling and dpo's steps)")
     b.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)}: its model, data and batches "
                                                    "(default: cpu)")
     b.add_argument("--steps", type=int, default=None,

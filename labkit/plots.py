@@ -594,6 +594,27 @@ def dpo_curves(runs: Mapping[str, list[dict]], faded: Mapping[str, list[dict]] |
     return fig
 
 
+def online_dpo_figure(evaluations: Sequence[Mapping], others: Mapping[str, float] | None = None,
+                      title: str = "Online DPO: the held-out win rate after each round") -> go.Figure:
+    """Online DPO's held-out judgements round by round (``round``, ``heldout_win_rate``, ``heldout_kl``;
+    round 0 is the SFT policy) as the win rate against SFT, in %, with the KL to SFT on a second axis;
+    ``others``: label -> a final win rate to draw as a dashed line (the ``dpo`` and ``ppo`` stages')."""
+    fig = _figure(title, "round (sample → label → one DPO pass)", "win rate against SFT (%)",
+                  yaxis2=dict(title="KL to SFT (nats)", overlaying="y", side="right", showgrid=False,
+                              rangemode="tozero"))
+    rounds = [e["round"] for e in evaluations]
+    fig.add_trace(go.Scatter(x=rounds, y=[100 * e["heldout_win_rate"] for e in evaluations], name="online DPO: win rate",
+                             mode="lines+markers", line=dict(color=COLORS[0])))
+    fig.add_trace(go.Scatter(x=rounds, y=[e["heldout_kl"] for e in evaluations], name="online DPO: KL to SFT",
+                             mode="lines+markers", yaxis="y2", line=dict(color=COLORS[4], dash="dot")))
+    for i, (label, rate) in enumerate((others or {}).items()):
+        if rate is not None:
+            fig.add_trace(go.Scatter(x=[min(rounds), max(rounds)], y=[100 * rate] * 2, name=label, mode="lines",
+                                     line=dict(color=COLORS[1 + i], dash="dash")))
+    fig.update_layout(yaxis=dict(range=[0, 105]))
+    return fig
+
+
 def reward_vs_kl_figure(evaluations: Sequence[Mapping], best_of_n=None, best: float | None = None,
                         title: str = "Over-optimisation: proxy and gold reward vs distance from the SFT policy") -> go.Figure:
     """Held-out gold (left axis) and proxy (right axis) reward of a policy as training moves it away

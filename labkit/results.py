@@ -339,7 +339,7 @@ STAGE_ACROSS_MACHINES = {
     "win_rate": 0.12, "gold_reward": 0.9, "sft_gold_reward": 0.3, "helpfulness": 0.9, "safety": 0.5, "kl": 3.0,
     "implicit_accuracy": 0.05, "chosen_logratio": 1.5, "rejected_logratio": 2.5,
     "sampled_accuracy": 0.12, "sft_accuracy": 0.08, "base_accuracy": 0.05, "worked_share": 0.25,
-    "right_working_share": 0.25,
+    "right_working_share": 0.25, "*label_accuracy": 0.1, "rounds": 0, "pairs_per_round": 0, "samples_per_prompt": 0,
     "flops*": 1e12,  # counted operations: sampled answers' lengths move them a little between machines
 }
 

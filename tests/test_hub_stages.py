@@ -24,7 +24,7 @@ from labkit.world.tasks import task_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-STAGE_NAMES = ["pretrain", "sft", "reward", "ppo", "dpo", "sft_math", "grpo"]
+STAGE_NAMES = ["pretrain", "sft", "reward", "ppo", "dpo", "dpo_online", "sft_math", "grpo"]
 TRAINED = STAGE_NAMES[1:]  # under `hub` the pretrain stage measures the hub model instead of training one
 
 # SmolLM2-135M-Instruct's chat template, as its tokenizer_config.json ships it.
@@ -91,7 +91,7 @@ def hub_dir(tok, tmp_path_factory):
 def hub_smoke_preset(path):
     """The hub preset on the model in ``path``, every stage at the smoke preset's size."""
     smoke = get_preset("smoke")
-    sizes = ("sft", "reward", "ppo", "dpo", "sft_math", "grpo")
+    sizes = ("sft", "reward", "ppo", "dpo", "dpo_online", "sft_math", "grpo")
     return get_preset("hub").replace(hub_model=str(path), n_val_docs=10,
                                      **{name: getattr(smoke, name) for name in sizes})
 
@@ -126,6 +126,7 @@ def test_every_stage_runs_on_a_sub_word_hub_model_and_reports_what_smoke_reports
             assert math.isfinite(value), (stage, key, value)
     rates = {"sft": ["exact_match", "json_valid", "base_exact_match"], "reward": ["accuracy", "bayes_ceiling"],
              "ppo": ["win_rate", "distinct"], "dpo": ["win_rate", "implicit_accuracy"],
+             "dpo_online": ["win_rate", "first_label_accuracy", "label_accuracy"],
              "sft_math": ["accuracy", "sampled_accuracy", "worked_share"],
              "grpo": ["accuracy", "sft_accuracy", "zero_std_share"]}
     for stage, keys in rates.items():

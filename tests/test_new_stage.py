@@ -97,7 +97,7 @@ def test_a_module_placed_in_the_package_is_found(tmp_path, monkeypatch, registry
     load_stage_modules(extra="")
     assert "sft_short" in registry and "labkit.stages.sft_short" in sys.modules
     assert list(registry)[:len(labkit.stages.COURSE) + 1] == ["pretrain", "sft", "reward", "reward_naive", "ppo",
-                                                              "dpo", "sft_math", "grpo"]
+                                                              "dpo", "dpo_online", "sft_math", "grpo"]
 
 
 def test_an_unimportable_extra_stage_module_says_what_to_do(monkeypatch):

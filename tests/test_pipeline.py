@@ -7,6 +7,7 @@ import pytest
 
 from labkit import checkpoint, pipeline, world
 from labkit.presets import get_preset
+from labkit.world import preferences as prefs
 from labkit.train.pretrain import IGNORE, lr_at, pack_documents, pretrain
 
 
@@ -132,11 +133,11 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # working that is right step for step) moved on purpose since; a stage's version leaves the others alone.
     # Then every key moved once, on purpose: PretrainConfig gained `optimizer` and `muon_lr` (the
     # checkpoints carry their counted compute from then on; the weights are the same as before). `grpo` moved
-    # again when its recipe took 200 steps instead of 100 (issue 29).
+    # again when its recipe took 200 steps instead of 100 (issue 29); `dpo_online` joined then.
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
         "pretrain": "83205c7576", "sft": "fafff68bd0", "reward": "4674d4453b", "reward_naive": "aaa39582f5",
-        "ppo": "9b1f8c3c21", "dpo": "0d714b6b7d", "sft_math": "737d3dc4d1", "grpo": "1d2841c01d"}
+        "ppo": "9b1f8c3c21", "dpo": "0d714b6b7d", "dpo_online": "62b81273b0", "sft_math": "737d3dc4d1", "grpo": "1d2841c01d"}
 
 
 def test_every_trainer_returns_one_result_type():
@@ -192,6 +193,53 @@ def test_the_dpo_stage_reports_the_contract_keys_and_its_implicit_reward(tmp_pat
     meta = pipeline.metrics("dpo", "smoke")
     assert {"margin", "accuracy", "logp_chosen", "logp_rejected"} <= set(meta["history"][-1])
     assert pipeline.STAGES["dpo"].needs == ("sft",)  # no reward model: DPO learns from the pairs themselves
+
+
+def test_the_online_dpo_stage_samples_labels_and_learns_round_after_round(tmp_path):
+    smoke = get_preset("smoke")
+    online = smoke.dpo_online
+    report = pipeline.run(["dpo_online"], "smoke", tmp_path / "report.json", progress=False)["stages"]["dpo_online"]
+    assert {"seconds", "gold_reward", "sft_gold_reward", "win_rate", "kl", "flops"} <= set(report)
+    assert 0 <= report["win_rate"] <= 1 and report["best_gold_reward"] == 3.25
+    assert report["rounds"] == online.rounds and report["train_pairs"] == online.rounds * online.pairs_per_round
+    assert report["steps"] == online.rounds * (online.pairs_per_round // smoke.dpo.batch_size)  # one pass a round
+    assert report["answers_sampled"] == online.rounds * len(prefs.alignment_prompts("train")) * online.samples_per_prompt
+    assert all(0 <= report[k] <= 1 for k in ("first_label_accuracy", "last_label_accuracy", "label_accuracy"))
+    meta = pipeline.metrics("dpo_online", "smoke")
+    evaluations = meta["metrics"]["evaluations"]
+    assert [e["round"] for e in evaluations] == list(range(online.rounds + 1))  # the SFT policy, then each round
+    assert [e["step"] for e in evaluations] == [0, *(r * report["steps"] // online.rounds
+                                                     for r in range(1, online.rounds + 1))]
+    assert {row["round"] for row in meta["history"]} == set(range(1, online.rounds + 1))
+    steps = [row["step"] for row in meta["history"]]
+    assert steps == sorted(steps) and steps[-1] == report["steps"]  # counted across rounds
+    assert pipeline.STAGES["dpo_online"].needs == ("sft",)  # the annotator labels its pairs, not a reward model
+
+
+def test_annotated_pairs_compare_two_different_own_answers_with_the_annotators_noise():
+    from labkit.evaluate import Samples
+    from labkit.train.dpo import annotated_pairs, label_agreement
+
+    rows = prefs.alignment_prompts("train")[:3]
+    answers = [["bread , buns", "bread", "bread"], ["nails , saws", "nails", "eggs , eggs"], ["milk"] * 3]
+    flat = [(row, a) for row, group in zip(rows, answers) for a in group]
+    samples = Samples([r for r, _ in flat], [a for _, a in flat], [], [])
+    pairs = annotated_pairs(samples, 4000, seed=3)
+    assert len(pairs) == 4000 and pairs == annotated_pairs(samples, 4000, seed=3)
+    by_prompt = {str(row["prompt"]): set(group) for row, group in zip(rows, answers)}
+    for pair in pairs:
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert chosen != rejected and {chosen, rejected} <= by_prompt[str(pair["prompt"])]  # never the all-alike prompt
+        assert pair["p_chosen"] == pytest.approx(prefs.preference_probability(pair["gold_chosen"], pair["gold_rejected"]))
+    # the labels are Bradley-Terry draws on the gold reward: right as often as the pairs' Bayes ceiling says
+    assert label_agreement(pairs) == pytest.approx(prefs.bayes_ceiling(pairs), abs=0.02)
+
+
+def test_online_dpo_refuses_to_run_without_its_reference():
+    from labkit.train.dpo import train_online_dpo
+
+    with pytest.raises(ValueError, match="reference"):
+        train_online_dpo(None, None, [], get_preset("smoke").dpo, rounds=1, samples_per_prompt=2, reference=None)
 
 
 def test_the_grpo_stage_reports_the_contract_keys_from_the_word_problem_policy(tmp_path):

@@ -158,6 +158,22 @@ def test_dpo_implicit_reward_ranks_pairs_and_the_chosen_answers_probability_fall
         f"chosen ones' ({m['chosen_logratio']:+.2f})")
 
 
+def test_online_dpo_beats_offline_dpo_and_its_labels_get_harder(stages):
+    """Lab 06, section 9: the same DPO loss on pairs of the current policy's own answers, labelled by the
+    reward model, round after round, against the ``dpo`` stage's fixed pairs."""
+    online, offline = stages["dpo_online"], stages["dpo"]
+    # the reference figures: results/cpu-seeds.json (stages.dpo_online, stages.dpo) for seeds 0-2
+    assert online["win_rate"] >= offline["win_rate"] + 0.03, (
+        f"online DPO won {online['win_rate']:.1%}, not 3 points above offline DPO's {offline['win_rate']:.1%}")
+    assert online["gold_reward"] >= online["sft_gold_reward"] + 1.0, (
+        f"online DPO's gold reward {online['gold_reward']:.2f} is not 1.0 above the SFT policy's "
+        f"{online['sft_gold_reward']:.2f}")
+    # the reward model labels the SFT policy's mixed answers better than the trained policy's good ones
+    assert online["first_label_accuracy"] >= online["last_label_accuracy"] + 0.05, (
+        f"labels: {online['first_label_accuracy']:.1%} right in the first round, {online['last_label_accuracy']:.1%} "
+        "in the last")
+
+
 def test_word_problem_sft_is_right_sometimes_but_not_often(stages):
     m = stages["sft_math"]
     # 45.2 % measured, the base (SFT) policy 6.6 %

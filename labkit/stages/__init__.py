@@ -19,7 +19,7 @@ import pkgutil
 
 from labkit.stages.base import STAGES, Contender, RaceInputs, Stage, StageOutput, contenders, register
 
-COURSE = ("pretrain", "sft", "reward", "ppo", "dpo", "sft_math", "grpo")  # modules, in the course's order
+COURSE = ("pretrain", "sft", "reward", "ppo", "dpo", "dpo_online", "sft_math", "grpo")  # modules, in the course's order
 _NOT_STAGES = {"base"}
 
 __all__ = ["COURSE", "STAGES", "Contender", "RaceInputs", "Stage", "StageOutput", "contenders",

@@ -17,10 +17,12 @@ log-probabilities of the chosen and rejected answers (``logp_chosen``, ``logp_re
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 from trl import DPOConfig, DPOTrainer
 
 from labkit import runtime
@@ -168,6 +170,15 @@ def implicit_accuracy(policy, reference, tokenizer, pairs: list[dict], beta: flo
             "rejected_logratio": float((pi_rejected - ref_rejected).mean())}
 
 
+def _answer_groups(samples) -> list[list[int]]:
+    """For each prompt of ``samples`` (several answers per prompt), the indices of its distinct non-empty answers."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(samples.prompts):
+        groups.setdefault(row["id"], []).append(i)
+    return [sorted({samples.answers[i]: i for i in indices if samples.answers[i]}.values())
+            for indices in groups.values()]
+
+
 def pairs_from_samples(samples, scores, n: int, seed: int = 0) -> list[dict]:
     """``n`` preference pairs made of a policy's own answers, labelled by ``scores`` (e.g. a reward model's).
 
@@ -180,16 +191,8 @@ def pairs_from_samples(samples, scores, n: int, seed: int = 0) -> list[dict]:
 
     from labkit.world import preferences as prefs
 
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(samples.prompts):
-        groups.setdefault(row["id"], []).append(i)
     scores = [float(s) for s in scores]
-    candidates = []
-    for indices in groups.values():
-        by_text = {samples.answers[i]: i for i in indices if samples.answers[i]}
-        distinct = sorted(by_text.values())
-        if len(distinct) >= 2 and len({scores[i] for i in distinct}) >= 2:
-            candidates.append(distinct)
+    candidates = [d for d in _answer_groups(samples) if len(d) >= 2 and len({scores[i] for i in d}) >= 2]
     if not candidates:
         raise ValueError("no prompt has two different answers with different scores: sample more answers per prompt")
     rng = random.Random(f"labkit-onpolicy-pairs/{seed}")
@@ -209,9 +212,95 @@ def pairs_from_samples(samples, scores, n: int, seed: int = 0) -> list[dict]:
     return pairs
 
 
+def annotated_pairs(samples, n: int, seed: int = 0) -> list[dict]:
+    """``n`` pairs of a policy's own answers, each labelled by the world's annotator.
+
+    Like :func:`pairs_from_samples`, each pair is two *different* answers to one prompt of
+    ``samples``, but the label is a fresh comparison by the simulated annotator
+    (:func:`labkit.world.preferences.label_pair`): Bradley–Terry on the gold reward, so as noisy as
+    the world's own pairs and with no reward model's blind spots. This is how InstructGPT and
+    Llama 2 collected comparisons round after round: people compared the newest model's answers.
+    """
+    import random
+
+    from labkit.world import preferences as prefs
+
+    candidates = [d for d in _answer_groups(samples) if len(d) >= 2]
+    if not candidates:
+        raise ValueError("no prompt has two different answers: sample more answers per prompt")
+    rng = random.Random(f"labkit-annotated-pairs/{seed}")
+    pairs = []
+    for i in range(n):
+        a, b = rng.sample(rng.choice(candidates), 2)
+        pairs.append(prefs.label_pair(samples.prompts[a], samples.answers[a], samples.answers[b], rng,
+                                      f"annotated-{seed}-{i}"))
+    return pairs
+
+
 def label_agreement(pairs: list[dict]) -> float:
     """Share of pairs whose chosen answer really is better under the gold reward (gold ties count ½)."""
     from labkit.metrics import pairwise_accuracy
 
     return pairwise_accuracy(torch.tensor([p["gold_chosen"] for p in pairs]),
                              torch.tensor([p["gold_rejected"] for p in pairs]))
+
+
+@dataclass
+class OnlineDPOResult(PolicyResult):
+    """An online DPO run: the :class:`PolicyResult` fields, plus per round the share of its pairs whose
+    label agrees with the gold reward (``label_accuracy``; gold ties count ½)."""
+
+    label_accuracy: list = None
+
+
+def train_online_dpo(policy, tokenizer, prompts: list[dict], config: DPOStageConfig, *, rounds: int,
+                     samples_per_prompt: int, reference, label_pairs: Callable = annotated_pairs, seed: int = 0,
+                     max_new_tokens: int = 24, progress: bool = True, callback: Callable | None = None,
+                     eval_fn: Callable | None = None) -> OnlineDPOResult:
+    """Online (iterative) DPO: ``rounds`` times, sample the policy's own answers, label pairs of them, learn.
+
+    Each round samples ``samples_per_prompt`` answers to every row of ``prompts``, makes
+    ``config.train_pairs`` labelled pairs of two different answers to one prompt with
+    ``label_pairs(samples, n, seed)`` (default :func:`annotated_pairs`, the world's annotator; a
+    reward model's labels: :func:`pairs_from_samples` on its scores), and takes one DPO pass over
+    them (:func:`train_dpo`, the reference always the frozen ``reference``, so β keeps pulling toward
+    it). Offline DPO learns from pairs other policies wrote; here the pairs are always the current
+    policy's own answers, so the labels say how to improve *this* policy, round after round.
+
+    The history has every round's DPO log rows, steps counted across rounds, each with its ``round``;
+    ``eval_fn(model) -> dict`` judges the policy before the first round and after each (rows in
+    ``evaluations`` with ``step``, ``round`` and ``heldout_<key>``, their time in ``eval_seconds``).
+    """
+    from labkit.evaluate import sample_answers
+
+    if reference is None:
+        raise ValueError("online DPO needs the reference policy: pass reference= a frozen copy of the SFT policy")
+    began = time.perf_counter()
+    history, evaluations, agreement = [], [], []
+    steps, eval_seconds, trainable = 0, 0.0, 0
+
+    def judge(round_: int) -> None:
+        nonlocal eval_seconds
+        if eval_fn is not None:
+            start = time.perf_counter()
+            evaluations.append({"step": steps, "round": round_,
+                                **{f"heldout_{k}": v for k, v in eval_fn(policy).items()}})
+            eval_seconds += time.perf_counter() - start
+
+    judge(0)
+    for round_ in tqdm(range(1, rounds + 1), desc="online DPO: rounds", unit="round", disable=not progress):
+        round_seed = seed * 1_000 + round_   # each round's answers and pairs are new draws
+        samples = sample_answers(policy, tokenizer, prompts, n=samples_per_prompt, seed=round_seed,
+                                 max_new_tokens=max_new_tokens, desc=f"round {round_}: sampling")
+        pairs = label_pairs(samples, config.train_pairs, round_seed)
+        agreement.append(label_agreement(pairs))
+        result = train_dpo(policy, tokenizer, pairs, config, reference=reference, seed=round_seed, progress=False)
+        policy, trainable = result.policy, result.trainable_parameters
+        history += [{**row, "step": row["step"] + steps, "round": round_} for row in result.history]
+        steps += result.steps
+        if callback is not None:
+            callback(history)
+        judge(round_)
+    return OnlineDPOResult(history=history, seconds=time.perf_counter() - began, steps=steps,
+                           evaluations=evaluations, eval_seconds=eval_seconds, policy=policy,
+                           trainable_parameters=trainable, label_accuracy=agreement)
