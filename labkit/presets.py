@@ -256,7 +256,8 @@ class OnlineDPOConfig:
     pairs_per_round: int = 1000      # pairs of the policy's own answers learned from in each round
     samples_per_prompt: int = 16     # answers sampled per training prompt (96) in each round, to pair up
     # β of every round's DPO pass. Half the `dpo` stage's: fresh pairs of its own answers let the policy
-    # go further. On seeds 0-2 of the cpu preset, β 0.25 won 82-87 % of held-out prompts, β 0.5 81-85 %.
+    # go further. In trials outside the stage (seeds 0-2, cpu preset), β 0.25 won 82-87 % of held-out
+    # prompts, β 0.5 81-85 %.
     beta: float = 0.25
 
     def __post_init__(self):

@@ -159,17 +159,21 @@ def test_dpo_implicit_reward_ranks_pairs_and_the_chosen_answers_probability_fall
 
 
 def test_online_dpo_beats_offline_dpo_and_its_labels_get_harder(stages):
-    """Lab 06, section 9: the same DPO loss on pairs of the current policy's own answers, labelled by the
-    reward model, round after round, against the ``dpo`` stage's fixed pairs."""
+    """Lab 06, section 9: the same DPO loss and as many annotator comparisons as the ``dpo`` stage, but
+    of the current policy's own answers, round after round, against the ``dpo`` stage's fixed pairs."""
     online, offline = stages["dpo_online"], stages["dpo"]
-    # the reference figures: results/cpu-seeds.json (stages.dpo_online, stages.dpo) for seeds 0-2
-    assert online["win_rate"] >= offline["win_rate"] + 0.03, (
-        f"online DPO won {online['win_rate']:.1%}, not 3 points above offline DPO's {offline['win_rate']:.1%}")
-    assert online["gold_reward"] >= online["sft_gold_reward"] + 1.0, (
-        f"online DPO's gold reward {online['gold_reward']:.2f} is not 1.0 above the SFT policy's "
+    # results/cpu-seeds.json, seeds 0-2: online 83.5 / 85.8 / 86.7 % against offline 74.9 / 82.7 / 84.2 %;
+    # gold 1.50 / 1.49 / 1.39 against 1.07 / 1.26 / 1.27 (SFT -0.57 / -0.76 / -1.00)
+    assert online["win_rate"] >= offline["win_rate"], (
+        f"online DPO won {online['win_rate']:.1%}, offline DPO {offline['win_rate']:.1%}")
+    assert online["gold_reward"] >= offline["gold_reward"], (
+        f"online DPO's gold reward {online['gold_reward']:.2f}, offline DPO's {offline['gold_reward']:.2f}")
+    assert online["gold_reward"] >= online["sft_gold_reward"] + 1.5, (
+        f"online DPO's gold reward {online['gold_reward']:.2f} is not 1.5 above the SFT policy's "
         f"{online['sft_gold_reward']:.2f}")
-    # the reward model labels the SFT policy's mixed answers better than the trained policy's good ones
-    assert online["first_label_accuracy"] >= online["last_label_accuracy"] + 0.05, (
+    # the annotator tells the SFT policy's mixed answers apart more often than the trained policy's good ones
+    # (seeds 0-2: 85.2 -> 77.3 %, 86.7 -> 76.3 %, 85.0 -> 76.7 %)
+    assert online["first_label_accuracy"] >= online["last_label_accuracy"] + 0.04, (
         f"labels: {online['first_label_accuracy']:.1%} right in the first round, {online['last_label_accuracy']:.1%} "
         "in the last")
 
