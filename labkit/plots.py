@@ -611,7 +611,7 @@ def online_dpo_figure(evaluations: Sequence[Mapping], others: Mapping[str, float
         if rate is not None:
             fig.add_trace(go.Scatter(x=[min(rounds), max(rounds)], y=[100 * rate] * 2, name=label, mode="lines",
                                      line=dict(color=COLORS[1 + i], dash="dash")))
-    fig.update_layout(yaxis=dict(range=[0, 105]))
+    fig.update_layout(yaxis=dict(range=[0, 105]), xaxis=dict(tick0=0, dtick=max(1, round(len(rounds) / 8))))  # whole rounds
     return fig
 
 

@@ -219,3 +219,15 @@ def test_dpo_slide_gradient_figure_shows_the_factor_one_over_beta():
     assert list(marks.text) == ["β·σ(−u) = 0.310 (the gradient)", "σ(−u) = 0.619 (the slide), 1/β = 2 times as much"]
     assert [a.text for a in fig.layout.annotations] == list(marks.text)   # both labelled on the figure
     assert list(one.x) == [1.0, 1.0] and "agree" in one.name
+
+
+def test_online_dpo_figure_draws_each_round_in_percent_with_the_kl_on_its_own_axis():
+    rounds = [{"round": r, "heldout_win_rate": 0.5 + 0.02 * r, "heldout_kl": 0.1 * r} for r in range(17)]
+    fig = plots.online_dpo_figure(rounds, {"offline DPO": 0.749, "not run": None})
+    win, kl, offline = fig.data
+    assert list(win.x) == list(range(17)) and win.y[0] == pytest.approx(50) and win.y[-1] == pytest.approx(82)
+    assert kl.yaxis == "y2" and kl.y[-1] == pytest.approx(1.6)
+    assert offline.name == "offline DPO" and list(offline.y) == [pytest.approx(74.9)] * 2 and offline.line.dash == "dash"
+    assert list(offline.x) == [0, 16]  # across every round; a rate of None draws nothing
+    assert fig.layout.xaxis.dtick == 2 and fig.layout.yaxis.range == (0, 105)
+    assert plots.online_dpo_figure(rounds[:3]).layout.xaxis.dtick == 1  # whole rounds, never 0.5
