@@ -601,7 +601,8 @@ def online_dpo_figure(evaluations: Sequence[Mapping], others: Mapping[str, float
     ``others``: label -> a final win rate to draw as a dashed line (the ``dpo`` and ``ppo`` stages')."""
     fig = _figure(title, "round (sample → label → one DPO pass)", "win rate against SFT (%)",
                   yaxis2=dict(title="KL to SFT (nats)", overlaying="y", side="right", showgrid=False,
-                              rangemode="tozero"))
+                              rangemode="tozero", automargin=True),
+                  legend=dict(orientation="h", y=-0.28), margin=dict(b=120), height=480)  # clear of the KL axis
     rounds = [e["round"] for e in evaluations]
     fig.add_trace(go.Scatter(x=rounds, y=[100 * e["heldout_win_rate"] for e in evaluations], name="online DPO: win rate",
                              mode="lines+markers", line=dict(color=COLORS[0])))
