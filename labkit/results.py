@@ -67,8 +67,17 @@ def machine() -> dict:
         pass
     device = runtime.device()
     return {"cpu": name, "vector": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_tile")),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else name}
+            "kernels": runtime.cpu_kernels(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else name}
+
+
+def kernels(machine: dict) -> str:
+    """The CPU kernels a results file's floats came from: its ``kernels``, or for a file written before
+    labkit pinned them (:func:`labkit.runtime.pin_cpu_kernels`), the widest its vector units offered."""
+    if machine.get("kernels"):
+        return machine["kernels"]
+    vector = machine.get("vector") or []
+    return "AVX512" if "avx512f" in vector else "AVX2" if "avx2" in vector else "DEFAULT"
 
 
 def versions() -> dict:
@@ -85,11 +94,13 @@ def versions() -> dict:
 
 def same_setup(a: dict | None, b: dict | None) -> bool:
     """Whether two results files were measured where every float comes out the same: the same CPU model,
-    vector units, threads and device, and the same versions of the libraries that train."""
-    machine_keys, version_keys = ("cpu", "vector", "threads", "device_name"), ("torch", "transformers", "trl", "peft")
+    CPU kernels (AVX2 on an AVX-512 CPU too, since labkit pins them), threads and device, and the same
+    versions of the libraries that train."""
+    machine_keys, version_keys = ("cpu", "threads", "device_name"), ("torch", "transformers", "trl", "peft")
     if not (a and b):
         return False
     return (all(a["machine"].get(k) == b["machine"].get(k) for k in machine_keys)
+            and kernels(a["machine"]) == kernels(b["machine"])
             and all(a["versions"].get(k) == b["versions"].get(k) for k in version_keys))
 
 

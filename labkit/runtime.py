@@ -51,6 +51,55 @@ def _tensor_cores(device: torch.device) -> torch.device:
     return device
 
 
+# ------------------------------------------------------------------ the same float sums on every x86 CPU
+
+REFERENCE_CPU_KERNELS = "avx2"  # the vector kernels the course's reference runs used (results/*.json, "kernels")
+
+
+def pin_cpu_kernels() -> str | None:
+    """Make PyTorch's CPU kernels the reference runs' (AVX2) on any x86 CPU that has AVX2; return the
+    kernels PyTorch will use (None where nothing was pinned).
+
+    PyTorch picks, once, the widest vector kernels the CPU offers for its element-wise operations and
+    reductions (softmax, norms, sums): AVX2 or AVX-512. The two add floats in a different order, so
+    their sums differ in the last bits, and a small model's training amplifies that (PPO's win rate
+    once moved by points between an AVX2 and an AVX-512 machine). With the AVX2 kernels an AVX-512 AMD
+    EPYC repeats the AVX2 reference run bit for bit: the slow tier's every stage and demonstration
+    (lab 01's memorisation run also with one thread), at about the same speed. The matrix products
+    (MKL) needed no pinning there; a CPU of another maker may still take other paths through them.
+
+    Called when labkit is imported, before PyTorch computes anything. ``ATEN_CPU_CAPABILITY`` set by
+    you (``avx512``, ``default``) wins. If PyTorch has already computed with other kernels in this
+    process (a notebook that ran torch code before ``import labkit``), they cannot change any more:
+    a warning says so once, and a restart with labkit imported first fixes it.
+    """
+    import platform
+
+    if os.environ.get("ATEN_CPU_CAPABILITY") or platform.machine().lower() not in ("x86_64", "amd64", "x86"):
+        return None
+    try:
+        has_avx2 = torch.cpu._is_avx2_supported()  # asks cpuinfo; does not fix the kernels yet
+    except Exception:  # noqa: BLE001 -- a private helper: without it, leave PyTorch's choice alone
+        return None
+    if not has_avx2:
+        return None  # an older CPU: its own kernels (asking it for AVX2 would crash)
+    os.environ["ATEN_CPU_CAPABILITY"] = REFERENCE_CPU_KERNELS
+    chosen = cpu_kernels()
+    if chosen.lower() != REFERENCE_CPU_KERNELS:
+        import warnings
+
+        warnings.warn(f"PyTorch had already computed with its {chosen} kernels before labkit was imported, so this "
+                      f"process's float sums differ slightly from the reference runs' ({REFERENCE_CPU_KERNELS.upper()}) "
+                      "and trained numbers may too. Restart the kernel and import labkit before running any "
+                      "PyTorch code (or set ATEN_CPU_CAPABILITY=avx2 before Python starts).", stacklevel=2)
+    return chosen
+
+
+def cpu_kernels() -> str:
+    """The vector kernels PyTorch's CPU operations use in this process (``AVX2``, ``AVX512``, …)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 # ------------------------------------------------------------------ several processes (data parallel)
 
 def launched() -> bool:

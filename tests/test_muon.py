@@ -14,13 +14,14 @@ def test_orthogonalise_flattens_the_singular_values():
     assert after.max() < 1.3 and after.min() > 0.2 and (after.max(-1).values / after.min(-1).values < 6).all()
 
 
-def test_the_same_steps_as_torch_muon():
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_same_steps_as_torch_muon(weight_decay):
     torch.manual_seed(1)
     ours = [torch.nn.Parameter(torch.randn(48, 16)), torch.nn.Parameter(torch.randn(48, 16)),
             torch.nn.Parameter(torch.randn(16, 16))]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    opt_ours = Muon(ours, lr=0.02)
-    opt_theirs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
+    opt_ours = Muon(ours, lr=0.02, weight_decay=weight_decay)
+    opt_theirs = torch.optim.Muon(theirs, lr=0.02, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     for step in range(3):
         grads = [torch.randn_like(p) for p in ours]
         for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
@@ -34,3 +35,19 @@ def test_the_same_steps_as_torch_muon():
 def test_muon_refuses_anything_but_a_matrix():
     with pytest.raises(ValueError, match="weight matrices only"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
+
+
+def test_muon_weight_decay_shrinks_the_weights_and_refuses_a_negative_one():
+    start = torch.randn(32, 32, generator=torch.Generator().manual_seed(2))
+    norms = {}
+    for weight_decay in (0.0, 0.5):
+        torch.manual_seed(3)  # the same gradients for both
+        param = torch.nn.Parameter(start.clone())
+        opt = Muon([param], lr=0.05, weight_decay=weight_decay)
+        for _ in range(5):
+            param.grad = torch.randn(32, 32)
+            opt.step()
+        norms[weight_decay] = param.detach().norm().item()
+    assert norms[0.5] < norms[0.0] * (1 - 0.05 * 0.5) ** 4    # decayed by about (1 - lr·wd) a step
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        Muon([torch.nn.Parameter(torch.zeros(4, 4))], weight_decay=-0.1)

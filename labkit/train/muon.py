@@ -44,8 +44,12 @@ class Muon(torch.optim.Optimizer):
     """Muon for 2-D weights (see the module's text): ``lr`` is the peak rate before the per-matrix
     scale 0.2·√max(rows, cols); the schedule sets ``group["lr"]`` as for any optimiser."""
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):
-        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "ns_steps": ns_steps})
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
+                 weight_decay: float = 0.0):
+        if weight_decay < 0:
+            raise ValueError(f"Muon's weight_decay must be >= 0, got {weight_decay!r}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "ns_steps": ns_steps,
+                                  "weight_decay": weight_decay})
         for group in self.param_groups:
             for param in group["params"]:
                 if param.ndim != 2:
@@ -69,5 +73,7 @@ class Muon(torch.optim.Optimizer):
                 ortho = orthogonalise(torch.stack([u for _, u in pairs]), group["ns_steps"])
                 scale = group["lr"] * 0.2 * max(rows, cols) ** 0.5
                 for (param, _), step in zip(pairs, ortho):
+                    if group["weight_decay"]:  # decoupled, as torch's: W <- (1 - lr·wd)·W before the step
+                        param.mul_(1 - group["lr"] * group["weight_decay"])
                     param.add_(step, alpha=-scale)
         return loss
