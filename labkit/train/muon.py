@@ -11,7 +11,8 @@ CPU without bfloat16 units each 384×128 product crawls (0.12 s per matrix on th
 several times a whole step's training). This one runs the same arithmetic in float32 on a CPU, and
 orthogonalises all matrices of one shape in one batched product. Its rule is torch's, step for step
 (momentum 0.95, Nesterov, the same Newton–Schulz coefficients, ``match_rms_adamw``'s step size
-0.2·√max(rows, cols)·lr, which makes an update as large as AdamW's typically is), no weight decay.
+0.2·√max(rows, cols)·lr, which makes an update as large as AdamW's typically is) and its decoupled weight
+decay (W ← (1 − lr·wd)·W before each step; torch's default wd is 0.1, this one's 0 unless asked).
 """
 from __future__ import annotations
 
