@@ -37,10 +37,18 @@ def _check_stage(stage: str) -> None:
         raise ValueError(f"Unknown stage {stage!r}. Stages available: {', '.join(STAGES)}")
 
 
+# Settings added after checkpoints were cached, with the value that means "as before": at that value
+# they stay out of the key, so adding one retrains nothing a learner has cached.
+LATER_SETTINGS = {("pretrain", "muon_weight_decay"): 0.0}
+
+
 def stage_key(stage: str, preset: Preset) -> str:
     """A short hash of everything that determines the stage's checkpoint (preset, code version, and
     the number of data-parallel processes when there are several)."""
     settings = dataclasses.asdict(preset)
+    for (section, name), before in LATER_SETTINGS.items():
+        if settings[section][name] == before:
+            del settings[section][name]
     fields = {"stage": stage, "preset": {name: settings[name] for name in STAGES[stage].fields},
               "code": CODE_VERSION, "needs": [stage_key(s, preset) for s in STAGES[stage].needs]}
     if STAGES[stage].version:  # 0 leaves the keys of stages that never changed alone

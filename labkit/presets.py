@@ -81,15 +81,16 @@ class PretrainConfig:
     eval_every: int = 45        # steps between validation evaluations (each one costs time)
     optimizer: str = "adamw"    # "adamw": AdamW for every weight; "muon": Muon for the blocks' weight
                                 # matrices, AdamW (at ``lr``) for the embedding and the norms (lab 01
-                                # compares them; Muon at 0.01 closed 99.4 % of the gap in 540 steps, but
-                                # seed 1's later stages fell short from its model: not the default yet)
+                                # compares them; not the default yet: lab 01, section 3, says why)
     muon_lr: float = 0.02       # Muon's peak rate (each matrix's step scaled to AdamW's usual size);
                                 # lab 01 uses 0.01 (experiments.pretraining.MUON_LR), the best tried
+    muon_weight_decay: float = 0.0  # Muon's decoupled weight decay on the blocks' matrices (each step
+                                # shrinks them by lr x this; torch.optim.Muon's default is 0.1)
 
     def __post_init__(self):
         _at_least(self, 1, "steps", "eval_every")
         _at_least(self, 16, "batch_tokens")
-        _at_least(self, 0, "warmup", "weight_decay")
+        _at_least(self, 0, "warmup", "weight_decay", "muon_weight_decay")
         _inside(self, 0, 1, "lr", "muon_lr")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"PretrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
@@ -180,8 +181,8 @@ class PPOStageConfig(_PolicyLearningRate):
     lr: float = 1e-4                # learning rate (AdamW) of full fine-tuning (lora_rank 0)
     lora_lr: float = 1e-3           # learning rate with LoRA adapters (they start at zero and like more)
     # 0 = full fine-tuning; r >= 1 = LoRA adapters of rank r on one frozen base (policy, reference and
-    # critic trunk). On the cpu preset rank 8 won 88-90 % of held-out prompts over seeds 0-2, full
-    # fine-tuning 84-88 %: the small adapters also keep the policy from wandering.
+    # critic trunk). On the cpu preset rank 8 aligned better than full fine-tuning in lab 08's race
+    # (results/cpu.json): the small adapters also keep the policy from wandering.
     lora_rank: int = 8
     eps: float = 0.2                # clip range ε of the policy ratio; larger = bigger steps per batch
     value_clip: float = 0.2         # clip range of the value head's change per batch
@@ -293,7 +294,7 @@ class MathSFTConfig:
 
     train_problems: int = 8000      # demonstrations (distinct problems); more = a better arithmetician
     # Share of demonstrations that show the working (the rest write only '#### N'). Small, so the
-    # SFT policy mostly answers without working and is right 46 % of the time (greedy, cpu preset):
+    # SFT policy mostly answers without working and is right less than half the time (cpu preset):
     # room for GRPO to find out, from the reward alone, that working pays.
     worked_share: float = 0.3
     epochs: float = 2.0             # passes over the demonstrations

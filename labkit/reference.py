@@ -64,6 +64,13 @@ def lookup(tree: dict | None, name: str) -> Any:
     return node
 
 
+def _recorded(tree: dict | None, name: str) -> bool:
+    """Whether ``tree`` holds the dotted ``name``, even as None (JSON null)."""
+    parent, _, key = name.rpartition(".")
+    node = lookup(tree, parent) if parent else tree
+    return isinstance(node, dict) and key in node
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Every leaf of ``tree`` under its dotted name."""
     out: dict[str, Any] = {}
@@ -148,10 +155,19 @@ def default_filter(name: str) -> str:
     return next(f for pattern, f in FORMATS if fnmatch.fnmatchcase(key, pattern))
 
 
+# Figures that are the step at which something happened (a plateau ended, answers reached the token
+# limit); None there means it never did, within the run.
+EVENT_STEPS = {"plateau_end_step", "limit_step", "lowest_val_step"}
+
+
+def _is_event_step(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in EVENT_STEPS
+
+
 def fmt(value: Any, name: str = "", how: str | None = None) -> str:
     """``value`` written as the README and labs write the figure ``name`` (or with the filter ``how``)."""
     if value is None:
-        return "—"
+        return "never" if _is_event_step(name) else "—"
     if isinstance(value, str):
         return FILTERS["date"](value) if how == "date" else value
     if isinstance(value, float) and math.isnan(value):
@@ -193,12 +209,14 @@ def line(name: str, yours: Any = None, *, label: str | None = None, how: str | N
     ``yours`` None leaves "your run" out (a figure this notebook did not measure). A reference that
     was not measured says so rather than showing a number."""
     parts = [label or describe(name)]
-    if yours is not None:
+    event = _is_event_step(name)  # None: it never happened (:data:`EVENT_STEPS`), not "not measured"
+    if yours is not None or event:
         parts.append(f"your run: {fmt(yours, name, how)}")
     ref = figure(name, preset)
     data = load(preset)
     seed = (data or {}).get("seed", 0)
-    parts.append(f"reference ({preset}, seed {seed}): {fmt(ref, name, how)}" if ref is not None
+    recorded = ref is not None or (event and _recorded(data, name))
+    parts.append(f"reference ({preset}, seed {seed}): {fmt(ref, name, how)}" if recorded
                  else f"reference ({preset}): not measured yet")
     values = seed_values(name, preset)
     span = seed_range(name, preset)

@@ -1,4 +1,6 @@
 """labkit's Muon (float32 on a CPU, batched by shape) takes torch.optim.Muon's steps."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -51,3 +53,15 @@ def test_muon_weight_decay_shrinks_the_weights_and_refuses_a_negative_one():
     assert norms[0.5] < norms[0.0] * (1 - 0.05 * 0.5) ** 4    # decayed by about (1 - lr·wd) a step
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         Muon([torch.nn.Parameter(torch.zeros(4, 4))], weight_decay=-0.1)
+
+
+def test_the_preset_hands_its_weight_decay_to_muon():
+    from labkit.models import build_model, config_from_size
+    from labkit.presets import get_preset
+    from labkit.train.pretrain import make_optimizers
+
+    smoke = get_preset("smoke")
+    cfg = dataclasses.replace(smoke.pretrain, optimizer="muon", muon_weight_decay=0.1)
+    muon, adamw = make_optimizers(build_model(config_from_size(smoke.model, vocab_size=64), seed=0), cfg)
+    assert isinstance(muon, Muon) and [g["weight_decay"] for g in muon.param_groups] == [0.1]
+    assert [g["weight_decay"] for g in adamw.param_groups] == [smoke.pretrain.weight_decay]

@@ -1,5 +1,6 @@
 """The stage cache and the pretraining loop on the smoke preset (seconds)."""
 import dataclasses
+import hashlib
 import sys
 import json
 
@@ -134,10 +135,26 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # Then every key moved once, on purpose: PretrainConfig gained `optimizer` and `muon_lr` (the
     # checkpoints carry their counted compute from then on; the weights are the same as before). `grpo` moved
     # again when its recipe took 200 steps instead of 100 (issue 29); `dpo_online` joined then.
+    # PretrainConfig.muon_weight_decay, added later, stays out of the keys at its old value (0).
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
         "pretrain": "83205c7576", "sft": "fafff68bd0", "reward": "4674d4453b", "reward_naive": "aaa39582f5",
         "ppo": "9b1f8c3c21", "dpo": "0d714b6b7d", "dpo_online": "62b81273b0", "sft_math": "737d3dc4d1", "grpo": "1d2841c01d"}
+
+
+def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
+    smoke = get_preset("smoke")  # pretrains without Muon's weight decay, as every preset did before it existed
+    assert smoke.pretrain.muon_weight_decay == pipeline.LATER_SETTINGS[("pretrain", "muon_weight_decay")]
+    settings = dataclasses.asdict(smoke)
+    del settings["pretrain"]["muon_weight_decay"]
+    before = {"stage": "pretrain", "preset": {name: settings[name] for name in pipeline.STAGES["pretrain"].fields},
+              "code": pipeline.CODE_VERSION, "needs": []}
+    assert pipeline.stage_key("pretrain", smoke) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    decayed = dataclasses.replace(smoke, pretrain=dataclasses.replace(smoke.pretrain, muon_weight_decay=0.1))
+    for stage in pipeline.STAGES:  # every stage starts from the pretrained model
+        assert pipeline.stage_key(stage, decayed) != pipeline.stage_key(stage, smoke)
+    with pytest.raises(ValueError, match="muon_weight_decay"):
+        dataclasses.replace(smoke.pretrain, muon_weight_decay=-0.1)
 
 
 def test_every_trainer_returns_one_result_type():

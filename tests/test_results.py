@@ -128,6 +128,47 @@ def test_online_dpo_beats_offline_dpo_on_every_reference_seed_as_lab_06_says():
         assert online["train_pairs"] == offline["train_pairs"]  # as many comparisons
         assert online["first_label_accuracy"] > online["last_label_accuracy"], seed
 
+def test_ppo_wins_more_often_than_offline_dpo_across_the_reference_seeds_as_lab_06_says():
+    """Lab 06, section 6: PPO wins more often than DPO in the reference run, and both ends of its range
+    over seeds 0-2 lie above DPO's."""
+    data = json.loads((ROOT / "results" / "cpu-seeds.json").read_text())
+    assert data["seeds"]["0"]["stages"]["ppo"]["win_rate"] > data["seeds"]["0"]["stages"]["dpo"]["win_rate"]
+    (ppo_low, ppo_high), (dpo_low, dpo_high) = (data["ranges"][f"stages.{s}.win_rate"] for s in ("ppo", "dpo"))
+    assert ppo_low > dpo_low and ppo_high > dpo_high, ((ppo_low, ppo_high), (dpo_low, dpo_high))
+
+
+def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
+    """Lab 08's reading of the race (cells 19, 24 and the summary), held against results/cpu.json: of the
+    methods given PPO's budget of answers PPO (full or LoRA) goes furthest from the SFT policy and wins
+    most; DPO stays closest; the long GRPO + LoRA run wins more often than GRPO at PPO's budget, and
+    has the largest KL of all."""
+    race = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab08_race"]
+    shared = ("best_of_n", "DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA")
+    ppo_kl = min(race["PPO"]["kl"], race["PPO_LoRA"]["kl"])
+    assert all(ppo_kl > race[m]["kl"] for m in shared), {m: race[m]["kl"] for m in race}
+    assert all(min(race["PPO"]["win_rate"], race["PPO_LoRA"]["win_rate"]) > race[m]["win_rate"]
+               for m in ("DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA"))
+    assert min(race["DPO"]["kl"], race["DPO_LoRA"]["kl"]) < min(race[m]["kl"] for m in race if "DPO" not in m and m != "SFT")
+    assert race["GRPO_LoRA_long"]["win_rate"] > max(race["GRPO"]["win_rate"], race["GRPO_LoRA"]["win_rate"])
+    assert race["GRPO_LoRA_long"]["kl"] == max(race[m]["kl"] for m in race)
+
+
+def test_lab_01_reads_its_size_sweep_as_the_reference_run_ran_it():
+    """Lab 01, section 9: wider is lower, and in the reference run the second doubling bought slightly
+    more than the first (the lab says three sizes are too few to show the bend scaling studies find)."""
+    sweep = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab01_size_sweep"]
+    small, mid, wide = (sweep[f"d_model_{w}"]["val_loss"] for w in (32, 64, 128))
+    assert small > mid > wide
+    assert mid - wide > small - mid, (small - mid, mid - wide)
+
+
+def test_the_problems_card_reads_the_signal_check_as_the_reference_run_ran_it():
+    """datasets/problems/README.md: on one-step arithmetic the SFT policy solves most problems, and in
+    most groups every answer gets the same reward (lab 07's signal check)."""
+    one_step = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab07_signal_check"]["one_step"]
+    assert one_step["accuracy"] > 0.5 and one_step["zero_variance_share"] > 0.5, one_step
+
+
 # ------------------------------------------------------------------------------------ rendering
 
 @pytest.fixture
@@ -173,6 +214,21 @@ def test_a_line_shows_your_run_the_reference_and_the_seeds(folder, monkeypatch):
         "win rate against SFT · your run: 88.0 % · reference (cpu, seed 0): 89.2 % · seeds 0–2: 88.0–90.4 %")
     assert reference.line("stages.ppo.kl", None, label="KL") == "KL · reference (cpu, seed 0): 4.11"
     assert reference.line("stages.dpo.kl", 1.7) == "KL to SFT · your run: 1.70 · reference (cpu): not measured yet"
+
+
+def test_a_step_that_never_came_reads_never_not_unmeasured(folder, monkeypatch):
+    data = json.loads((folder / "cpu.json").read_text())
+    data["demos"] = {"lab01_optimisers": {"adamw": {"plateau_end_step": None}, "muon": {"plateau_end_step": 180}}}
+    (folder / "cpu.json").write_text(json.dumps(data))
+    monkeypatch.setattr(reference, "results_dir", lambda: folder)
+    monkeypatch.setattr(reference, "_loaded", {})
+    name = "demos.lab01_optimisers.{}.plateau_end_step"
+    assert reference.line(name.format("adamw"), None, label="plateau") == (
+        "plateau · your run: never · reference (cpu, seed 0): never")
+    assert reference.line(name.format("muon"), 225, label="plateau") == (
+        "plateau · your run: 225 · reference (cpu, seed 0): 180")
+    assert reference.line(name.format("sgd"), None, label="plateau") == (  # absent: not measured, as before
+        "plateau · your run: never · reference (cpu): not measured yet")
 
 
 def test_show_says_when_the_preset_is_not_the_reference_s(folder, monkeypatch, capsys):

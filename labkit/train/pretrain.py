@@ -131,7 +131,7 @@ def make_optimizers(model, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:
     else:
         matrices, rest = muon_matrices(model)
         # torch.optim.Muon's rule, in float32 on a CPU (labkit.train.muon says why)
-        opts = [Muon(matrices, lr=cfg.muon_lr),
+        opts = [Muon(matrices, lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay),
                 torch.optim.AdamW(rest, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)]
     for opt in opts:
         for group in opt.param_groups:
