@@ -206,8 +206,9 @@ def line(name: str, yours: Any = None, *, label: str | None = None, how: str | N
          preset: str = "cpu") -> str:
     """One line: ``label · your run: … · reference (cpu, seed 0): … · seeds 0–2: …``.
 
-    ``yours`` None leaves "your run" out (a figure this notebook did not measure). A reference that
-    was not measured says so rather than showing a number."""
+    ``yours`` None leaves "your run" out (a figure this notebook did not measure), except for the
+    step figures of :data:`EVENT_STEPS`, where None means the event never came and reads "never". A
+    reference that was not measured says so rather than showing a number."""
     parts = [label or describe(name)]
     event = _is_event_step(name)  # None: it never happened (:data:`EVENT_STEPS`), not "not measured"
     if yours is not None or event:
