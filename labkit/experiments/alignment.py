@@ -164,12 +164,12 @@ def onpolicy_figures(world_pairs: list[dict], own_pairs: list[dict], row: dict) 
 # Each runs what its lab's cell runs, with the same settings; ``python -m labkit results`` stores the
 # figures under demos.<name> and the labs print a learner's run beside them.
 
-@reference.measurement("lab05_overoptimisation", lab="05", seconds=200,
+@reference.measurement("lab05_overoptimisation", lab="05", seconds=260,
                        across_machines={"start_gold": 0.3, "start_proxy": 0.3, "peak_gold": 0.5,
                                         "best_of_n_gold": 0.3, "best_of_n_proxy": 0.3})
 def lab05_overoptimisation(preset: Preset | str) -> dict:
     """Lab 05, section 7: PPO against the ``reward_naive`` model at β = ``ppo_demos.overopt_beta`` for
-    ``ppo_demos.overopt_iterations`` iterations, judged on the held-out prompts every
+    ``ppo_demos.overopt_iterations`` iterations at ``ppo_demos.overopt_lr``, judged on the held-out prompts every
     ``overopt_eval_every``; beside it best-of-n (n up to ``ppo_demos.best_of_n``) from the SFT policy
     on the same reward model. :func:`overoptimisation_figures` of the two."""
     from labkit.evaluate import best_of_n
@@ -177,7 +177,7 @@ def lab05_overoptimisation(preset: Preset | str) -> dict:
 
     preset = resolve_preset(preset)
     demos = preset.ppo_demos
-    run = ppo_experiment(beta=demos.overopt_beta, preset=preset, reward_stage="reward_naive",
+    run = ppo_experiment(beta=demos.overopt_beta, lr=demos.overopt_lr, preset=preset, reward_stage="reward_naive",
                          iterations=demos.overopt_iterations, eval_every=demos.overopt_eval_every)
     sft_policy, tokenizer, _ = pipeline.load("sft", preset)
     bon = best_of_n(sft_policy, tokenizer, run.outputs["reward_model"], prefs.alignment_prompts("heldout"),
@@ -186,15 +186,15 @@ def lab05_overoptimisation(preset: Preset | str) -> dict:
     return overoptimisation_figures(run.outputs["run"].evaluations, bon)
 
 
-@reference.measurement("lab05_overopt_penalty", lab="05", seconds=170,
+@reference.measurement("lab05_overopt_penalty", lab="05", seconds=210,
                        across_machines={"start_gold": 0.3, "start_proxy": 0.3, "peak_gold": 0.5, "final_gold": 0.9})
 def lab05_overopt_penalty(preset: Preset | str) -> dict:
     """Lab 05, section 7, the same run with a KL penalty: PPO against the ``reward_naive`` model for
-    ``ppo_demos.overopt_iterations`` iterations at the ``ppo`` stage's β (``preset.ppo.beta``),
-    judged as :func:`lab05_overoptimisation`'s run is. :func:`overoptimisation_figures` of it."""
+    ``ppo_demos.overopt_iterations`` iterations at ``ppo_demos.overopt_lr`` and the ``ppo`` stage's β
+    (``preset.ppo.beta``), judged as :func:`lab05_overoptimisation`'s run is. :func:`overoptimisation_figures` of it."""
     preset = resolve_preset(preset)
     demos = preset.ppo_demos
-    run = ppo_experiment(beta=preset.ppo.beta, preset=preset, reward_stage="reward_naive",
+    run = ppo_experiment(beta=preset.ppo.beta, lr=demos.overopt_lr, preset=preset, reward_stage="reward_naive",
                          iterations=demos.overopt_iterations, eval_every=demos.overopt_eval_every)
     return overoptimisation_figures(run.outputs["run"].evaluations)
 
