@@ -10,6 +10,7 @@ import pytest
 
 from labkit import reference
 from labkit.experiments import alignment
+from labkit.presets import get_preset
 
 LABS = Path(__file__).resolve().parent.parent / "labs"
 
@@ -115,3 +116,30 @@ def test_the_labs_show_figures_the_measurements_store(lab):
                      "06": {"lab06_small_beta", "lab06_onpolicy"}}[lab]
     for name, key in shown:
         assert key in _figures(name), f"lab {lab} shows demos.{name}.{key}, which the measurement does not store"
+
+
+def test_both_over_optimisation_runs_take_the_demos_learning_rate_and_budget_and_differ_only_in_beta(monkeypatch):
+    """Lab 05, section 7: the β = 0 run and the penalised one share ``ppo_demos``' learning rate and
+    iterations (the lab's cells pass the same), so the KL penalty is the only difference."""
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(alignment, "ppo_experiment", record)
+    preset = get_preset("cpu")
+    for name in ("lab05_overoptimisation", "lab05_overopt_penalty"):
+        with pytest.raises(Stop):
+            reference.MEASUREMENTS[name].run(preset)
+    free, held = calls
+    demos = preset.ppo_demos
+    assert free.pop("beta") == demos.overopt_beta and held.pop("beta") == preset.ppo.beta
+    assert free == held and free["lr"] == demos.overopt_lr and free["iterations"] == demos.overopt_iterations
+    assert free["reward_stage"] == "reward_naive"
+    runs = [cell for cell in _code("05") if "reward_stage=\"reward_naive\"" in cell]
+    assert len(runs) == 2 and all("lr=demos.overopt_lr" in cell and "iterations=demos.overopt_iterations" in cell
+                                  for cell in runs)

@@ -73,6 +73,7 @@ def test_gpu_preset_without_a_gpu_warns_with_the_cpu_time_and_the_preset_that_fi
     (lambda: labkit.presets.LoRASweepConfig(lora_lr=2.0), r"LoRASweepConfig.lora_lr must lie strictly between"),
     (lambda: labkit.presets.LoRASweepConfig(ranks=()), r"LoRASweepConfig.ranks must be a non-empty tuple"),
     (lambda: labkit.presets.RewardDemosConfig(best_of_n=6), r"RewardDemosConfig.best_of_n must be a power of two"),
+    (lambda: labkit.presets.PPODemosConfig(overopt_lr=1.5), r"PPODemosConfig.overopt_lr must lie strictly between 0 and 1"),
 ])
 def test_each_validator_names_the_wrong_field_and_its_range(make, message):
     with pytest.raises(ValueError, match=message):
