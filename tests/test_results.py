@@ -178,10 +178,12 @@ def test_lab_01_reads_its_size_sweep_as_the_reference_run_ran_it():
 
 
 def test_lab_05_reads_its_penalised_run_as_the_reference_run_ran_it():
-    """Lab 05, section 7: with the stage's β the gold reward peaks above the β = 0 run's peak and stays
-    near it to the end, at a fraction of the β = 0 run's final KL."""
+    """Lab 05, section 7: the β = 0 run ends below its gold peak but above the SFT policy (cell 31); with
+    the stage's β the gold reward peaks above the β = 0 run's peak and stays near it to the end, at a
+    fraction of the β = 0 run's final KL."""
     demos = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]
     free, held = demos["lab05_overoptimisation"], demos["lab05_overopt_penalty"]
+    assert free["start_gold"] < free["final_gold"] < free["peak_gold"], free
     assert held["peak_gold"] > free["peak_gold"], (held["peak_gold"], free["peak_gold"])
     assert held["final_gold"] >= held["peak_gold"] - 0.3, held
     assert held["final_kl"] <= free["final_kl"] / 2, (held["final_kl"], free["final_kl"])
