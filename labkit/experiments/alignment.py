@@ -169,8 +169,8 @@ def onpolicy_figures(world_pairs: list[dict], own_pairs: list[dict], row: dict) 
                                         "best_of_n_gold": 0.3, "best_of_n_proxy": 0.3})
 def lab05_overoptimisation(preset: Preset | str) -> dict:
     """Lab 05, section 7: PPO against the ``reward_naive`` model at β = ``ppo_demos.overopt_beta`` for
-    ``ppo_demos.overopt_iterations`` iterations at ``ppo_demos.overopt_lr``, judged on the held-out prompts every
-    ``overopt_eval_every``; beside it best-of-n (n up to ``ppo_demos.best_of_n``) from the SFT policy
+    ``ppo_demos.overopt_iterations`` iterations at ``ppo_demos.overopt_lr``, judged on the held-out
+    prompts every ``overopt_eval_every``; beside it best-of-n (n up to ``ppo_demos.best_of_n``) from the SFT policy
     on the same reward model. :func:`overoptimisation_figures` of the two."""
     from labkit.evaluate import best_of_n
     from labkit.world import preferences as prefs
@@ -191,7 +191,8 @@ def lab05_overoptimisation(preset: Preset | str) -> dict:
 def lab05_overopt_penalty(preset: Preset | str) -> dict:
     """Lab 05, section 7, the same run with a KL penalty: PPO against the ``reward_naive`` model for
     ``ppo_demos.overopt_iterations`` iterations at ``ppo_demos.overopt_lr`` and the ``ppo`` stage's β
-    (``preset.ppo.beta``), judged as :func:`lab05_overoptimisation`'s run is. :func:`overoptimisation_figures` of it."""
+    (``preset.ppo.beta``), judged as :func:`lab05_overoptimisation`'s run is.
+    :func:`overoptimisation_figures` of it."""
     preset = resolve_preset(preset)
     demos = preset.ppo_demos
     run = ppo_experiment(beta=preset.ppo.beta, lr=demos.overopt_lr, preset=preset, reward_stage="reward_naive",
