@@ -137,11 +137,14 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # again when its recipe took 200 steps instead of 100 (issue 29); `dpo_online` joined then.
     # PretrainConfig.muon_weight_decay, added later, stays out of the keys at its old value (0). Every key
     # moved again, on purpose, when the cpu preset pretrained with Muon and its weight decay (issue 29), and
-    # `sft_math` and `grpo` once more with 40 % worked demonstrations and three epochs.
+    # `sft_math` and `grpo` once more with 40 % worked demonstrations and three epochs. Every key after
+    # pretraining moved when SFT and the reward models took their batches in four parts sorted by length
+    # (`micro_batches`; at 1, its old value, it stays out of the keys), the reward models' and PPO's once
+    # more when the reward models' learning rate halved.
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
-        "pretrain": "36421f5d8b", "sft": "b2d7558d2a", "reward": "99344b38e6", "reward_naive": "74e412ddd3",
-        "ppo": "c589bb0e86", "dpo": "98d63dfdeb", "dpo_online": "e31ee69b7f", "sft_math": "60a1df5fae", "grpo": "4ad3f77d85"}
+        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "b2ccda8750", "reward_naive": "7c0883f630",
+        "ppo": "74d83bb2e7", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "4bb5288eec"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
@@ -157,6 +160,12 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
         assert pipeline.stage_key(stage, decayed) != pipeline.stage_key(stage, smoke)
     with pytest.raises(ValueError, match="muon_weight_decay"):
         dataclasses.replace(smoke.pretrain, muon_weight_decay=-0.1)
+    # micro-batches: at 1 (smoke's, and every preset's before them) the keys stay; above 1 SFT's moves
+    assert smoke.sft.micro_batches == pipeline.LATER_SETTINGS[("sft", "micro_batches")] == 1
+    assert smoke.reward.micro_batches == pipeline.LATER_SETTINGS[("reward", "micro_batches")] == 1
+    parts = dataclasses.replace(smoke, sft=dataclasses.replace(smoke.sft, micro_batches=2))
+    assert pipeline.stage_key("pretrain", parts) == pipeline.stage_key("pretrain", smoke)
+    assert pipeline.stage_key("sft", parts) != pipeline.stage_key("sft", smoke)
 
 
 def test_every_trainer_returns_one_result_type():

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
+import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -115,12 +116,16 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 
 def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warmup_steps: int,
-                seed: int) -> dict:
+                seed: int, micro_batches: int = 1) -> dict:
     """Keyword arguments every labkit stage gives a TRL config (``SFTConfig``, ``RewardConfig``, …).
 
     A linear schedule after warm-up, no weight decay, about 40 logged points per run, nothing saved
     (labkit saves its own checkpoints), no reporting services, our own progress bar, seeded data
     order, no activation checkpointing, 32-bit floats, and the CPU when there is no GPU.
+
+    ``micro_batches``: each step's batch passes through the model in this many equal parts, whose
+    gradients add up to the batch's (gradient accumulation). Above 1 the trainer also takes the
+    examples in its dataset's order, which :func:`sort_batches_by_length` sets.
 
     ``batch_size`` is the global batch: under ``accelerate launch --num_processes N`` each process
     takes ``batch_size / N`` examples per step, so a step sees as many examples as with one process.
@@ -129,10 +134,15 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
     if batch_size % processes:
         raise ValueError(f"a batch of {batch_size} examples cannot be shared equally by {processes} processes; "
                          "choose a number of processes that divides it")
+    if micro_batches < 1 or batch_size % (processes * micro_batches):
+        raise ValueError(f"a batch of {batch_size} examples cannot be cut into {micro_batches} equal micro-batches "
+                         f"for each of {processes} process(es); choose micro_batches so that "
+                         f"{processes} x micro_batches divides the batch size")
     return dict(
         output_dir=output_dir,
         max_steps=steps,
-        per_device_train_batch_size=batch_size // processes,  # the trainer's batch is per process
+        per_device_train_batch_size=batch_size // processes // micro_batches,  # the trainer's batch is per process
+        gradient_accumulation_steps=micro_batches,
         learning_rate=lr,
         lr_scheduler_type="linear",
         warmup_steps=warmup_steps,
@@ -147,6 +157,7 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
         gradient_checkpointing=False,
         seed=seed,
         data_seed=seed,
+        train_sampling_strategy="sequential" if micro_batches > 1 else "random",
         dataloader_num_workers=0,
         use_cpu=runtime.device().type == "cpu",
         # 32-bit floats. TRL's configs default to bfloat16 autocast, which a CPU without bf16
@@ -155,6 +166,34 @@ def common_args(*, output_dir: str, steps: int, batch_size: int, lr: float, warm
         bf16=False,
         fp16=False,
     )
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[int]:
+    """The examples of ``steps`` random batches, each batch's examples sorted by length.
+
+    The batches are those of shuffled epochs (a fresh shuffle each epoch, one after the other, cut
+    into batches of ``batch_size``): as random as the trainer's own. Sorting inside a batch changes
+    nothing about the step it makes; it lets the trainer cut the batch into micro-batches of about
+    equal lengths (see :func:`sort_batches_by_length`).
+    """
+    rng = torch.Generator().manual_seed(seed)
+    stream: list[int] = []
+    while len(stream) < steps * batch_size:
+        stream.extend(torch.randperm(len(lengths), generator=rng).tolist())
+    return [i for start in range(0, steps * batch_size, batch_size)
+            for i in sorted(stream[start:start + batch_size], key=lambda i: lengths[i])]
+
+
+def sort_batches_by_length(trainer, lengths: list[int], batch_size: int, steps: int, seed: int) -> None:
+    """Give ``trainer`` (built with ``common_args(..., micro_batches=k)``, k > 1) the examples of
+    :func:`length_sorted_batches`, in order; ``lengths[i]`` is the length example ``i`` is padded from.
+
+    The trainer then takes each batch as k micro-batches, the shortest examples first, each padded
+    only to its own longest row, and adds up their gradients before the optimiser's step: the step
+    of the whole batch (the loss is the mean over the batch's answer tokens, or over its pairs, either
+    way), with less padding computed.
+    """
+    trainer.train_dataset = trainer.train_dataset.select(length_sorted_batches(lengths, batch_size, steps, seed))
 
 
 @contextmanager

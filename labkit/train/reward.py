@@ -20,7 +20,7 @@ from labkit.metrics import pairwise_accuracy
 from labkit.models import reward_scores
 from labkit.presets import RewardStageConfig
 from labkit.tokenizer import END
-from labkit.train.common import TrainResult, common_args, fit, total_steps, trainer_dir
+from labkit.train.common import TrainResult, common_args, fit, sort_batches_by_length, total_steps, trainer_dir
 
 
 def reward_model_from(path: str | Path):
@@ -48,8 +48,14 @@ def train_reward(model, tokenizer, pairs: list[dict], config: RewardStageConfig,
                             **common_args(output_dir=out,
                                           steps=total_steps(len(pairs), config.batch_size, config.epochs),
                                           batch_size=config.batch_size, lr=config.lr,
-                                          warmup_steps=config.warmup_steps, seed=seed))
+                                          warmup_steps=config.warmup_steps, seed=seed,
+                                          micro_batches=config.micro_batches))
         trainer = RewardTrainer(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tokenizer)
+        if config.micro_batches > 1:
+            # both rows of a pair (chosen, rejected) are padded to the micro-batch's longest: sort by the longer
+            data = trainer.train_dataset
+            sort_batches_by_length(trainer, [max(len(c), len(r)) for c, r in zip(data["chosen_ids"], data["rejected_ids"])],
+                                   config.batch_size, args.max_steps, seed)
         return fit(trainer, model, progress=progress, callback=callback, desc="reward model")
 
 

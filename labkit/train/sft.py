@@ -22,7 +22,7 @@ from trl import SFTConfig, SFTTrainer
 from labkit import runtime
 from labkit.presets import SFTStageConfig
 from labkit.tokenizer import END, marks_assistant_turns
-from labkit.train.common import TrainResult, common_args, fit, total_steps, trainer_dir
+from labkit.train.common import TrainResult, common_args, fit, sort_batches_by_length, total_steps, trainer_dir
 
 
 def messages_dataset(rows: list[dict], tokenizer=None) -> datasets.Dataset:
@@ -54,7 +54,8 @@ def sft_config(config: SFTStageConfig, n_examples: int, output_dir: str, seed: i
         eos_token=eos_token,                            # the token that ends an assistant turn
         max_length=None,                                # our conversations are short; never truncate an answer
         **common_args(output_dir=output_dir, steps=total_steps(n_examples, config.batch_size, config.epochs),
-                      batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps, seed=seed),
+                      batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps, seed=seed,
+                      micro_batches=config.micro_batches),
     )
 
 
@@ -68,6 +69,9 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
         args = sft_config(config, len(rows), out, seed, eos, assistant_only_loss=marked)
         trainer = SFTTrainer(model=model, args=args, train_dataset=messages_dataset(rows, tokenizer),
                              processing_class=tokenizer)
+        if config.micro_batches > 1:
+            sort_batches_by_length(trainer, [len(ids) for ids in trainer.train_dataset["input_ids"]],
+                                   config.batch_size, args.max_steps, seed)
         return fit(trainer, model, progress=progress, callback=callback, desc="SFT")
 
 
