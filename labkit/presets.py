@@ -500,14 +500,12 @@ PRESETS: dict[str, Preset] = {
     # model learned the word problems' working too poorly for GRPO to find it; with it (torch's default,
     # 0.1), and 40 % of the word-problem demonstrations worked, GRPO gains on every seed (lab 07).
     # SFT and the reward models take each batch in four parts sorted by length: the same steps, about
-    # 40 % (SFT) and 20 % (reward) less arithmetic spent on padding (lab 02, section 5). The reward
-    # models learn at half the default rate: at 1e-3 two runs that differed only in float sums ended
-    # 7 points apart (naive reward model, seed 0); at 5e-4 1 point apart, and higher (issue 29).
+    # 40 % (SFT) and 20 % (reward) less arithmetic spent on padding (lab 02, section 5).
     "cpu": Preset(
         name="cpu",
         pretrain=PretrainConfig(steps=540, optimizer="muon", muon_lr=0.01, muon_weight_decay=0.1),
         sft=SFTStageConfig(micro_batches=4),
-        reward=RewardStageConfig(micro_batches=4, lr=5e-4),
+        reward=RewardStageConfig(micro_batches=4),
     ),
     "gpu": Preset(
         name="gpu",

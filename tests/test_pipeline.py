@@ -139,12 +139,11 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # moved again, on purpose, when the cpu preset pretrained with Muon and its weight decay (issue 29), and
     # `sft_math` and `grpo` once more with 40 % worked demonstrations and three epochs. Every key after
     # pretraining moved when SFT and the reward models took their batches in four parts sorted by length
-    # (`micro_batches`; at 1, its old value, it stays out of the keys), the reward models' and PPO's once
-    # more when the reward models' learning rate halved.
+    # (`micro_batches`; at 1, its old value, it stays out of the keys).
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
-        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "b2ccda8750", "reward_naive": "7c0883f630",
-        "ppo": "74d83bb2e7", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "4bb5288eec"}
+        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "dbb1579a45",
+        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "4bb5288eec"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
