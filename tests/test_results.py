@@ -144,26 +144,28 @@ def test_ppo_wins_more_often_than_offline_dpo_across_the_reference_seeds_as_lab_
 
 def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     """Lab 08's reading of the race (cells 19, 24 and the summary), held against results/cpu.json: of the
-    methods given PPO's budget of answers PPO (full or LoRA) goes furthest from the SFT policy, and of the
-    trained ones it wins most; best-of-16 wins at least as often at about half PPO's KL; DPO stays nearer
-    the SFT policy than PPO; the long GRPO + LoRA run wins more often than PPO and GRPO at PPO's budget,
-    at the largest KL of all; DPO's bootstrap interval lies below PPO + LoRA's, GRPO's reaches into it,
-    and the top three's overlap."""
+    methods given PPO's budget of answers PPO (full or LoRA) goes furthest from the SFT policy and wins
+    about as often as GRPO (within two points) and more often than DPO, which wins least of all;
+    best-of-16 wins at least as often at about half PPO's KL; DPO stays nearer the SFT policy than PPO;
+    the long GRPO + LoRA run goes furthest of all and wins within two points of its PPO-budget run; the
+    intervals of the top three overlap, and DPO's reaches into PPO + LoRA's."""
     demos = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]
     race, intervals = demos["lab08_race"], demos["lab08_intervals"]
     shared = ("best_of_n", "DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA")
     ppo_kl = min(race["PPO"]["kl"], race["PPO_LoRA"]["kl"])
-    ppo_win = min(race["PPO"]["win_rate"], race["PPO_LoRA"]["win_rate"])
+    ppo_win = max(race["PPO"]["win_rate"], race["PPO_LoRA"]["win_rate"])
+    grpo_win = max(race["GRPO"]["win_rate"], race["GRPO_LoRA"]["win_rate"])
+    dpo_win = max(race["DPO"]["win_rate"], race["DPO_LoRA"]["win_rate"])
     assert all(ppo_kl > race[m]["kl"] for m in shared), {m: race[m]["kl"] for m in race}
-    assert all(ppo_win > race[m]["win_rate"] for m in ("DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA"))
-    assert race["best_of_n"]["win_rate"] >= max(race["PPO"]["win_rate"], race["PPO_LoRA"]["win_rate"])
+    assert abs(ppo_win - grpo_win) <= 0.02 and min(ppo_win, grpo_win) > dpo_win, (ppo_win, grpo_win, dpo_win)
+    assert dpo_win < min(race[m]["win_rate"] for m in race if m not in ("SFT", "DPO", "DPO_LoRA"))
+    assert race["best_of_n"]["win_rate"] >= ppo_win
     assert race["best_of_n"]["kl"] <= 0.6 * ppo_kl
     assert max(race["DPO"]["kl"], race["DPO_LoRA"]["kl"]) < ppo_kl
     long = race["GRPO_LoRA_long"]
-    assert long["win_rate"] > max(race[m]["win_rate"] for m in ("PPO", "PPO_LoRA", "GRPO", "GRPO_LoRA"))
+    assert abs(long["win_rate"] - race["GRPO_LoRA"]["win_rate"]) <= 0.02, (long, race["GRPO_LoRA"])
     assert long["kl"] == max(race[m]["kl"] for m in race)
-    assert intervals["DPO"]["win_high"] < intervals["PPO_LoRA"]["win_low"]
-    assert intervals["GRPO"]["win_high"] > intervals["PPO_LoRA"]["win_low"]
+    assert intervals["DPO"]["win_high"] > intervals["PPO_LoRA"]["win_low"]
     top = [intervals[m] for m in ("best_of_n", "PPO_LoRA", "GRPO_LoRA_long")]
     assert max(t["win_low"] for t in top) < min(t["win_high"] for t in top)
 
@@ -178,14 +180,15 @@ def test_lab_01_reads_its_size_sweep_as_the_reference_run_ran_it():
 
 
 def test_lab_05_reads_its_penalised_run_as_the_reference_run_ran_it():
-    """Lab 05, section 7: the β = 0 run ends below its gold peak but above the SFT policy (cell 31); with
-    the stage's β the gold reward peaks above the β = 0 run's peak and stays near it to the end, at a
-    fraction of the β = 0 run's final KL."""
+    """Lab 05, section 7: the β = 0 run ends below the SFT policy's gold reward, far past its peak, while
+    the proxy still rose (cell 31); with the stage's β the gold reward peaks above the β = 0 run's peak
+    and, though it slides back, ends well above the β = 0 run, at a fraction of its final KL (cell 35)."""
     demos = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]
     free, held = demos["lab05_overoptimisation"], demos["lab05_overopt_penalty"]
-    assert free["start_gold"] < free["final_gold"] < free["peak_gold"], free
+    assert free["final_gold"] < free["start_gold"] < free["peak_gold"], free
+    assert free["final_proxy"] > free["start_proxy"], free
     assert held["peak_gold"] > free["peak_gold"], (held["peak_gold"], free["peak_gold"])
-    assert held["final_gold"] >= held["peak_gold"] - 0.3, held
+    assert held["final_gold"] >= free["final_gold"] + 0.5, (held["final_gold"], free["final_gold"])
     assert held["final_kl"] <= free["final_kl"] / 2, (held["final_kl"], free["final_kl"])
 
 
