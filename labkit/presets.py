@@ -252,10 +252,14 @@ class DPOStageConfig(_PolicyLearningRate):
     warmup_steps: int = 10          # linear warm-up steps
     eval_pairs: int = 2000          # held-out comparisons for the implicit reward's accuracy (the reward model's too)
     eval_samples: int = 8           # answers per held-out prompt (48 prompts) for gold, win rate and KL
+    # Parts of a batch, sorted by length, whose gradients add up: less padding computed. The cpu preset keeps 1:
+    # in four parts DPO spent 14 % less arithmetic but took half as long again on 2 cores (issue 29).
+    micro_batches: int = 1
 
     def __post_init__(self):
-        _at_least(self, 1, "train_pairs", "batch_size", "eval_pairs", "eval_samples")
+        _at_least(self, 1, "train_pairs", "batch_size", "eval_pairs", "eval_samples", "micro_batches")
         _at_least(self, 0, "lora_rank", "warmup_steps")
+        _parts_of_batch(self)
         if isinstance(self.beta, bool) or not 0 < self.beta < float("inf"):
             raise ValueError(f"DPOStageConfig.beta must be a positive number, got {self.beta!r}: β divides the "
                              "reward in π* = π_SFT·exp(r/β)/Z, and at β <= 0 DPO has no optimum to aim at "

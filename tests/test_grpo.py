@@ -140,3 +140,56 @@ def test_grpo_can_optimise_a_reward_model_on_the_preference_prompts(marked):
         train_grpo(policy, tokenizer, rows, [score], CONFIG, reward_weights=[1.0, 0.0], progress=False)
     with pytest.raises(ValueError, match="prompt row 2: no 'prompt'"):
         train_grpo(policy, tokenizer, [rows[0], {"place": "bakery"}], [score], CONFIG, progress=False)
+
+
+def test_skipping_the_answers_of_zero_advantage_takes_trls_own_step(marked, tmp_path):
+    """All-equal groups have advantage 0: their answers add nothing to the gradient, so the stage's trainer
+    leaves them out of the update. The first step's gradient is TRL's own, for fewer rows computed."""
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    from labkit import flops, runtime
+    from labkit.train.grpo import InformativeGRPOTrainer, grpo_config, informative_rows, prompts_dataset
+
+    policy, tokenizer, _ = marked
+    config = GRPOStageConfig(**{**CONFIG.__dict__, "prompts_per_step": 4, "steps": 1})
+
+    def first_group_silent(prompts, completions, **columns):  # the batch's first group all scores 0
+        lengths = length_reward(prompts=prompts, completions=completions, **columns)
+        return [0.0 if i < config.group_size else score for i, score in enumerate(lengths)]
+
+    class Gradients(TrainerCallback):
+        seen = None
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.seen = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    def first_step(trainer_class):
+        runtime.seed_everything(0)
+        trainer = trainer_class(model=copy.deepcopy(policy), reward_funcs=[checked_reward(first_group_silent)],
+                                args=grpo_config(config, str(tmp_path / trainer_class.__name__)),
+                                train_dataset=prompts_dataset(ROWS), processing_class=tokenizer)
+        trainer.args.max_grad_norm = 0  # compare the gradients as computed, scale included
+        grads = Gradients()
+        trainer.add_callback(grads)
+        with flops.counting() as count:
+            trainer.train()
+        return grads.seen, count.training
+
+    trl, trl_flops = first_step(GRPOTrainer)
+    ours, our_flops = first_step(InformativeGRPOTrainer)
+    assert trl.keys() == ours.keys() and len(trl) > 5
+    for name in trl:
+        torch.testing.assert_close(ours[name], trl[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert any(float(g.abs().max()) > 0 for g in trl.values())
+    assert our_flops <= 0.8 * trl_flops  # a quarter of the answers or more left out
+
+    # the rows kept: every answer of nonzero advantage, and the completion columns they need
+    batch = {"advantages": torch.tensor([0.0, 0.5, 0.0, -0.5]), "num_items_in_batch": torch.tensor(9),
+             "completion_ids": torch.arange(16).view(4, 4),
+             "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]])}
+    kept = informative_rows(batch)
+    assert kept["advantages"].tolist() == [0.5, -0.5] and int(kept["num_items_in_batch"]) == 9
+    assert kept["completion_ids"].tolist() == [[4, 5, 6], [12, 13, 14]]
+    silent = informative_rows({**batch, "advantages": torch.zeros(4)})
+    assert silent["advantages"].tolist() == [0.0] and silent["completion_ids"].shape == (1, 4)

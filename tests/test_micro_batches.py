@@ -12,13 +12,14 @@ from collections import Counter
 import pytest
 import torch
 from transformers import TrainerCallback
-from trl import RewardConfig, RewardTrainer, SFTTrainer
+from trl import DPOTrainer, RewardConfig, RewardTrainer, SFTTrainer
 
 from labkit import flops
 from labkit.models import build_model, tiny_llama_config
-from labkit.presets import RewardStageConfig, SFTStageConfig, get_preset
+from labkit.presets import DPOStageConfig, RewardStageConfig, SFTStageConfig, get_preset
 from labkit.tokenizer import END
 from labkit.train import reward as rm
+from labkit.train.dpo import dpo_config, pair_lengths, train_dpo
 from labkit.train.common import common_args, length_sorted_batches, sort_batches_by_length
 from labkit.train.sft import messages_dataset, sft_config, train_sft
 from labkit.world import preferences as prefs
@@ -61,6 +62,8 @@ def test_micro_batches_must_divide_the_batch():
         SFTStageConfig(micro_batches=0)
     with pytest.raises(ValueError, match="micro_batches"):
         RewardStageConfig(micro_batches=0)
+    with pytest.raises(ValueError, match="DPOStageConfig.micro_batches must divide batch_size"):
+        DPOStageConfig(batch_size=32, micro_batches=3)
 
 
 def _tiny(tok):
@@ -151,6 +154,37 @@ def test_the_reward_stage_sorts_pairs_by_their_longer_answer(tok, tmp_path):
         model = rm.reward_model_from(tmp_path)
         with flops.counting() as count:
             result = rm.train_reward(model, tok, pairs, dataclasses.replace(config, micro_batches=parts), progress=False)
+        assert result.steps == 8
+        spent[parts] = count.training
+    assert spent[4] < 0.95 * spent[1]
+
+
+def test_dpo_in_four_sorted_parts_takes_the_step_of_the_whole_batch(tok, tmp_path):
+    pairs = prefs.preference_pairs("train", 8)
+    reference = _tiny(tok).eval().requires_grad_(False)
+    config = DPOStageConfig(train_pairs=8, batch_size=8, epochs=1.0, warmup_steps=0, lr=1e-3)
+
+    def make(micro_batches, out):
+        torch.manual_seed(0)
+        policy = _tiny(tok)
+        with torch.no_grad():  # not the reference itself: the log-ratios, and so the gradient's weights, differ
+            for p in policy.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return DPOTrainer(model=policy, ref_model=reference, processing_class=tok, train_dataset=rm.pairs_dataset(pairs),
+                          args=dpo_config(dataclasses.replace(config, micro_batches=micro_batches), len(pairs), out))
+    _assert_same_step(_first_gradients(make, 1, pair_lengths, tmp_path), _first_gradients(make, 4, pair_lengths, tmp_path))
+
+
+def test_dpo_with_micro_batches_trains_the_same_steps_on_less_counted_compute(tok):
+    pairs = prefs.preference_pairs("train", 64)
+    config = DPOStageConfig(train_pairs=64, batch_size=8, epochs=1.0, warmup_steps=1, lr=1e-3)
+    spent = {}
+    for parts in (1, 4):
+        policy = _tiny(tok)
+        reference = _tiny(tok)
+        with flops.counting() as count:
+            result = train_dpo(policy, tok, pairs, dataclasses.replace(config, micro_batches=parts), reference=reference,
+                               progress=False)
         assert result.steps == 8
         spent[parts] = count.training
     assert spent[4] < 0.95 * spent[1]

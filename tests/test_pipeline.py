@@ -139,11 +139,12 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # moved again, on purpose, when the cpu preset pretrained with Muon and its weight decay (issue 29), and
     # `sft_math` and `grpo` once more with 40 % worked demonstrations and three epochs. Every key after
     # pretraining moved when SFT and the reward models took their batches in four parts sorted by length
-    # (`micro_batches`; at 1, its old value, it stays out of the keys).
+    # (`micro_batches`; at 1, its old value, it stays out of the keys), and GRPO's when its update left out the
+    # answers of zero advantage (stage version 2).
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
         "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "dbb1579a45",
-        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "4bb5288eec"}
+        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "a6027ff2db"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
@@ -162,9 +163,13 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
     # micro-batches: at 1 (smoke's, and every preset's before them) the keys stay; above 1 SFT's moves
     assert smoke.sft.micro_batches == pipeline.LATER_SETTINGS[("sft", "micro_batches")] == 1
     assert smoke.reward.micro_batches == pipeline.LATER_SETTINGS[("reward", "micro_batches")] == 1
+    assert smoke.dpo.micro_batches == pipeline.LATER_SETTINGS[("dpo", "micro_batches")] == 1
     parts = dataclasses.replace(smoke, sft=dataclasses.replace(smoke.sft, micro_batches=2))
     assert pipeline.stage_key("pretrain", parts) == pipeline.stage_key("pretrain", smoke)
     assert pipeline.stage_key("sft", parts) != pipeline.stage_key("sft", smoke)
+    parts = dataclasses.replace(smoke, dpo=dataclasses.replace(smoke.dpo, micro_batches=2))
+    assert {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, parts) != pipeline.stage_key(stage, smoke)} \
+        == {"dpo", "dpo_online"}
 
 
 def test_every_trainer_returns_one_result_type():

@@ -147,8 +147,9 @@ def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     methods given PPO's budget of answers PPO (full or LoRA) goes furthest from the SFT policy and wins
     about as often as GRPO (within two points) and more often than DPO, which wins least of all;
     best-of-16 wins at least as often at about half PPO's KL; DPO stays nearer the SFT policy than PPO;
-    the long GRPO + LoRA run goes furthest of all and wins within two points of its PPO-budget run; the
-    intervals of the top three overlap, and DPO's reaches into PPO + LoRA's."""
+    the long GRPO + LoRA run goes furthest of all and wins more often than its PPO-budget run, the most of
+    any method, its interval overlapping best-of-16's; the intervals of the top three overlap, and DPO's
+    reaches into PPO + LoRA's."""
     demos = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]
     race, intervals = demos["lab08_race"], demos["lab08_intervals"]
     shared = ("best_of_n", "DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA")
@@ -163,11 +164,42 @@ def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     assert race["best_of_n"]["kl"] <= 0.6 * ppo_kl
     assert max(race["DPO"]["kl"], race["DPO_LoRA"]["kl"]) < ppo_kl
     long = race["GRPO_LoRA_long"]
-    assert abs(long["win_rate"] - race["GRPO_LoRA"]["win_rate"]) <= 0.02, (long, race["GRPO_LoRA"])
+    assert long["win_rate"] > race["GRPO_LoRA"]["win_rate"], (long, race["GRPO_LoRA"])
+    assert long["win_rate"] == max(race[m]["win_rate"] for m in race)
     assert long["kl"] == max(race[m]["kl"] for m in race)
+    assert intervals["GRPO_LoRA_long"]["win_low"] < intervals["best_of_n"]["win_high"]
     assert intervals["DPO"]["win_high"] > intervals["PPO_LoRA"]["win_low"]
     top = [intervals[m] for m in ("best_of_n", "PPO_LoRA", "GRPO_LoRA_long")]
     assert max(t["win_low"] for t in top) < min(t["win_high"] for t in top)
+
+
+def test_lab_08_reads_its_open_problems_as_the_reference_run_ran_it():
+    """Lab 08, sections 4 and 5 (cells 32, 34 and 40), held against results/cpu.json: at the workshop PPO
+    answers one safe good, the GRPO + LoRA runs a repeated safe good, and DPO, full GRPO and best-of-n
+    still let a sharp tool through; no method's usual answer is the best one; the reward model scores a
+    repeat above the answer with a saw, which the gold reward ranks above it; across phrasings the long
+    GRPO run answers most alike with the smallest gold spread, PPO and GRPO more alike than SFT, and DPO
+    changes it least."""
+    problems = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab08_open_problems"]
+    aspects, scores, same = problems["aspects"], problems["workshop_scores"], problems["instability"]
+    for method in ("PPO", "PPO_LoRA"):
+        assert aspects[method]["workshop_top_answer"] == "ropes" and aspects[method]["workshop_top_answer_share"] >= 0.9
+    for method in ("GRPO_LoRA", "GRPO_LoRA_long"):
+        goods = aspects[method]["workshop_top_answer"].split(" , ")
+        assert len(goods) >= 2 and set(goods) == {"ropes"} and aspects[method]["workshop_safety"] == 0, aspects[method]
+    assert all(aspects[m]["workshop_safety"] < 0 and aspects[m]["workshop_top_answer_share"] < 0.2
+               for m in ("DPO", "DPO_LoRA", "GRPO", "best_of_n"))
+    assert all(set(a["workshop_top_answer"].split(" , ")) != {"ropes", "boxes"} for a in aspects.values())
+    assert scores["ropes_boxes"]["reward_model_min"] >= max(v["reward_model_max"] for k, v in scores.items()
+                                                              if k not in ("ropes_boxes", "boxes_boxes"))
+    assert scores["ropes_ropes_ropes"]["reward_model_min"] > scores["ropes_boxes_saws"]["reward_model_max"]
+    assert scores["ropes_ropes_ropes"]["gold"] < scores["ropes_boxes_saws"]["gold"]
+    long = same["GRPO_LoRA_long"]
+    assert long["same_answer_share"] == max(v["same_answer_share"] for v in same.values())
+    assert long["gold_spread"] == min(v["gold_spread"] for v in same.values())
+    assert min(same[m]["same_answer_share"] for m in ("PPO", "PPO_LoRA", "GRPO", "GRPO_LoRA")) > same["SFT"]["same_answer_share"]
+    change = {m: abs(v["same_answer_share"] - same["SFT"]["same_answer_share"]) for m, v in same.items() if m != "SFT"}
+    assert max(change["DPO"], change["DPO_LoRA"]) < min(v for m, v in change.items() if not m.startswith("DPO"))
 
 
 def test_lab_01_reads_its_size_sweep_as_the_reference_run_ran_it():

@@ -187,6 +187,8 @@ register(Stage(
             "lora_rank"),
     train=train_grpo_stage, bench=bench_grpo_slice, lora_rank=lambda preset: preset.grpo.lora_rank,
     comparisons=("ppo_vs_grpo",),
-    version=1,  # 1: reports the share of answers whose working is right step for step
+    # 1: reports the share of answers whose working is right step for step; 2: the update leaves out the answers of
+    # zero advantage (the same steps, less arithmetic: labkit.train.grpo.InformativeGRPOTrainer)
+    version=2,
     contenders=(Contender("GRPO", race_grpo), Contender("GRPO + LoRA", race_grpo, lora=True),
                 Contender("GRPO + LoRA, long", functools.partial(race_grpo, long=True), lora=True))))

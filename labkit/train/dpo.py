@@ -29,7 +29,8 @@ from labkit import runtime
 from labkit.data import shared_prompt
 from labkit.lora import lora_config
 from labkit.presets import DPOStageConfig
-from labkit.train.common import PolicyResult, common_args, finish_policy, fit, total_steps, trainer_dir
+from labkit.train.common import (PolicyResult, common_args, finish_policy, fit, sort_batches_by_length, total_steps,
+                                 trainer_dir)
 from labkit.train.reward import pairs_dataset
 
 # TRL's logged batch statistics -> the names in our history
@@ -90,8 +91,13 @@ def dpo_config(config: DPOStageConfig, n_pairs: int, output_dir: str, seed: int 
         max_length=None,             # our conversations are short; never cut an answer
         **common_args(output_dir=output_dir, steps=total_steps(n_pairs, config.batch_size, config.epochs),
                       batch_size=config.batch_size, lr=config.effective_lr,
-                      warmup_steps=config.warmup_steps, seed=seed),
+                      warmup_steps=config.warmup_steps, seed=seed, micro_batches=config.micro_batches),
     )
+
+
+def pair_lengths(data) -> list[int]:
+    """Tokens of each tokenised pair's longer conversation (prompt and answer): what a batch pads it to."""
+    return [len(p) + max(len(c), len(r)) for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"])]
 
 
 def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, reference=None, seed: int = 0,
@@ -120,6 +126,10 @@ def train_dpo(policy, tokenizer, pairs: list[dict], config: DPOStageConfig, *, r
                              args=dpo_config(config, len(rows), out, seed), train_dataset=pairs_dataset(rows),
                              processing_class=tokenizer,
                              peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
+        if config.micro_batches > 1:
+            # a pair's two conversations are padded to the micro-batch's longest: sort by the longer
+            data = trainer.train_dataset
+            sort_batches_by_length(trainer, pair_lengths(data), config.batch_size, trainer.args.max_steps, seed)
         result = fit(trainer, policy, progress=progress, callback=callback, desc="DPO", log_keys=DPO_LOG_KEYS,
                      eval_fn=eval_fn, eval_every=eval_every)
     return finish_policy(trainer, config.lora_rank, result, DPOResult)

@@ -8,7 +8,9 @@ baseline a PPO critic would have to learn, so there is no value model to train o
 
 A group whose answers all get the same reward (all right, or all wrong) has zero advantage
 everywhere: it teaches nothing. The history logs that share per step (``zero_std_share``), beside
-the reward's mean and spread, the answer length and, with β > 0, the KL to the start.
+the reward's mean and spread, the answer length and, with β > 0, the KL to the start. With β = 0
+the update leaves those answers out: they add nothing to the gradient, so computing them is waste
+(:class:`InformativeGRPOTrainer`).
 
 The rewards are plain functions (:mod:`labkit.rewards`); :func:`checked_reward` wraps each so a
 function that raises or returns the wrong number of scores stops training with a message that
@@ -35,6 +37,50 @@ from labkit.train.common import PolicyResult, common_args, finish_policy, fit, t
 GRPO_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "frac_reward_zero_std": "zero_std_share",
                  "completions/mean_length": "length", "completions/clipped_ratio": "truncated_share",
                  "kl": "kl", "entropy": "entropy", "clip_ratio/region_mean": "clip_fraction"}
+
+
+class InformativeGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer``, except that the update skips the answers whose advantage is 0.
+
+    An answer with advantage 0 adds exactly nothing to the gradient when its tokens' losses are summed
+    and divided by the whole batch's answer tokens (``loss_type="dapo"``, TRL's default) and nothing
+    else pulls on it (β = 0, no entropy bonus): its per-token loss is −min(ratio·0, clipped·0) = 0.
+    Such answers fill the groups that were all right or all wrong, often half the batch late in a run.
+    Dropping them before the forward and backward passes (and the padding columns no kept answer
+    needs) gives the same step for less arithmetic; the divisor stays the whole batch's token count.
+    The sampled answers, their rewards and the logged reward statistics are the same as TRL's; the logged
+    entropy and clipped share are then those of the answers kept.
+    In any other setting the trainer is TRL's own.
+    """
+
+    def _skips_silent_answers(self) -> bool:
+        args = self.args
+        return (self.model.training and args.loss_type == "dapo" and self.beta == 0.0 and args.entropy_coef == 0.0
+                and args.steps_per_generation == 1 and self.top_entropy_quantile == 1.0 and not self.use_vllm)
+
+    def _generate_and_score_completions(self, inputs):
+        batch = super()._generate_and_score_completions(inputs)
+        if not self._skips_silent_answers():
+            return batch
+        return informative_rows(batch)
+
+
+def informative_rows(batch: dict) -> dict:
+    """``batch`` (TRL's generated batch) without the answers whose advantage is 0, and without the
+    completion columns that are padding in every answer kept; at least one answer stays."""
+    advantages = batch["advantages"]
+    keep = advantages.reshape(len(advantages), -1).ne(0).any(dim=1)
+    if not keep.any():
+        keep[0] = True  # an all-silent batch: one answer, whose gradient is 0, keeps the step well-formed
+    rows = len(advantages)
+    out = {key: value[keep] if hasattr(value, "shape") and value.dim() and value.shape[0] == rows else value
+           for key, value in batch.items()}
+    width = int(out["completion_mask"].sum(dim=0).nonzero().max()) + 1 if out["completion_mask"].any() else 1
+    for key in ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
+                "sampling_per_token_logps", "tool_mask"):
+        if key in out and hasattr(out[key], "dim") and out[key].dim() == 2:
+            out[key] = out[key][:, :width]
+    return out
 
 
 @dataclass
@@ -172,7 +218,7 @@ def train_grpo(policy, tokenizer, rows: list[dict], reward_funcs: list[Callable]
 
     runtime.seed_everything(seed)  # before the trainer is built: with LoRA, building it draws the adapters' weights
     with trainer_dir() as out:
-        trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, out, seed, reward_weights),
+        trainer = InformativeGRPOTrainer(model=policy, reward_funcs=funcs, args=grpo_config(config, out, seed, reward_weights),
                               train_dataset=data, processing_class=tokenizer,
                               peft_config=lora_config(config.lora_rank) if config.lora_rank else None)
         result = fit(trainer, policy, progress=progress, callback=callback, desc="GRPO", log_keys=log_keys,
