@@ -50,13 +50,15 @@ class InformativeGRPOTrainer(GRPOTrainer):
     needs) gives the same step for less arithmetic; the divisor stays the whole batch's token count.
     The sampled answers, their rewards and the logged reward statistics are the same as TRL's; the logged
     entropy and clipped share are then those of the answers kept.
-    In any other setting the trainer is TRL's own.
+    In any other setting, and with several processes, the trainer is TRL's own.
     """
 
     def _skips_silent_answers(self) -> bool:
         args = self.args
         return (self.model.training and args.loss_type == "dapo" and self.beta == 0.0 and args.entropy_coef == 0.0
-                and args.steps_per_generation == 1 and self.top_entropy_quantile == 1.0 and not self.use_vllm)
+                and args.steps_per_generation == 1 and self.top_entropy_quantile == 1.0 and not self.use_vllm
+                # one process: TRL gathers per-answer statistics across processes, which needs equal batches
+                and self.accelerator.num_processes == 1)
 
     def _generate_and_score_completions(self, inputs):
         batch = super()._generate_and_score_completions(inputs)
