@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 import transformers
 
-from labkit import runtime
+from labkit import heads, runtime
 
 METADATA_FILE = "labkit.json"
 FILES_KEY = "files"  # in labkit.json: {file name: size in bytes} of every other file of the checkpoint
@@ -317,7 +317,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     """Load ``(model, tokenizer, metadata)`` from a checkpoint written by :func:`save_checkpoint`.
 
     The model class is the one that was saved (``config.architectures``): a causal LM, or e.g. a
-    reward model (``LlamaForSequenceClassification``). ``tokenizer`` is ``None`` if none was saved.
+    reward model (``LlamaForSequenceClassification``, or its summed-score form: :mod:`labkit.heads`). ``tokenizer`` is ``None`` if none was saved.
     The model is put on ``device`` (default: ``labkit.runtime.device()``) in eval mode. ``stage``
     (e.g. ``"sft"``) only improves the error message when the checkpoint is missing.
     """
@@ -337,8 +337,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
         raise BrokenCheckpointError(broken_message(path, found, stage))
     metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
     metadata.pop(FILES_KEY, None)
-    architecture = (transformers.AutoConfig.from_pretrained(str(path)).architectures or [""])[0]
-    model_class = getattr(transformers, architecture, None) if architecture else None
+    model_class = heads.model_class(transformers.AutoConfig.from_pretrained(str(path)))
     model = (model_class or transformers.AutoModelForCausalLM).from_pretrained(str(path))
     model.to(torch.device(device) if device is not None else runtime.device()).eval()
     has_tokenizer = (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file()

@@ -230,13 +230,24 @@ def reward_scores(model, tokenizer, prompts: list[list[dict]], responses: list[l
     """A reward model's score of each (prompt, response) conversation, as a 1-D float tensor.
 
     ``model`` is a sequence-classification model with one label (:mod:`labkit.train.reward`); the
-    score is its output at the conversation's last token.
+    score is its output at the conversation's last token. A summed head (:mod:`labkit.heads`) scores
+    the response's tokens only: the prompt's part, the same under every response to it, is taken off
+    (it is the summed score of the prompt alone: causal attention), so scores compare across prompts
+    as a last-token head's do, and a policy's critic does not have to learn each prompt's offset.
     """
-    device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template(p + r, tokenize=False) for p, r in zip(prompts, responses)]
-    scores = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
-        scores.append(model(**batch).logits[:, 0].float().cpu())
-    return torch.cat(scores) if scores else torch.zeros(0)
+    def score(texts: list[str]) -> torch.Tensor:
+        device = next(model.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(device)
+            out.append(model(**batch).logits[:, 0].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    scores = score([tokenizer.apply_chat_template(p + r, tokenize=False) for p, r in zip(prompts, responses)])
+    if getattr(model.config, "reward_pooling", "last") == "sum" and len(prompts):
+        asked = [tokenizer.apply_chat_template(p, tokenize=False) for p in prompts]
+        unique = sorted(set(asked))
+        offsets = dict(zip(unique, score(unique).tolist()))
+        scores = scores - torch.tensor([offsets[a] for a in asked])
+    return scores

@@ -40,7 +40,8 @@ def _check_stage(stage: str) -> None:
 # Settings added after checkpoints were cached, with the value that means "as before": at that value
 # they stay out of the key, so adding one retrains nothing a learner has cached.
 LATER_SETTINGS = {("pretrain", "muon_weight_decay"): 0.0, ("sft", "micro_batches"): 1, ("reward", "micro_batches"): 1,
-                  ("dpo", "micro_batches"): 1}
+                  ("dpo", "micro_batches"): 1, ("reward", "pooling"): "last",
+                  ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None}
 
 
 def stage_key(stage: str, preset: Preset) -> str:

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "labkit"
 
 LAYERS = [
-    {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "lora", "colab", "flops"},
+    {"runtime", "presets", "losses", "rewards", "prompts", "tokenizer", "checkpoint", "heads", "lora", "colab", "flops"},
     {"world"},
     {"data", "models", "metrics", "evaluate", "measure", "plots", "reference", "exercises"},
     {"train"},

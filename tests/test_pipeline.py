@@ -5,6 +5,7 @@ import sys
 import json
 
 import pytest
+import torch
 
 from labkit import checkpoint, pipeline, world
 from labkit.presets import get_preset
@@ -140,11 +141,13 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # `sft_math` and `grpo` once more with 40 % worked demonstrations and three epochs. Every key after
     # pretraining moved when SFT and the reward models took their batches in four parts sorted by length
     # (`micro_batches`; at 1, its old value, it stays out of the keys), and GRPO's when its update left out the
-    # answers of zero advantage (stage version 2).
+    # answers of zero advantage (stage version 2). `dpo_online` moved when each round stepped from the policy
+    # that wrote its answers, at its own learning rate (OnlineDPOConfig.reference and .lr; at "sft" and None,
+    # their old meaning, they stay out of the keys, as RewardStageConfig.pooling does at "last").
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
         "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "dbb1579a45",
-        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "3bd1da924f", "sft_math": "85719ecd6b", "grpo": "a6027ff2db"}
+        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "ea16bc88c0", "sft_math": "85719ecd6b", "grpo": "a6027ff2db"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
@@ -167,6 +170,11 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
     parts = dataclasses.replace(smoke, sft=dataclasses.replace(smoke.sft, micro_batches=2))
     assert pipeline.stage_key("pretrain", parts) == pipeline.stage_key("pretrain", smoke)
     assert pipeline.stage_key("sft", parts) != pipeline.stage_key("sft", smoke)
+    cpu = get_preset("cpu")
+    assert get_preset("gpu").dpo_online.reference == pipeline.LATER_SETTINGS[("dpo_online", "reference")] == "sft"
+    assert get_preset("gpu").dpo_online.lr is pipeline.LATER_SETTINGS[("dpo_online", "lr")] is None
+    before = cpu.replace(dpo_online=dataclasses.replace(cpu.dpo_online, reference="sft", lr=None))
+    assert pipeline.stage_key("dpo_online", before) == "3bd1da924f"  # the cpu preset's key before they existed
     parts = dataclasses.replace(smoke, dpo=dataclasses.replace(smoke.dpo, micro_batches=2))
     assert {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, parts) != pipeline.stage_key(stage, smoke)} \
         == {"dpo", "dpo_online"}
@@ -272,6 +280,47 @@ def test_online_dpo_refuses_to_run_without_its_reference():
 
     with pytest.raises(ValueError, match="reference"):
         train_online_dpo(None, None, [], get_preset("smoke").dpo, rounds=1, samples_per_prompt=2, reference=None)
+
+
+def test_online_dpo_with_a_moving_reference_steps_from_the_policy_that_starts_each_round(monkeypatch):
+    """``moving_reference``: each round's DPO reference is the policy as the round begins (a copy), and the
+    ``reference`` passed in (the SFT policy, which the judge measures KL and wins against) never changes.
+    Without it every round's reference is that SFT policy."""
+    from torch import nn
+
+    from labkit import evaluate
+    from labkit.train import dpo as tdpo
+
+    seen = []
+
+    def fake_train(policy, tokenizer, pairs, config, *, reference, seed, progress):
+        seen.append((reference, reference.weight.detach().clone(), policy.weight.detach().clone()))
+        with torch.no_grad():
+            policy.weight += 1.0  # the round's update
+        return tdpo.DPOResult(policy=policy, steps=1, trainable_parameters=4)
+
+    monkeypatch.setattr(evaluate, "sample_answers", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tdpo, "train_dpo", fake_train)
+    one_pair = lambda samples, n, seed: [{"gold_chosen": 1.0, "gold_rejected": 0.0}]  # noqa: E731
+    config = get_preset("smoke").dpo
+    for moving in (False, True):
+        seen.clear()
+        torch.manual_seed(0)
+        policy, sft = nn.Linear(2, 2), nn.Linear(2, 2)
+        sft.load_state_dict(policy.state_dict())
+        start = sft.weight.detach().clone()
+        result = tdpo.train_online_dpo(policy, None, [], config, rounds=3, samples_per_prompt=2, reference=sft,
+                                       label_pairs=one_pair, progress=False, moving_reference=moving)
+        assert torch.equal(sft.weight, start) and torch.allclose(result.policy.weight, start + 3.0)
+        assert len(seen) == 3
+        for round_, (reference, reference_weight, policy_weight) in enumerate(seen):
+            assert torch.allclose(policy_weight, start + round_)  # the policy as the round began
+            if moving:
+                assert reference is not sft and torch.equal(reference_weight, policy_weight)
+            else:
+                assert reference is sft and torch.equal(reference_weight, start)
+    with pytest.raises(ValueError, match="reference must be 'sft' or 'previous', got 'last'"):
+        dataclasses.replace(get_preset("smoke").dpo_online, reference="last")
 
 
 def test_the_grpo_stage_reports_the_contract_keys_from_the_word_problem_policy(tmp_path):

@@ -5,8 +5,8 @@ on-policy run learns once from the SFT policy's own answers, labelled by the rew
 sampling is repeated: every round the *current* policy answers the training prompts, the world's
 annotator compares pairs of those answers (as many comparisons in all as the ``dpo`` stage learns
 from), and DPO takes one pass over them (:func:`labkit.train.dpo.train_online_dpo`). Its recipe is
-:func:`run_online_dpo`; learning rate and batch are the ``dpo`` stage's, β, the rounds and their
-sizes ``preset.dpo_online``'s.
+:func:`run_online_dpo`; the batch is the ``dpo`` stage's; β, the rounds and their sizes, the
+reference and the learning rate ``preset.dpo_online``'s.
 """
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ def run_online_dpo(preset: Preset, sft_dir: Path, config=None, *, progress: bool
     """Online DPO from the SFT checkpoint, the world's annotator labelling each round's pairs.
 
     ``config`` (default ``preset.dpo_online``) sets the rounds, pairs per round and answers sampled
-    per prompt and β; the other DPO settings are ``preset.dpo``'s. The policy is judged on the held-out prompts
+    per prompt, β, each round's reference and (if set) the learning rate; the other DPO settings are
+    ``preset.dpo``'s. The policy is judged on the held-out prompts
     before the first round and after each (gold, KL and win rate against the SFT policy, in the
     report's ``evaluations``), and at the end as the ``dpo`` stage judges its policy. Returns a
     :class:`~labkit.evaluate.PolicyRun` whose ``outputs`` also hold the ``reference``.
     """
     config = config or preset.dpo_online
-    dpo = dataclasses.replace(preset.dpo, train_pairs=config.pairs_per_round, epochs=1.0, beta=config.beta)
+    dpo = dataclasses.replace(preset.dpo, train_pairs=config.pairs_per_round, epochs=1.0, beta=config.beta,
+                              lr=preset.dpo.lr if config.lr is None else config.lr)
     device = runtime.device()
     policy, tokenizer, _ = checkpoint.load_checkpoint(sft_dir, device=device)
     reference, _, _ = checkpoint.load_checkpoint(sft_dir, device=device)
@@ -42,7 +44,7 @@ def run_online_dpo(preset: Preset, sft_dir: Path, config=None, *, progress: bool
     result = train_online_dpo(policy, tokenizer, prefs.alignment_prompts("train"), dpo, rounds=config.rounds,
                               samples_per_prompt=config.samples_per_prompt, reference=reference, seed=preset.seed,
                               max_new_tokens=preset.sft.max_new_tokens, progress=progress, callback=callback,
-                              eval_fn=judge)
+                              eval_fn=judge, moving_reference=config.reference == "previous")
     heldout = prefs.alignment_prompts("heldout")
     final = evaluate_policy(result.policy, tokenizer, heldout, reference, samples_per_prompt=dpo.eval_samples,
                             seed=preset.seed, max_new_tokens=preset.sft.max_new_tokens, name="online DPO",

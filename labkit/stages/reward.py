@@ -53,7 +53,7 @@ def fit_reward_model(preset, sft_dir: Path, n_pairs: int, *, policy_pairs: int =
                                              preset.reward.policy_eval_pairs, progress=progress)
         del sft_model
     runtime.seed_everything(preset.seed)  # the new scalar head's random init: the same in every run
-    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
+    model, tokenizer = reward_model_from(sft_dir, preset.reward.pooling), load_tokenizer(sft_dir)
     result = train_reward(model, tokenizer, train, preset.reward, seed=preset.seed, progress=progress,
                           callback=callback)
     fit = {"model": model, "tokenizer": tokenizer, "result": result, "test": test, "train_pairs": len(train),
@@ -115,7 +115,7 @@ def _reward_slice(preset: Preset, sft_dir: Path, steps: int, with_policy_pairs: 
         del sft_model
     before = measure.memory_start(device)
     runtime.seed_everything(preset.seed)
-    model, tokenizer = reward_model_from(sft_dir), load_tokenizer(sft_dir)
+    model, tokenizer = reward_model_from(sft_dir, preset.reward.pooling), load_tokenizer(sft_dir)
     clock = measure.StepClock()
     result = train_reward(model, tokenizer, pairs, config, seed=preset.seed, progress=False, callback=clock)
     n_params = sum(p.numel() for p in model.parameters())

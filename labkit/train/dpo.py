@@ -17,6 +17,7 @@ log-probabilities of the chosen and rejected answers (``logp_chosen``, ``logp_re
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -266,16 +267,24 @@ class OnlineDPOResult(PolicyResult):
 def train_online_dpo(policy, tokenizer, prompts: list[dict], config: DPOStageConfig, *, rounds: int,
                      samples_per_prompt: int, reference, label_pairs: Callable = annotated_pairs, seed: int = 0,
                      max_new_tokens: int = 24, progress: bool = True, callback: Callable | None = None,
-                     eval_fn: Callable | None = None) -> OnlineDPOResult:
+                     eval_fn: Callable | None = None, moving_reference: bool = False) -> OnlineDPOResult:
     """Online (iterative) DPO: ``rounds`` times, sample the policy's own answers, label pairs of them, learn.
 
     Each round samples ``samples_per_prompt`` answers to every row of ``prompts``, makes
     ``config.train_pairs`` labelled pairs of two different answers to one prompt with
     ``label_pairs(samples, n, seed)`` (default :func:`annotated_pairs`, the world's annotator; a
     reward model's labels: :func:`pairs_from_samples` on its scores), and takes one DPO pass over
-    them (:func:`train_dpo`, the reference always the frozen ``reference``, so β keeps pulling toward
-    it). Offline DPO learns from pairs other policies wrote; here the pairs are always the current
-    policy's own answers, so the labels say how to improve *this* policy, round after round.
+    them (:func:`train_dpo`). Offline DPO learns from pairs other policies wrote; here the pairs are
+    always the current policy's own answers, so the labels say how to improve *this* policy, round
+    after round.
+
+    DPO's reference in a round: the frozen ``reference`` (the SFT policy), so that β pulls every round
+    back toward it; or, with ``moving_reference``, the policy that starts the round and wrote its
+    answers (iterative DPO, as in Xu et al. 2023 and Yuan et al. 2024): each round is then a step of
+    limited KL from the last, and the policy can travel further from SFT over the rounds. With LoRA
+    (``config.lora_rank``) each round's adapters are merged at its end and the reference is the model
+    with them off, which is always the round's starting policy. ``reference`` itself stays the SFT
+    policy either way (``eval_fn`` may judge against it).
 
     The history has every round's DPO log rows, steps counted across rounds, each with its ``round``;
     ``eval_fn(model) -> dict`` judges the policy before the first round and after each (rows in
@@ -298,13 +307,16 @@ def train_online_dpo(policy, tokenizer, prompts: list[dict], config: DPOStageCon
             eval_seconds += time.perf_counter() - start
 
     judge(0)
+    round_reference = copy.deepcopy(reference) if moving_reference and not config.lora_rank else reference
     for round_ in tqdm(range(1, rounds + 1), desc="online DPO: rounds", unit="round", disable=not progress):
         round_seed = seed * 1_000 + round_   # each round's answers and pairs are new draws
+        if round_reference is not reference:
+            round_reference.load_state_dict(policy.state_dict())  # the policy that is about to answer
         samples = sample_answers(policy, tokenizer, prompts, n=samples_per_prompt, seed=round_seed,
                                  max_new_tokens=max_new_tokens, desc=f"round {round_}: sampling")
         pairs = label_pairs(samples, config.train_pairs, round_seed)
         agreement.append(label_agreement(pairs))
-        result = train_dpo(policy, tokenizer, pairs, config, reference=reference, seed=round_seed, progress=False)
+        result = train_dpo(policy, tokenizer, pairs, config, reference=round_reference, seed=round_seed, progress=False)
         policy, trainable = result.policy, result.trainable_parameters
         history += [{**row, "step": row["step"] + steps, "round": round_} for row in result.history]
         steps += result.steps

@@ -2,7 +2,8 @@
 
 The reward model is the SFT model with its language-model head replaced by a linear layer that
 outputs one number (``AutoModelForSequenceClassification`` with ``num_labels=1``); the score of a
-conversation is that number at its last token. Training maximises the Bradley–Terry likelihood
+conversation is that number at its last token, or (``pooling="sum"``, :mod:`labkit.heads`) the sum of
+that number over all its tokens. Training maximises the Bradley–Terry likelihood
 that the chosen response scores above the rejected one: loss = −log σ(r_chosen − r_rejected).
 """
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Callable
 
 import datasets
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig
 from trl import RewardConfig, RewardTrainer
 
-from labkit import runtime
+from labkit import heads, runtime
 from labkit.metrics import pairwise_accuracy
 from labkit.models import reward_scores
 from labkit.presets import RewardStageConfig
@@ -23,11 +24,19 @@ from labkit.tokenizer import END
 from labkit.train.common import TrainResult, common_args, fit, sort_batches_by_length, total_steps, trainer_dir
 
 
-def reward_model_from(path: str | Path):
-    """Load a causal-LM checkpoint as a reward model: same backbone, a fresh scalar head (``score``)."""
+def reward_model_from(path: str | Path, pooling: str = "last"):
+    """Load a causal-LM checkpoint as a reward model: same backbone, a fresh scalar head (``score``).
+
+    ``pooling`` (:mod:`labkit.heads`): ``"last"`` scores a conversation by the head at its last token
+    (transformers' ``AutoModelForSequenceClassification``); ``"sum"`` adds up the head's score of every
+    token, and the checkpoint it saves loads back as such.
+    """
     # The load report would only say that `score` is new, as intended; labkit keeps transformers
     # quiet (runtime.quiet_third_party).
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+    config = AutoConfig.from_pretrained(str(path), num_labels=1)
+    if heads.check_pooling(pooling) != "last":
+        config.reward_pooling = pooling
+    model = heads.reward_model_class(config, pooling).from_pretrained(str(path), config=config)
     return model.to(runtime.device())
 
 
@@ -92,6 +101,32 @@ def pair_scores(model, tokenizer, pairs: list[dict]) -> tuple[torch.Tensor, torc
     prompts = [p["prompt"] for p in pairs]
     return (reward_scores(model, tokenizer, prompts, [p["chosen"] for p in pairs]),
             reward_scores(model, tokenizer, prompts, [p["rejected"] for p in pairs]))
+
+
+def token_scores(model, tokenizer, prompt: list[dict], answer: list[dict]):
+    """Where the score of ``answer`` (to ``prompt``) comes from: a table with a row per answer token.
+
+    ``head`` is the score head's output at that token; ``score so far`` is the answer's score had it
+    ended there: for a summed head (:mod:`labkit.heads`) the sum of the heads up to this token (the
+    prompt's part is not counted: :func:`labkit.models.reward_scores`), for a last-token head the head
+    itself. The last row's ``score so far`` is the score.
+    """
+    import pandas as pd
+
+    full = tokenizer(tokenizer.apply_chat_template(prompt + answer, tokenize=False), add_special_tokens=False)["input_ids"]
+    asked = tokenizer(tokenizer.apply_chat_template(prompt, tokenize=False), add_special_tokens=False)["input_ids"]
+    start = len(asked)
+    if full[:start] != asked or start >= len(full):
+        raise ValueError("the chat template does not render the prompt as the start of the conversation "
+                         "(or the answer adds no tokens): the answer's tokens cannot be told apart")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        hidden = model.base_model(torch.tensor([full], device=device)).last_hidden_state
+        head = model.score(hidden)[0, :, 0].float().cpu()
+    summed = getattr(model.config, "reward_pooling", "last") == "sum"
+    head, tokens = head[start:], tokenizer.convert_ids_to_tokens(full)[start:]
+    so_far = head.cumsum(0) if summed else head
+    return pd.DataFrame({"token": tokens, "head": head.numpy(), "score so far": so_far.numpy()})
 
 
 def calibration_table(model, tokenizer, pairs: list[dict], bins: int = 10, seed: int = 0):
