@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from labkit import checkpoint, pipeline, world
-from labkit.presets import get_preset
+from labkit.presets import OnlineDPOConfig, get_preset
 from labkit.world import preferences as prefs
 from labkit.train.pretrain import IGNORE, lr_at, pack_documents, pretrain
 
@@ -171,8 +171,9 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
     assert pipeline.stage_key("pretrain", parts) == pipeline.stage_key("pretrain", smoke)
     assert pipeline.stage_key("sft", parts) != pipeline.stage_key("sft", smoke)
     cpu = get_preset("cpu")
-    assert get_preset("gpu").dpo_online.reference == pipeline.LATER_SETTINGS[("dpo_online", "reference")] == "sft"
-    assert get_preset("gpu").dpo_online.lr is pipeline.LATER_SETTINGS[("dpo_online", "lr")] is None
+    default = OnlineDPOConfig()  # what every preset had before the settings existed (and the gpu and hub ones keep)
+    assert default.reference == pipeline.LATER_SETTINGS[("dpo_online", "reference")] == "sft"
+    assert default.lr is pipeline.LATER_SETTINGS[("dpo_online", "lr")] is None
     before = cpu.replace(dpo_online=dataclasses.replace(cpu.dpo_online, reference="sft", lr=None))
     assert pipeline.stage_key("dpo_online", before) == "3bd1da924f"  # the cpu preset's key before they existed
     parts = dataclasses.replace(smoke, dpo=dataclasses.replace(smoke.dpo, micro_batches=2))
