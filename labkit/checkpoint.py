@@ -317,7 +317,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     """Load ``(model, tokenizer, metadata)`` from a checkpoint written by :func:`save_checkpoint`.
 
     The model class is the one that was saved (``config.architectures``): a causal LM, or e.g. a
-    reward model (``LlamaForSequenceClassification``, or its summed-score form: :mod:`labkit.heads`). ``tokenizer`` is ``None`` if none was saved.
+    reward model (``LlamaForSequenceClassification``, or its summed-score form: :mod:`labkit.heads`).
+    ``tokenizer`` is ``None`` if none was saved.
     The model is put on ``device`` (default: ``labkit.runtime.device()``) in eval mode. ``stage``
     (e.g. ``"sft"``) only improves the error message when the checkpoint is missing.
     """
