@@ -124,12 +124,19 @@ def test_every_reference_seed_meets_the_recipe_bars_issue_29_has_reached():
 
 def test_online_dpo_beats_offline_dpo_on_every_reference_seed_as_lab_06_says():
     """Lab 06, section 9 says online DPO wins more often than offline DPO on every seed measured, with a
-    higher gold reward, and that its labels get worse round by round: the reference seeds must show it."""
+    higher gold reward, going further from the SFT policy (a larger KL), and that its labels get worse
+    round by round: the reference seeds must show it. It also says the cpu preset's rounds take twice
+    the `dpo` stage's learning rate with each round's starting policy as the reference."""
+    from labkit.presets import get_preset
+
+    cpu = get_preset("cpu")
+    assert cpu.dpo_online.lr == 2 * cpu.dpo.lr and cpu.dpo_online.reference == "previous"
     seeds = json.loads((ROOT / "results" / "cpu-seeds.json").read_text())["seeds"]
     for seed, report in seeds.items():
         online, offline = report["stages"]["dpo_online"], report["stages"]["dpo"]
         assert online["win_rate"] > offline["win_rate"], (seed, online["win_rate"], offline["win_rate"])
         assert online["gold_reward"] > offline["gold_reward"], (seed, online["gold_reward"], offline["gold_reward"])
+        assert online["kl"] > offline["kl"], (seed, online["kl"], offline["kl"])
         assert online["train_pairs"] == offline["train_pairs"]  # as many comparisons
         assert online["first_label_accuracy"] > online["last_label_accuracy"], seed
 
