@@ -13,6 +13,7 @@
     python -m labkit results --preset cpu  # measure every figure the course quotes -> results/cpu.json
     python -m labkit results --preset cpu --seeds 0,1,2   # the pipeline per seed -> results/cpu-seeds.json
     python -m labkit results render        # rewrite the README's measured blocks and docs/results.md from results/
+    python -m labkit trial reward --set reward.epochs=1 --seeds 0,1,2   # one stage, preset vs changed, per seed
 """
 from __future__ import annotations
 
@@ -81,6 +82,31 @@ def _bench(args) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise ValueError("--seeds names no seed: e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _trial(args) -> int:
+    from labkit import trial
+    from labkit.presets import resolve_preset
+
+    preset = resolve_preset(args.preset or "cpu")
+    if not args.settings:
+        raise ValueError("a trial needs at least one changed setting, e.g. --set reward.epochs=1")
+    changes = trial.parse_settings(args.settings, preset)
+    rows = trial.run_trial(args.stage, preset, changes, _seed_list(args.seeds), progress=not args.quiet,
+                           out=args.out)
+    print(f"{args.stage}, preset {preset.name} -> with {' '.join(args.settings)}")
+    print(trial.table(rows))
+    return 0
+
+
 def _results(args) -> int:
     from labkit import results
 
@@ -100,13 +126,7 @@ def _results(args) -> int:
         return 0
     preset = args.preset or "cpu"
     if args.seeds:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
-        if not seeds:
-            raise ValueError("--seeds names no seed: e.g. --seeds 0,1,2")
-        results.collect_seeds(preset, seeds, out=args.out, progress=not args.quiet)
+        results.collect_seeds(preset, _seed_list(args.seeds), out=args.out, progress=not args.quiet)
         return 0
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     done = results.collect(preset, out=args.out, only=only, progress=not args.quiet, fresh=args.fresh)
@@ -229,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--fresh", action="store_true",
                    help="train every stage again even if cached, so that the stage times are this run's")
     r.set_defaults(func=_results)
+
+    t = sub.add_parser("trial", help="train one stage with changed settings beside the preset's own, seed by seed, "
+                                     "and print a table (preset -> trial)")
+    t.add_argument("stage", help="the stage to train, e.g. reward (what it needs is trained too, when missing)")
+    t.add_argument("--set", dest="settings", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="a changed setting, e.g. --set reward.epochs=1 (repeat for several; values are read as JSON)")
+    t.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: cpu)")
+    t.add_argument("--seeds", default="0", help="e.g. 0,1,2 (default 0): each seed has its own pretrained model")
+    t.add_argument("--out", default=None, type=Path, help="also append every row, as JSON lines, to this file")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_trial)
 
     args = parser.parse_args(argv)
     try:

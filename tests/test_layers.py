@@ -20,7 +20,7 @@ LAYERS = [
     {"stages"},
     {"pipeline"},
     {"experiments", "widgets", "bench"},
-    {"results"},
+    {"results", "trial"},
     {"cli", "__main__"},
 ]
 
