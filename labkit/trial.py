@@ -18,7 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from labkit import pipeline
+from labkit import pipeline, reference
 from labkit.presets import Preset, resolve_preset
 from labkit.stages import STAGES
 
@@ -100,25 +100,15 @@ def table(rows: list[dict]) -> str:
 
 
 def _figures(stage: str, preset: Preset, progress: bool) -> dict:
-    """The stage's reported numbers (its ``report`` fields, per category flattened) and its compute."""
+    """The stage's reported numbers (its ``report`` fields, nested ones under dotted names) and its compute."""
     pipeline.ensure(stage, preset, progress=progress)
     metrics = pipeline.metrics(stage, preset)["metrics"]
-    found = {}
-    for name in (*STAGES[stage].report, "flops"):
-        value = metrics.get(name)
-        if isinstance(value, dict):  # sft's per_category: {category: {exact_match: …}}
-            for part, inner in value.items():
-                for key, number in (inner.items() if isinstance(inner, dict) else [(None, inner)]):
-                    if isinstance(number, (int, float)) and not isinstance(number, bool):
-                        found[f"{name}.{part}" + (f".{key}" if key else "")] = number
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            found[name] = value
-    return found
+    reported = {name: metrics[name] for name in (*STAGES[stage].report, "flops") if name in metrics}
+    return {name: value for name, value in reference.flatten(reported).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _fmt(value, name: str) -> str:
-    from labkit import reference
-
     try:
         return reference.fmt(value, name)
     except (ValueError, TypeError):
