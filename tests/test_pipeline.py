@@ -37,13 +37,15 @@ def test_schedule_warms_up_then_decays_to_a_tenth():
     assert lr_at(cfg.steps, cfg) == pytest.approx(cfg.lr / 10)
 
 
-def _smoke_run(seed):
+def _smoke_run(seed, **kwargs):
     from labkit.models import build_model, config_from_size
 
     preset = get_preset("smoke")
     data = pipeline.pretrain_data(preset)
     model = build_model(config_from_size(preset.model, len(data.tokenizer), data.tokenizer), seed=seed)
-    return pretrain(model, data.train, data.val, preset.pretrain, seed=seed, progress=False)
+    result = pretrain(model, data.train, data.val, preset.pretrain, seed=seed, progress=False, **kwargs)
+    result.model = model
+    return result
 
 
 def test_same_seed_same_losses_and_training_lowers_the_loss():
@@ -56,6 +58,33 @@ def test_same_seed_same_losses_and_training_lowers_the_loss():
     assert a.val_loss > stats["entropy_floor"]
     c = _smoke_run(1)
     assert c.history[-1]["val_loss"] != a.history[-1]["val_loss"]
+
+
+def test_a_curve_on_fewer_rows_costs_less_and_trains_the_same_weights():
+    from labkit import flops
+    from labkit.train.pretrain import evaluate
+
+    data = pipeline.pretrain_data(get_preset("smoke"))
+    assert len(data.val.input_ids) > 2
+    runs = {}
+    for rows in (None, 2):
+        with flops.counting() as count:
+            runs[rows] = _smoke_run(0, curve_rows=rows, train_eval_rows=8)
+        runs[rows].count = count
+    whole, part = runs[None], runs[2]
+    for (name, a), b in zip(whole.model.state_dict().items(), part.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: the evaluations changed the training"
+    last = [{k: v for k, v in run.history[-1].items() if k != "seconds"} for run in (whole, part)]
+    assert last[0] == last[1]  # the last point reads every row in both runs
+    assert (whole.val_loss, whole.train_loss) == (part.val_loss, part.train_loss)
+    assert len(whole.history) == len(part.history) == 2
+    assert whole.history[0]["val_loss"] != part.history[0]["val_loss"]  # the first point: 2 rows, not all
+    assert part.count.training == whole.count.training
+    rows, width = data.val.input_ids.shape
+    # the first evaluation read 2 + 2 rows instead of 8 + every validation row: so much less inference
+    per_token = whole.count.inference / (2 * (8 + rows) * width)
+    assert whole.count.inference - part.count.inference == pytest.approx((8 + rows - 4) * width * per_token, rel=0.05)
+    assert evaluate(part.model, data.val) == part.val_loss
 
 
 def test_ensure_trains_once_then_uses_the_cache(monkeypatch):

@@ -16,17 +16,19 @@ from tqdm.auto import tqdm
 from labkit import reference, runtime
 from labkit.models import build_model, config_from_size, count_parameters
 from labkit.pipeline import pretrain_data
-from labkit.train.pretrain import pretrain
+from labkit.train.pretrain import CURVE_ROWS, pretrain
 
 
 def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = None,
               steps: int | None = None, eval_every: int | None = None, seed: int | None = None,
-              optimizer: str | None = None, muon_lr: float | None = None,
+              optimizer: str | None = None, muon_lr: float | None = None, curve_rows: int | None = None,
               callback: Callable[[list[dict]], None] | None = None, progress: bool = True):
     """A self-contained pretraining run for a lab experiment (memorisation, size sweep, sliders).
 
     Starts from ``preset`` and overrides the corpus size, the model width (heads and MLP scale with
-    it), the number of steps and the optimiser (``"adamw"`` or ``"muon"``, at ``muon_lr``). Returns ``(model,
+    it), the number of steps and the optimiser (``"adamw"`` or ``"muon"``, at ``muon_lr``). Each point of
+    its curve reads the whole validation set unless ``curve_rows`` says how many of its rows
+    (:func:`labkit.train.pretrain.pretrain`; the last point reads all of them). Returns ``(model,
     tokenizer, result, stats)``; nothing is cached.
     """
     size = preset.model
@@ -45,7 +47,8 @@ def quick_run(preset, *, n_train_docs: int | None = None, d_model: int | None = 
     seed = preset.seed if seed is None else seed
     model = build_model(config_from_size(size, len(data.tokenizer), data.tokenizer), seed=seed)
     model.to(runtime.device())
-    result = pretrain(model, data.train, data.val, cfg, seed=seed, callback=callback, progress=progress)
+    result = pretrain(model, data.train, data.val, cfg, seed=seed, callback=callback, progress=progress,
+                      curve_rows=curve_rows)
     result.parameters = count_parameters(model)
     return model, data.tokenizer, result, data.stats
 
@@ -66,7 +69,7 @@ def optimiser_comparison(preset, *, progress: bool = True) -> tuple[dict[str, li
     ours = preset.pretrain.optimizer
     other = "adamw" if ours == "muon" else "muon"
     stage = pipeline.metrics("pretrain", preset)
-    _, _, run, stats = quick_run(preset, optimizer=other, muon_lr=MUON_LR, progress=progress)
+    _, _, run, stats = quick_run(preset, optimizer=other, muon_lr=MUON_LR, curve_rows=CURVE_ROWS, progress=progress)
     return {ours: stage["history"], other: run.history}, stats
 
 
@@ -161,7 +164,8 @@ def size_sweep(preset, *, progress: bool = True):
     demos = preset.pretrain_demos
     rows = []
     for width in tqdm(demos.sweep_widths, desc="size sweep", disable=not progress):
-        _, _, run, stats = quick_run(preset, d_model=width, steps=demos.sweep_steps, progress=False)
+        _, _, run, stats = quick_run(preset, d_model=width, steps=demos.sweep_steps, curve_rows=CURVE_ROWS,
+                                     progress=False)
         rows.append({"d_model": width, "parameters": run.parameters, "train_loss": run.train_loss,
                      "val_loss": run.val_loss, "gap_closed": gap_closed(run.val_loss, stats),
                      "seconds": run.seconds})
