@@ -140,8 +140,8 @@ def make_optimizers(model, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:
 
 
 # Rows of validation (and of the training probe) that each point of a pretraining curve reads, but
-# the last: enough for the curve's shape, and the cpu stage's 11 earlier evaluations cost 1.4 of its
-# 2.1 TFLOP of evaluation reading all 472 rows (issue 29's counted compute).
+# the last: enough for the curve's shape. Reading every row, the cpu stage's evaluations cost about a
+# ninth of its counted compute; reading this many, about a thirtieth (issue 29).
 CURVE_ROWS = 64
 
 
