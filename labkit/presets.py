@@ -358,9 +358,10 @@ class GRPOStageConfig(_PolicyLearningRate):
 
     group_size: int = 8             # G: answers sampled per prompt, compared with each other (>= 2)
     prompts_per_step: int = 16      # problems per optimiser step; batch = prompts x G answers
-    steps: int = 200                # optimiser steps; a new batch is sampled every `iterations` of them
+    steps: int = 120                # optimiser steps; a new batch is sampled every `iterations` of them
                                     # (from AdamW-pretrained models, 100 gained 24-38 points over seeds 0-2,
-                                    # 200 gained 31-39: issue 29)
+                                    # 200 gained 31-39; from the cpu preset's Muon-pretrained ones, 200 gained
+                                    # 39-43 and 120 gained 39-41 for 0.7 of the compute: issue 29)
     iterations: int = 1             # μ: updates on each sampled batch (TRL's num_iterations); at 1 the ratio is 1
                                     # at the update, so ε never binds; more = more updates per sample
     lr: float = 3e-4                # learning rate (AdamW, linear decay) of full fine-tuning (lora_rank 0)
