@@ -388,6 +388,17 @@ class GRPOStageConfig(_PolicyLearningRate):
 
 
 @dataclass(frozen=True)
+class GRPODemosConfig:
+    """Lab 07's extra GRPO run: the word-problem policy rewarded for length alone (section 7)."""
+
+    hacking_steps: int = 200        # its steps; more than the stage's, as lab 05's over-optimisation runs
+                                    # longer than PPO's stage, so that the fall of its accuracy shows in full
+
+    def __post_init__(self):
+        _at_least(self, 1, "hacking_steps")
+
+
+@dataclass(frozen=True)
 class SFTDemosConfig:
     """Sizes of lab 02's demonstrations (each a real, short SFT run from the pretrained model)."""
 
@@ -473,6 +484,7 @@ class Preset:
     dpo_online: OnlineDPOConfig = field(default_factory=OnlineDPOConfig)
     sft_math: MathSFTConfig = field(default_factory=MathSFTConfig)
     grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    grpo_demos: GRPODemosConfig = field(default_factory=GRPODemosConfig)
     sft_demos: SFTDemosConfig = field(default_factory=SFTDemosConfig)
     lora_sweep: LoRASweepConfig = field(default_factory=LoRASweepConfig)
     reward_demos: RewardDemosConfig = field(default_factory=RewardDemosConfig)
@@ -511,6 +523,7 @@ PRESETS: dict[str, Preset] = {
                                max_new_tokens=12),
         grpo=GRPOStageConfig(group_size=2, prompts_per_step=2, steps=2, warmup_steps=1, max_new_tokens=8,
                              eval_problems=8),
+        grpo_demos=GRPODemosConfig(hacking_steps=2),
         sft_demos=SFTDemosConfig(per_category=6, epochs=1, eval_per_category=3),
         lora_sweep=LoRASweepConfig(train_examples=24, epochs=1, ranks=(1, 4), eval_per_category=2),
         reward_demos=RewardDemosConfig(pair_counts=(8, 16), probe_pairs=16, best_of_n=4),

@@ -82,8 +82,14 @@ def test_signal_check_counts_groups_that_teach_nothing():
 
 
 def test_length_hacking_trains_on_length_and_logs_correctness_unrewarded():
-    runs = grpo_runs.length_hacking(get_preset("smoke"))
+    from labkit.presets import GRPODemosConfig
+
+    smoke = get_preset("smoke")
+    runs = grpo_runs.length_hacking(smoke.replace(grpo_demos=GRPODemosConfig(hacking_steps=smoke.grpo.steps + 1)))
     assert set(runs) == {"correctness", "length"}
+    # the length run takes grpo_demos.hacking_steps; the correctness run is the stage, at its own steps
+    assert (runs["length"].outputs["metrics"]["steps"], runs["correctness"].outputs["metrics"]["steps"]) == (
+        smoke.grpo.steps + 1, smoke.grpo.steps)
     assert runs["correctness"].history and runs["length"].row["reward"] == "length"
     last = runs["length"].history[-1]
     assert {"length_reward", "correctness_reward", "length"} <= set(last)

@@ -88,15 +88,17 @@ def stage_run(preset: Preset | None = None, *, progress: bool = False) -> Run:
 
 
 def length_hacking(preset: Preset | None = None, *, progress: bool = False) -> dict[str, Run]:
-    """Two GRPO runs with the same settings: one rewarded for the right answer (the ``grpo`` stage's
-    run), one for length alone (trained here; correctness is logged beside it, unrewarded).
+    """Two GRPO runs with the stage's settings: one rewarded for the right answer (the ``grpo`` stage's
+    run), one for length alone (trained here, for ``grpo_demos.hacking_steps`` steps instead of the
+    stage's; correctness is logged beside it, unrewarded).
 
     Returns ``{"correctness": Run, "length": Run}``. Under the length reward answers grow toward the
-    length limit while held-out accuracy does not rise with them.
+    length limit while held-out accuracy falls.
     """
     preset = preset or get_preset()
     return {"correctness": stage_run(preset, progress=progress),
-            "length": grpo_experiment(preset=preset, reward="length", progress=progress)}
+            "length": grpo_experiment(preset=preset, reward="length", steps=preset.grpo_demos.hacking_steps,
+                                      progress=progress)}
 
 
 # ------------------------------------------------------------------------------- where is the signal?
