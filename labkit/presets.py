@@ -187,6 +187,21 @@ class RewardStageConfig:
 
 
 @dataclass(frozen=True)
+class NaiveRewardConfig:
+    """The ``reward_naive`` stage: the ``reward`` stage's settings, learned from the demonstrators'
+    comparisons only (no policy-like pairs), for its own number of passes."""
+
+    # Passes over `reward.train_pairs`. One is enough for a model that is good on the demonstrators'
+    # answers and weak on a policy's (lab 04; lab 05 over-optimises it): on seeds 0-2 of the cpu preset
+    # its policy-like accuracy was 73.7/70.8/73.1 % after one pass and 69.2/74.1/73.2 % after the
+    # reward stage's two, for half the arithmetic (3.56 -> 1.88 TFLOP; issue 29).
+    epochs: float = 1.0
+
+    def __post_init__(self):
+        _inside(self, 0, float("inf"), "epochs")
+
+
+@dataclass(frozen=True)
 class PPOStageConfig(_PolicyLearningRate):
     """PPO (labkit's own trainer, :mod:`labkit.train.ppo`) against the reward model, from the SFT policy."""
 
@@ -358,10 +373,11 @@ class GRPOStageConfig(_PolicyLearningRate):
 
     group_size: int = 8             # G: answers sampled per prompt, compared with each other (>= 2)
     prompts_per_step: int = 16      # problems per optimiser step; batch = prompts x G answers
-    steps: int = 120                # optimiser steps; a new batch is sampled every `iterations` of them
+    steps: int = 80                 # optimiser steps; a new batch is sampled every `iterations` of them
                                     # (from AdamW-pretrained models, 100 gained 24-38 points over seeds 0-2,
                                     # 200 gained 31-39; from the cpu preset's Muon-pretrained ones, 200 gained
-                                    # 39-43 and 120 gained 39-41 for 0.7 of the compute: issue 29)
+                                    # 39-43, 120 38.6-41.4, 100 39.6-40.6 and 80 38.2-40.6, for about half
+                                    # of 200's compute: issue 29)
     iterations: int = 1             # μ: updates on each sampled batch (TRL's num_iterations); at 1 the ratio is 1
                                     # at the update, so ε never binds; more = more updates per sample
     lr: float = 3e-4                # learning rate (AdamW, linear decay) of full fine-tuning (lora_rank 0)
@@ -477,6 +493,7 @@ class Preset:
     pretrain_demos: PretrainDemosConfig = field(default_factory=PretrainDemosConfig)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward: RewardStageConfig = field(default_factory=RewardStageConfig)
+    reward_naive: NaiveRewardConfig = field(default_factory=NaiveRewardConfig)
     ppo: PPOStageConfig = field(default_factory=PPOStageConfig)
     ppo_demos: PPODemosConfig = field(default_factory=PPODemosConfig)
     dpo: DPOStageConfig = field(default_factory=DPOStageConfig)

@@ -174,11 +174,13 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # that wrote its answers, at its own learning rate (OnlineDPOConfig.reference and .lr; at "sft" and None,
     # their old meaning, they stay out of the keys, as RewardStageConfig.pooling does at "last"). `grpo` moved
     # when its recipe took 120 steps instead of 200 (issue 29). Pretraining's curve reading fewer rows at each
-    # point but the last moved nothing: the weights are the same (test_a_curve_on_fewer_rows_...).
+    # point but the last moved nothing: the weights are the same (test_a_curve_on_fewer_rows_...). `grpo`
+    # moved again at 80 steps, and `reward_naive` when it took its own number of passes (the preset's new
+    # `reward_naive` section, one pass where it took the `reward` stage's two; issue 29).
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
-        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "dbb1579a45",
-        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "ea16bc88c0", "sft_math": "85719ecd6b", "grpo": "84729a7bd2"}
+        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "0374cac927",
+        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "ea16bc88c0", "sft_math": "85719ecd6b", "grpo": "f678036229"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():

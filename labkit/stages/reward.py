@@ -92,8 +92,10 @@ def train_reward_stage(preset: Preset, inputs: dict[str, Path], progress: bool, 
 
 
 def train_reward_naive_stage(preset: Preset, inputs: dict[str, Path], progress: bool, callback: Callable | None):
-    """The in-distribution reward model: the demonstrators' comparisons only (lab 05 over-optimises it)."""
-    return train_reward_stage(preset, inputs, progress, callback, policy_pairs=0)
+    """The in-distribution reward model: the demonstrators' comparisons only, for ``reward_naive.epochs``
+    passes (lab 05 over-optimises it)."""
+    naive = preset.replace(reward=dataclasses.replace(preset.reward, epochs=preset.reward_naive.epochs))
+    return train_reward_stage(naive, inputs, progress, callback, policy_pairs=0)
 
 
 # ------------------------------------------------------------------------------- the bench
@@ -189,5 +191,5 @@ REWARD_REPORT = ("seconds", "accuracy", "bayes_ceiling", "share_of_ceiling", "po
 register(Stage("reward", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
                train=train_reward_stage, bench=bench_reward_slice,
                contenders=(Contender("best-of-n", race_best_of_n, greedy=False),)))
-register(Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "seed"), report=REWARD_REPORT,
-               train=train_reward_naive_stage, bench=bench_reward_naive_slice))
+register(Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "reward_naive", "seed"),
+               report=REWARD_REPORT, train=train_reward_naive_stage, bench=bench_reward_naive_slice))
