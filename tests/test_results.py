@@ -119,6 +119,12 @@ def test_every_reference_seed_meets_the_recipe_bars_issue_29_has_reached():
         gain = grpo["accuracy"] - grpo["sft_accuracy"]
         assert 0.10 <= grpo["sft_accuracy"] <= 0.60, f"seed {seed}: GRPO starts at {grpo['sft_accuracy']:.1%}"
         assert gain >= 0.28, f"seed {seed}: GRPO gained {gain:+.1%}, below the bar of +28 points"
+        online = report["stages"]["dpo_online"]["win_rate"]
+        assert online >= 0.86, f"seed {seed}: online DPO won {online:.1%} of held-out prompts, below the bar of 86 %"
+        # the whole pipeline's counted compute against the baseline recipes' (online DPO, a stage they did
+        # not have, counts on our side only)
+        ratio = sum(stage["flops"] for stage in report["stages"].values()) / sum(s["flops"] for s in baseline.values())
+        assert ratio <= 0.7, f"seed {seed}: the pipeline spent {ratio:.3f} of the baseline's compute, above the bar of 0.7"
 
 
 
