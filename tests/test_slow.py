@@ -339,9 +339,9 @@ def test_lab04_reward_model_accuracy_grows_with_training_pairs(stages):
 def test_lab05_optimising_a_weak_reward_model_hard_raises_the_proxy_and_then_loses_gold(stages):
     """Lab 05's over-optimisation run: PPO against ``reward_naive`` with β = 0."""
     m = demo("lab05_overoptimisation")
-    # reference (results/cpu.json): gold peaks at 1.53 (KL 3.9) and falls to 0.70 (KL 13.7); the proxy climbs
-    # from −2.32 to 1.26. (From the AdamW-pretrained model the fall ran to KL 89; the Muon-pretrained SFT
-    # policy, at twice the stage's learning rate, goes less far in the same direction.)
+    # reference (results/cpu.json): gold peaks at 0.73 (iteration 5, KL 1.5) and falls to −0.91 (KL 117), below
+    # the SFT policy's −0.29; the proxy climbs from −0.99 to 1.41 (against the naive reward model of one pass;
+    # with two passes: peak 0.68, end −0.79 at KL 166, proxy −1.16 to 0.26)
     assert m["final_gold"] <= m["peak_gold"] - 0.5, f"over-optimisation: gold did not fall 0.5 after its peak ({m})"
     assert m["final_proxy"] >= m["start_proxy"] + 1.0, f"over-optimisation: the proxy did not climb by 1.0 ({m})"
     assert m["final_kl"] >= 2.5 * m["peak_kl"], f"over-optimisation: the policy did not run far from the SFT policy ({m})"
@@ -352,9 +352,9 @@ def test_lab05_a_kl_penalty_stops_the_fall(stages):
     β = 0 run's and above the SFT policy's, and the policy stays near the SFT policy, where the β = 0 run
     fell below the SFT policy and ran far."""
     free, held = demo("lab05_overoptimisation"), demo("lab05_overopt_penalty")
-    # reference (results/cpu.json): gold −0.29 → peak 1.05 → 0.08 at KL 3.9 (β = 0: peak 0.68, end −0.79 at
-    # KL 166). From stop 39's models the penalised run held near its peak (1.68 → 1.52); from these it
-    # slides back, so the lab no longer says it holds.
+    # reference (results/cpu.json): gold −0.29 → peak 1.26 (iteration 105) → 1.16 at KL 2.8 (β = 0: peak 0.73,
+    # end −0.91 at KL 117). Against the naive model of two passes it slid back from its peak (1.05 → 0.08 at
+    # KL 3.9), so the bar asks only that it end above the SFT policy and far above the β = 0 run.
     assert held["final_gold"] > held["start_gold"], f"with a KL penalty the gold reward fell below the SFT policy's ({held})"
     assert held["final_gold"] >= free["final_gold"] + 0.5, (
         f"the penalised run should end far above the unpenalised one in gold ({held['final_gold']:.2f} against "
