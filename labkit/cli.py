@@ -117,12 +117,16 @@ def _results(args) -> int:
         print(f"{len(written)} page(s) rewritten" if written else "every page already matches results/")
         return 0
     if args.action == "check":
-        old = results.stale()
+        old, moved = results.stale(), results.outdated("cpu")
         if old:
             print("differ from a render of results/ (run `python -m labkit results render`): "
                   + ", ".join(map(str, old)), file=sys.stderr)
+        if moved:
+            print("results/ measured from stages the cpu preset no longer gives; measure again:\n  "
+                  + "\n  ".join(moved), file=sys.stderr)
+        if old or moved:
             return 1
-        print("README.md and docs/ match results/")
+        print("README.md and docs/ match results/, and results/ match the cpu preset's stages")
         return 0
     preset = args.preset or "cpu"
     if args.seeds:
@@ -240,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "the README and docs/results.md from it")
     r.add_argument("action", nargs="?", choices=["measure", "render", "check"], default="measure",
                    help="measure (default): train or reuse, then write results/<preset>.json; render: rewrite the "
-                        "README's marked blocks and docs/results.md; check: fail if they differ from a render")
+                        "README's marked blocks and docs/results.md; check: fail if they differ from a render, or if "
+                        "results/ measured stages the cpu preset has changed since")
     r.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: cpu)")
     r.add_argument("--seeds", default=None, help="e.g. 0,1,2: the pipeline once per seed -> results/<preset>-seeds.json")
     r.add_argument("--only", default=None, help="comma-separated demonstrations to measure again (the rest are kept)")

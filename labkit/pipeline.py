@@ -61,11 +61,32 @@ def stage_key(stage: str, preset: Preset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+_READS: list[tuple[Preset, dict]] = []  # the open records of :func:`reading`
+
+
+@contextlib.contextmanager
+def reading(preset: Preset):
+    """Record the stages whose checkpoints are looked up inside the block under ``preset``: yields a dict,
+    filled as it runs, of ``{stage: key}``. ``python -m labkit results`` keeps it beside each demonstration,
+    so that a figure measured from a stage that the preset has since changed is found (:func:`labkit.results.outdated`).
+    Look-ups under another preset (a demonstration's variant of a stage) are not recorded."""
+    found: dict[str, str] = {}
+    _READS.append((preset, found))
+    try:
+        yield found
+    finally:
+        _READS.remove((preset, found))
+
+
 def stage_dir(stage: str, preset: Preset | None = None) -> Path:
     """Where the checkpoint of ``stage`` for ``preset`` lives (it may not exist yet)."""
     _check_stage(stage)
     preset = preset or get_preset()
-    return runtime.home() / preset.name / f"{stage}-{stage_key(stage, preset)}"
+    key = stage_key(stage, preset)
+    for watched, found in _READS:
+        if watched == preset:
+            found[stage] = key
+    return runtime.home() / preset.name / f"{stage}-{key}"
 
 
 def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = True,

@@ -4,12 +4,15 @@
     python -m labkit results --preset cpu --seeds 0,1,2  # the pipeline once per seed -> results/cpu-seeds.json
     python -m labkit results --only lab05_overoptimisation  # measure some demonstrations again, keep the rest
     python -m labkit results render                    # rewrite the README's marked blocks and docs/results.md
-    python -m labkit results check                     # fail if they differ from a render of results/
+    python -m labkit results check                     # fail if they differ from a render of results/, or if
+                                                       # results/ measured stages the presets have changed since
 
 ``results/<preset>.json`` holds every figure the README, ``docs/results.md`` and the labs quote:
 ``stages`` is the pipeline's report (the same keys as ``python -m labkit pipeline --report``),
 ``demos`` the labs' demonstrations (:data:`labkit.reference.MEASUREMENTS`, declared beside each
-experiment), with the machine, the library versions, the seed, the date and each part's seconds.
+experiment), with the machine, the library versions, the seed, the date and each part's seconds; ``keys`` holds
+the cache key of every stage, and of the stages each demonstration read, so that ``results check``
+finds a figure measured from a stage whose recipe has changed since (:func:`outdated`).
 
 Pages are rendered from templates in ``docs/templates/``: ``{{ stages.ppo.win_rate }}`` is a figure
 written as :func:`labkit.reference.fmt` writes it, ``{{ stages.ppo.kl | f1 }}`` with a named format,
@@ -153,20 +156,68 @@ def collect(preset: Preset | str = "cpu", *, out: Path | None = None, only: list
     result = {"preset": preset.name, "seed": preset.seed, "date": _now(), "machine": machine(),
               "versions": versions(), "command": "python -m labkit results --preset " + preset.name,
               "stages": report["stages"], "demos": dict(kept.get("demos", {})),
+              "keys": {"stages": stage_keys(preset), "demos": dict(kept.get("keys", {}).get("demos", {}))},
               "seconds": {"pipeline": pipeline_seconds(report), "demos": dict(kept.get("seconds", {}).get("demos", {}))}}
     for name in names:
         _say(f"{name} ({table[name].lab}, about {table[name].seconds:.0f} s)")
         began = time.perf_counter()
-        figures = table[name].run(preset)
+        with pipeline.reading(preset) as read:
+            figures = table[name].run(preset)
         result["demos"][name] = _plain(figures)
+        result["keys"]["demos"][name] = dict(sorted(read.items()))
         result["seconds"]["demos"][name] = round(time.perf_counter() - began, 1)
         _write(out, result)
         _say(f"  done in {result['seconds']['demos'][name]:.0f} s")
     result["seconds"]["total"] = round(time.perf_counter() - start, 1)
     result["demos"] = {n: result["demos"][n] for n in table if n in result["demos"]}  # the labs' order
+    result["keys"]["demos"] = {n: result["keys"]["demos"][n] for n in table if n in result["keys"]["demos"]}
     result["compute"] = compute(result)
     _write(out, result)
     return result
+
+
+def stage_keys(preset: Preset) -> dict[str, str]:
+    """Every stage's cache key under ``preset`` (:func:`labkit.pipeline.stage_key`): what a results file
+    was measured from."""
+    from labkit import pipeline
+
+    return {stage: pipeline.stage_key(stage, preset) for stage in pipeline.STAGES}
+
+
+def outdated(preset: str = "cpu", folder: Path | None = None) -> list[str]:
+    """What the committed results of ``preset`` measured from stages that the preset no longer gives:
+    a stage whose key has moved (its settings, its code version or a stage it needs changed since), a
+    demonstration that read such a stage, and a file or demonstration with no record of its keys. Each
+    entry says the command that measures it again. Empty where no results file exists."""
+    folder = Path(folder or reference.results_dir())
+    found: list[str] = []
+    base = resolve_preset(preset)
+    one = folder / f"{preset}.json"
+    if one.exists():
+        data = json.loads(one.read_text(encoding="utf-8"))
+        now = stage_keys(base.replace(seed=data["seed"]))
+        keys = data.get("keys") or {}
+        if "stages" not in keys:
+            found.append(f"{one.name} records no stage keys: python -m labkit results --preset {preset}")
+        found += [f"{one.name}: stage {s!r} was measured at key {k}, the preset now gives {now.get(s)}: "
+                  f"python -m labkit results --preset {preset}" for s, k in keys.get("stages", {}).items() if now.get(s) != k]
+        for name in data.get("demos", {}):
+            read = keys.get("demos", {}).get(name)
+            moved = [f"{s} {k} -> {now.get(s)}" for s, k in (read or {}).items() if now.get(s) != k]
+            if read is None or moved:
+                why = "records no stage keys" if read is None else "read stages the preset has changed since (" + "; ".join(moved) + ")"
+                found.append(f"{one.name}: demonstration {name} {why}: python -m labkit results --preset {preset} --only {name}")
+    seeds = folder / f"{preset}-seeds.json"
+    if seeds.exists():
+        data = json.loads(seeds.read_text(encoding="utf-8"))
+        for seed, report in data["seeds"].items():
+            now = stage_keys(base.replace(seed=int(seed)))
+            moved = [s for s, k in (report.get("keys") or {}).items() if now.get(s) != k]
+            if "keys" not in report or moved:
+                why = "records no stage keys" if "keys" not in report else "stages " + ", ".join(moved) + " have new keys"
+                found.append(f"{seeds.name}: seed {seed} {why}: python -m labkit results --preset {preset} "
+                             f"--seeds {','.join(data['seeds'])}")
+    return found
 
 
 def compute(result: dict) -> dict:
@@ -215,6 +266,7 @@ def collect_seeds(preset: Preset | str, seeds: list[int], *, out: Path | None = 
         _say(f"seed {seed}: the whole pipeline (cached stages are reused)")
         report = pipeline.run(list(pipeline.STAGES), preset.replace(seed=seed), progress=progress)
         result["seeds"][str(seed)] = {k: report[k] for k in ("preset", "device", "processes", "stages")}
+        result["seeds"][str(seed)]["keys"] = stage_keys(preset.replace(seed=seed))
         result["ranges"] = ranges(result["seeds"])
         _write(out, result)
     return result
