@@ -75,7 +75,7 @@ def reading(preset: Preset):
     try:
         yield found
     finally:
-        _READS.remove((preset, found))
+        _READS[:] = [r for r in _READS if r[1] is not found]
 
 
 def stage_dir(stage: str, preset: Preset | None = None) -> Path:

@@ -77,6 +77,78 @@ def test_the_reference_files_say_where_and_when_they_were_measured():
     assert low <= cpu["stages"]["ppo"]["win_rate"] <= high
 
 
+def test_every_committed_figure_was_measured_from_the_stages_the_cpu_preset_gives_now():
+    """A recipe change moves its stage's key; every figure measured from the old stage (the stage's own
+    and each demonstration's that read it) must then be measured again, or the slow tier finds it later."""
+    moved = results.outdated("cpu")
+    assert not moved, "\n".join(moved)
+
+
+def test_reading_records_the_stages_looked_up_under_the_preset_and_not_a_variant():
+    from labkit import pipeline, presets
+
+    smoke = presets.get_preset("smoke")
+    with pipeline.reading(smoke) as read:
+        pipeline.stage_dir("sft", smoke)
+        pipeline.stage_dir("reward", smoke.replace(seed=smoke.seed + 5))  # a demonstration's own variant
+        with pipeline.reading(smoke) as inner:
+            pipeline.stage_dir("grpo", smoke)
+    pipeline.stage_dir("dpo", smoke)  # after the block: not recorded
+    assert read == {"sft": pipeline.stage_key("sft", smoke), "grpo": pipeline.stage_key("grpo", smoke)}
+    assert inner == {"grpo": pipeline.stage_key("grpo", smoke)} and pipeline._READS == []
+
+
+def test_outdated_names_each_figure_measured_from_a_stage_the_preset_has_changed(tmp_path):
+    from labkit import presets
+
+    smoke = presets.get_preset("smoke")
+    now = results.stage_keys(smoke)
+    data = {"seed": smoke.seed, "stages": {}, "demos": {"fresh": {"x": 1}, "stale": {"x": 2}, "unrecorded": {"x": 3}},
+            "keys": {"stages": now, "demos": {"fresh": {"sft": now["sft"]}, "stale": {"grpo": "0123456789", "sft": now["sft"]}}}}
+    (tmp_path / "smoke.json").write_text(json.dumps(data))
+    found = results.outdated("smoke", tmp_path)
+    assert len(found) == 2
+    assert "demonstration stale" in found[0] and f"grpo 0123456789 -> {now['grpo']}" in found[0]
+    assert found[0].endswith("python -m labkit results --preset smoke --only stale")
+    assert "demonstration unrecorded records no stage keys" in found[1]
+    data["keys"]["stages"] = dict(now, ppo="9999999999")
+    data["demos"] = {"fresh": {"x": 1}}
+    (tmp_path / "smoke.json").write_text(json.dumps(data))
+    assert results.outdated("smoke", tmp_path) == [
+        f"smoke.json: stage 'ppo' was measured at key 9999999999, the preset now gives {now['ppo']}: "
+        "python -m labkit results --preset smoke"]
+    # the seeds file: each seed against its own keys
+    seeds = {"seeds": {"0": {"stages": {}, "keys": results.stage_keys(smoke.replace(seed=0))},
+                       "1": {"stages": {}, "keys": results.stage_keys(smoke.replace(seed=0))},
+                       "2": {"stages": {}}}}
+    (tmp_path / "smoke-seeds.json").write_text(json.dumps(seeds))
+    found = results.outdated("smoke", tmp_path)[1:]
+    seed0, seed1 = results.stage_keys(smoke.replace(seed=0)), results.stage_keys(smoke.replace(seed=1))
+    moved = [s for s in seed0 if seed0[s] != seed1[s]]
+    assert "pretrain" in moved and "grpo" in moved  # each seed pretrains its own model
+    assert [f.split(":")[1].strip() for f in found] == ["seed 1 stages " + ", ".join(moved) + " have new keys",
+                                                       "seed 2 records no stage keys"]
+    assert all(f.endswith("--seeds 0,1,2") for f in found)
+
+
+def test_collect_keeps_the_stages_each_demonstration_read(tmp_path, monkeypatch):
+    from labkit import pipeline, presets
+
+    smoke = presets.get_preset("smoke")
+    fake = {"reads_sft": reference.Measurement("reads_sft", lambda p: {"n": len(str(pipeline.stage_dir("sft", p)))}, "02", {}, 1),
+            "reads_none": reference.Measurement("reads_none", lambda p: {"n": 1}, "01", {}, 1)}
+    monkeypatch.setattr(results, "measurements", lambda: fake)
+    monkeypatch.setattr(pipeline, "run", lambda stages, preset, **kw: {"stages": {}})
+    out = tmp_path / "smoke.json"
+    done = results.collect(smoke, out=out, progress=False)
+    assert done["keys"] == {"stages": results.stage_keys(smoke),
+                            "demos": {"reads_none": {}, "reads_sft": {"sft": pipeline.stage_key("sft", smoke)}}}
+    # measuring one again keeps the others' records
+    results.collect(smoke, out=out, only=["reads_sft"], progress=False)
+    assert json.loads(out.read_text())["keys"] == done["keys"]
+    assert results.outdated("smoke", tmp_path) == []
+
+
 # ------------------------------------------------------------------------------ formats, ranges
 
 @pytest.mark.parametrize("name, value, written", [
