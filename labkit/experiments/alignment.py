@@ -243,8 +243,11 @@ def lab05_memory(preset: Preset | str) -> dict:
     """Lab 05, section 8: one PPO iteration with full fine-tuning and with LoRA of rank
     ``ppo_demos.memory_rank``, each in a fresh process (:func:`labkit.bench.ppo_memory`)."""
     from labkit import bench
+    from labkit.stages import STAGES
 
     preset = resolve_preset(preset)
+    for need in STAGES["ppo"].needs:  # trained here with a progress bar, if missing; the fresh processes load them
+        pipeline.ensure(need, preset)
     return memory_figures(bench.ppo_memory(preset.name, ranks=(0, preset.ppo_demos.memory_rank)))
 
 
