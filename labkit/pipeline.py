@@ -41,7 +41,7 @@ def _check_stage(stage: str) -> None:
 # they stay out of the key, so adding one retrains nothing a learner has cached.
 LATER_SETTINGS = {("pretrain", "muon_weight_decay"): 0.0, ("sft", "micro_batches"): 1, ("reward", "micro_batches"): 1,
                   ("dpo", "micro_batches"): 1, ("reward", "pooling"): "last",
-                  ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None}
+                  ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None, ("reward", "policy_edits"): 0.0}
 
 
 def stage_key(stage: str, preset: Preset) -> str:

@@ -174,6 +174,11 @@ class RewardStageConfig:
                                   # distribution, linear time
     policy_samples: int = 16      # SFT answers sampled per training prompt (96 prompts) to build them
     policy_eval_pairs: int = 2000  # held-out comparisons of policy-like answers (held-out prompts)
+    # Share of the policy-like training pairs that compare an SFT answer with a near miss of itself, the
+    # same length, one item changed: a later item made a repeat of an earlier one, or a repeat made a
+    # missing right good (:func:`labkit.world.preferences.repeat_edit`). PPO's policies hack this
+    # model by repeating goods; these pairs show it the difference. 0 = none (the presets today).
+    policy_edits: float = 0.0
 
     def __post_init__(self):
         _at_least(self, 1, "train_pairs", "eval_pairs", "batch_size", "policy_samples", "policy_eval_pairs",
@@ -182,6 +187,9 @@ class RewardStageConfig:
         _parts_of_batch(self)
         _inside(self, 0, float("inf"), "epochs")
         _inside(self, 0, 1, "lr")
+        if not 0 <= self.policy_edits <= 1:
+            raise ValueError(f"RewardStageConfig.policy_edits is a share of the policy-like pairs, from 0 to 1; "
+                             f"got {self.policy_edits!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"RewardStageConfig.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 

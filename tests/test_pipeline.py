@@ -212,6 +212,11 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
     parts = dataclasses.replace(smoke, dpo=dataclasses.replace(smoke.dpo, micro_batches=2))
     assert {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, parts) != pipeline.stage_key(stage, smoke)} \
         == {"dpo", "dpo_online"}
+    # the reward model's near-miss pairs: none in every preset so far, and then no key moves
+    assert cpu.reward.policy_edits == smoke.reward.policy_edits == pipeline.LATER_SETTINGS[("reward", "policy_edits")] == 0.0
+    edited = dataclasses.replace(smoke, reward=dataclasses.replace(smoke.reward, policy_edits=0.25))
+    moved = {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, edited) != pipeline.stage_key(stage, smoke)}
+    assert {"reward", "ppo"} <= moved and not {"pretrain", "sft", "dpo", "sft_math", "grpo"} & moved
 
 
 def test_every_trainer_returns_one_result_type():

@@ -8,6 +8,7 @@ import torch
 from labkit import checkpoint, metrics, pipeline
 from labkit.losses import bradley_terry_loss
 from labkit.presets import get_preset
+from labkit.world import lexicon as lx
 from labkit.world import preferences as prefs
 
 
@@ -68,6 +69,47 @@ def test_wild_answers_are_what_demonstrators_never_write():
     samples = [(prefs.alignment_prompts("train")[0], "fish , nets , ropes")] * 3
     pairs = prefs.policy_pairs(samples, 50, "train")
     assert all(p["chosen"] != p["rejected"] for p in pairs) and 0.8 < prefs.bayes_ceiling(pairs) <= 1
+
+
+def test_a_repeat_edit_is_a_same_length_near_miss_that_puts_in_or_takes_out_one_repeat():
+    rng = random.Random(3)
+    right = {prefs._plural(g) for g in lx.PLACES["harbor"]}
+    put_in = taken_out = 0
+    for answer in ["fish , nets , ropes", "fish , fish , nets", "ropes , ropes , ropes , ropes"] * 100:
+        edit = prefs.repeat_edit("harbor", rng, answer)
+        before, after = answer.split(" , "), edit.split(" , ")
+        assert len(after) == len(before) and sum(x != y for x, y in zip(before, after)) <= 1
+        repeats = lambda items: len(items) - len(set(items))  # noqa: E731
+        if edit != answer:
+            change = repeats(after) - repeats(before)
+            assert change in (1, -1) or (change == 0 and repeats(before) > 1)  # one repeat of several swapped
+            put_in += change == 1
+            if change == -1:
+                taken_out += 1
+                assert set(after) - set(before) <= right  # a repeat becomes a right good the answer lacked
+    assert put_in > 50 and taken_out > 50
+    assert prefs.repeat_edit("harbor", rng, "fish").split(" , ")[0] == "fish"  # one item: a right good joins it
+    assert len(prefs.repeat_edit("harbor", rng, "fish").split(" , ")) == 2
+
+
+def test_policy_pairs_with_edits_compare_answers_with_their_near_misses_and_without_stay_as_they_were():
+    rows = [r for r in prefs.alignment_prompts("train") if r["place"] == "harbor"][:3]  # fish, nets, ropes: right there
+    samples = [(r, a) for r in rows for a in ("fish , nets , ropes", "fish , fish , nets")]
+    plain = prefs.policy_pairs(samples, 200, "train")
+    assert prefs.policy_pairs(samples, 200, "train", edits=0.0) == plain
+    edited = prefs.policy_pairs(samples, 200, "train", edits=1.0)
+    answers, decided = {a for _, a in samples}, 0
+    for p in edited:
+        a, b = p["chosen"][0]["content"], p["rejected"][0]["content"]
+        mine, other = (a, b) if a in answers else (b, a)
+        assert mine in answers and len(other.split(" , ")) == len(mine.split(" , "))
+        if p["gold_chosen"] != p["gold_rejected"]:  # the side with fewer repeats is the better one
+            decided += 1
+            better, worse = (a, b) if p["gold_chosen"] > p["gold_rejected"] else (b, a)
+            assert len(set(better.split(" , "))) > len(set(worse.split(" , ")))
+    assert decided > len(edited) / 2
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        prefs.policy_pairs(samples, 2, "train", edits=1.5)
 
 
 def test_bradley_terry_probability_and_loss_agree():

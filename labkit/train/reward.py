@@ -174,4 +174,5 @@ def policy_comparisons(preset, sft_model, tokenizer, split: str, n: int, *, prog
     samples = sample_answers(sft_model, tokenizer, prompts, n=preset.reward.policy_samples,
                              seed=preset.seed + (split != "train"), max_new_tokens=preset.sft.max_new_tokens,
                              progress=progress, desc=f"SFT answers ({split} prompts)")
-    return prefs.policy_pairs(list(zip(samples.prompts, samples.answers)), n, split, seed=preset.world_seed)
+    return prefs.policy_pairs(list(zip(samples.prompts, samples.answers)), n, split, seed=preset.world_seed,
+                              edits=preset.reward.policy_edits if split == "train" else 0.0)

@@ -258,13 +258,34 @@ def preference_pairs(split: str, n: int, seed: int = 0) -> list[dict]:
     return [_pair(random.Random(f"labkit-prefs/{seed}/{split}/{i}"), f"{split}-{i}", prompts) for i in range(n)]
 
 
-def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int = 0) -> list[dict]:
+def repeat_edit(place: str, rng: random.Random, answer: str) -> str:
+    """A near miss of ``answer``, the same length with one item changed: a repeated good replaced by a
+    right good the answer lacks (half the time, where there is both), else a later item replaced by a
+    copy of an earlier one. A one-item answer gains a right good instead. May return ``answer`` itself
+    (a copy of an item it already repeats); callers draw again."""
+    items = _items(answer)
+    missing = [g for g in (_plural(g) for g in lx.PLACES[place]) if g not in items]
+    repeats = [j for j in range(1, len(items)) if items[j] in items[:j]]
+    if repeats and missing and rng.random() < 0.5:
+        items[rng.choice(repeats)] = rng.choice(missing)
+    elif len(items) > 1:
+        j = rng.randrange(1, len(items))
+        items[j] = rng.choice(items[:j])
+    elif missing:
+        items.append(rng.choice(missing))
+    return " , ".join(items)
+
+
+def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int = 0, edits: float = 0.0) -> list[dict]:
     """``n`` labelled pairs of the answers a policy gives, as InstructGPT collected them.
 
     ``samples`` are (request row, answer) of a model's own answers. Each pair compares one of them
     with another answer to the same request: another of the model's answers, a wild variant of one
-    (:func:`wild_response`), or a demonstrator's answer, a third each.
+    (:func:`wild_response`), or a demonstrator's answer, a third each. With ``edits`` > 0, that share
+    of the pairs compares the answer with a near miss of itself instead (:func:`repeat_edit`).
     """
+    if not 0 <= edits <= 1:
+        raise ValueError(f"edits is a share of the pairs, between 0 and 1; got {edits!r}")
     by_request: dict[str, list[tuple[dict, str]]] = {}
     for request, answer in samples:
         by_request.setdefault(request["id"], []).append((request, answer))
@@ -274,6 +295,11 @@ def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int 
         rng = random.Random(f"labkit-policy-pairs/{seed}/{split}/{i}")
         request, a = rng.choice(by_request[rng.choice(keys)])
         place, count = request["place"], request["count"]
+        if edits and rng.random() < edits:  # no draw at 0: the pairs of a preset without edits stay as they were
+            b = next((e for e in (repeat_edit(place, rng, a) for _ in range(20)) if e != a), None)
+            if b is not None:
+                pairs.append(label_pair(request, a, b, rng, f"{split}-policy-{i}"))
+                continue
         for _ in range(20):
             kind = rng.randrange(3)
             b = (rng.choice(by_request[request["id"]])[1] if kind == 0 else
