@@ -176,8 +176,9 @@ class RewardStageConfig:
     policy_eval_pairs: int = 2000  # held-out comparisons of policy-like answers (held-out prompts)
     # Share of the policy-like training pairs that compare an SFT answer with a near miss of itself, the
     # same length, one item changed: a later item made a repeat of an earlier one, or a repeat made a
-    # missing right good (:func:`labkit.world.preferences.repeat_edit`). PPO's policies hack this
-    # model by repeating goods; these pairs show it the difference. 0 = none (the presets today).
+    # missing right good (:func:`labkit.world.preferences.repeat_edit`). Without them PPO's policies
+    # learn to repeat goods the reward model cannot tell apart; these pairs show it the difference.
+    # 0 = none (every preset today; issue 29's note has the trials).
     policy_edits: float = 0.0
 
     def __post_init__(self):
