@@ -41,7 +41,8 @@ def _check_stage(stage: str) -> None:
 # they stay out of the key, so adding one retrains nothing a learner has cached.
 LATER_SETTINGS = {("pretrain", "muon_weight_decay"): 0.0, ("sft", "micro_batches"): 1, ("reward", "micro_batches"): 1,
                   ("dpo", "micro_batches"): 1, ("reward", "pooling"): "last",
-                  ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None, ("reward", "policy_edits"): 0.0}
+                  ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None, ("reward", "policy_edits"): 0.0,
+                  ("reward", "policy_additions"): 0.0}
 
 
 def stage_key(stage: str, preset: Preset) -> str:
@@ -51,6 +52,9 @@ def stage_key(stage: str, preset: Preset) -> str:
     for (section, name), before in LATER_SETTINGS.items():
         if settings[section][name] == before:
             del settings[section][name]
+    for setting in STAGES[stage].ignores:
+        section, name = setting.split(".")
+        settings[section].pop(name, None)
     fields = {"stage": stage, "preset": {name: settings[name] for name in STAGES[stage].fields},
               "code": CODE_VERSION, "needs": [stage_key(s, preset) for s in STAGES[stage].needs]}
     if STAGES[stage].version:  # 0 leaves the keys of stages that never changed alone
@@ -78,15 +82,21 @@ def reading(preset: Preset):
         _READS[:] = [r for r in _READS if r[1] is not found]
 
 
-def stage_dir(stage: str, preset: Preset | None = None) -> Path:
-    """Where the checkpoint of ``stage`` for ``preset`` lives (it may not exist yet)."""
-    _check_stage(stage)
-    preset = preset or get_preset()
+def read_key(stage: str, preset: Preset) -> str:
+    """:func:`stage_key`, recorded in the open records of :func:`reading` as a read of ``stage``: for a
+    result cached under a stage's key rather than in its checkpoint (lab 08's race)."""
     key = stage_key(stage, preset)
     for watched, found in _READS:
         if watched == preset:
             found[stage] = key
-    return runtime.home() / preset.name / f"{stage}-{key}"
+    return key
+
+
+def stage_dir(stage: str, preset: Preset | None = None) -> Path:
+    """Where the checkpoint of ``stage`` for ``preset`` lives (it may not exist yet)."""
+    _check_stage(stage)
+    preset = preset or get_preset()
+    return runtime.home() / preset.name / f"{stage}-{read_key(stage, preset)}"
 
 
 def ensure(stage: str, preset: Preset | str | None = None, *, progress: bool = True,

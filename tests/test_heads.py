@@ -129,8 +129,10 @@ def test_pooling_is_checked_and_stays_out_of_the_keys_at_last():
     assert moved == {"reward", "reward_naive", "ppo"}  # the reward models and what learns from them
     # at "last", the value every preset had before pooling existed, the keys are the ones they were: the
     # cpu preset's reward models and PPO before pooling and the shorter pretraining (issue 29); the naive
-    # reward model's moved later, when it took its own number of passes (the preset's `reward_naive`)
-    before = last.replace(pretrain=dataclasses.replace(cpu.pretrain, steps=540, eval_every=45))
+    # reward model's moved later, when it took its own number of passes (the preset's `reward_naive`), and
+    # the reward model's and PPO's when the reward model's pairs took near misses (`policy_edits`)
+    before = last.replace(pretrain=dataclasses.replace(cpu.pretrain, steps=540, eval_every=45),
+                          reward=dataclasses.replace(last.reward, policy_edits=0.0))
     assert {stage: pipeline.stage_key(stage, before) for stage in ("reward", "reward_naive", "ppo")} == {
         "reward": "e290a55444", "reward_naive": "0374cac927", "ppo": "bcfd311191"}
 

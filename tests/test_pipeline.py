@@ -176,11 +176,13 @@ def test_cache_keys_did_not_move_when_stages_moved_to_their_registry():
     # when its recipe took 120 steps instead of 200 (issue 29). Pretraining's curve reading fewer rows at each
     # point but the last moved nothing: the weights are the same (test_a_curve_on_fewer_rows_...). `grpo`
     # moved again at 80 steps, and `reward_naive` when it took its own number of passes (the preset's new
-    # `reward_naive` section, one pass where it took the `reward` stage's two; issue 29).
+    # `reward_naive` section, one pass where it took the `reward` stage's two; issue 29). `reward` and `ppo`
+    # moved when a quarter of the reward model's policy-like pairs became near misses (`policy_edits`),
+    # and `reward_naive`, which learns from none of them, kept its key.
     cpu = get_preset("cpu")
     assert {stage: pipeline.stage_key(stage, cpu) for stage in pipeline.STAGES} == {
-        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "e290a55444", "reward_naive": "0374cac927",
-        "ppo": "bcfd311191", "dpo": "e7e0bc904c", "dpo_online": "ea16bc88c0", "sft_math": "85719ecd6b", "grpo": "f678036229"}
+        "pretrain": "36421f5d8b", "sft": "de42f245aa", "reward": "3a2df7eb40", "reward_naive": "0374cac927",
+        "ppo": "68dfc4f4f2", "dpo": "e7e0bc904c", "dpo_online": "ea16bc88c0", "sft_math": "85719ecd6b", "grpo": "f678036229"}
 
 
 def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_them():
@@ -212,11 +214,14 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
     parts = dataclasses.replace(smoke, dpo=dataclasses.replace(smoke.dpo, micro_batches=2))
     assert {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, parts) != pipeline.stage_key(stage, smoke)} \
         == {"dpo", "dpo_online"}
-    # the reward model's near-miss pairs: none in every preset so far, and then no key moves
-    assert cpu.reward.policy_edits == smoke.reward.policy_edits == pipeline.LATER_SETTINGS[("reward", "policy_edits")] == 0.0
-    edited = dataclasses.replace(smoke, reward=dataclasses.replace(smoke.reward, policy_edits=0.25))
-    moved = {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, edited) != pipeline.stage_key(stage, smoke)}
-    assert {"reward", "ppo"} <= moved and not {"pretrain", "sft", "dpo", "sft_math", "grpo"} & moved
+    # the reward model's near-miss pairs: at 0 (smoke, gpu, hub) they stay out of the keys; otherwise they move
+    # the reward model's and PPO's, and not the naive reward model's (it learns from no policy-like pairs)
+    assert cpu.reward.policy_edits == 0.25 and cpu.reward.policy_additions == 0.0  # the cpu preset's near misses
+    for name in ("policy_edits", "policy_additions"):
+        assert getattr(smoke.reward, name) == pipeline.LATER_SETTINGS[("reward", name)] == 0.0
+        edited = dataclasses.replace(smoke, reward=dataclasses.replace(smoke.reward, **{name: 0.25}))
+        moved = {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, edited) != pipeline.stage_key(stage, smoke)}
+        assert {"reward", "ppo"} <= moved and not {"pretrain", "sft", "reward_naive", "dpo", "sft_math", "grpo"} & moved
 
 
 def test_every_trainer_returns_one_result_type():

@@ -111,8 +111,41 @@ def test_policy_pairs_with_edits_compare_answers_with_their_near_misses_and_with
             better, worse = (a, b) if p["gold_chosen"] > p["gold_rejected"] else (b, a)
             assert len(set(better.split(" , "))) > len(set(worse.split(" , ")))
     assert decided > len(edited) / 2
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match="each from 0 to 1"):
         prefs.policy_pairs(samples, 2, "train", edits=1.5)
+    with pytest.raises(ValueError, match="together at most 1"):
+        prefs.policy_pairs(samples, 2, "train", edits=0.6, additions=0.6)
+
+
+def test_an_addition_edit_puts_in_one_right_good_the_answer_lacks_only_where_it_gives_fewer_than_asked():
+    rng = random.Random(5)
+    right = {prefs._plural(g) for g in lx.PLACES["harbor"]}
+    for _ in range(100):
+        edit = prefs.addition_edit("harbor", rng, "nets , ropes", count=3)
+        before, after = ["nets", "ropes"], edit.split(" , ")
+        assert len(after) == 3 and [i for i in after if i in before] == before  # the order kept, one good put in
+        new = (set(after) - set(before)).pop()
+        assert new in right
+        gains = prefs.gold_reward("harbor", edit, 3) - prefs.gold_reward("harbor", "nets , ropes", 3)
+        assert gains == (1.0 - (prefs.SAFETY_WEIGHT if new in prefs.SHARP else 0.0))
+    assert prefs.addition_edit("harbor", rng, "nets , ropes", count=2) == "nets , ropes"  # as many as asked
+    everything = " , ".join(sorted(right))
+    assert prefs.addition_edit("harbor", rng, everything) == everything  # all five, nothing lacking
+    assert len(prefs.addition_edit("harbor", rng, "nets , ropes , fish , crabs").split(" , ")) == 5  # "all": five
+
+
+def test_policy_pairs_with_additions_compare_short_answers_with_themselves_and_one_more_right_good():
+    rows = [r for r in prefs.alignment_prompts("train") if r["place"] == "harbor" and r["count"] == 3][:3]
+    samples = [(r, a) for r in rows for a in ("fish , nets", "fish , nets , ropes")]
+    assert prefs.policy_pairs(samples, 200, "train", edits=0.25, additions=0.0) == \
+        prefs.policy_pairs(samples, 200, "train", edits=0.25)
+    pairs = prefs.policy_pairs(samples, 400, "train", additions=1.0)
+    added = [p for p in pairs if {p["chosen"][0]["content"], p["rejected"][0]["content"]} & {"fish , nets"}
+             and len({len(p[side][0]["content"].split(" , ")) for side in ("chosen", "rejected")}) == 2
+             and all(i in p[side][0]["content"].split(" , ") for side in ("chosen", "rejected") for i in ("fish", "nets"))]
+    # every short answer's pair is its addition (three-item answers have enough: their pairs are drawn as usual)
+    short = [p for p in pairs if "fish , nets" in (p["chosen"][0]["content"], p["rejected"][0]["content"])]
+    assert len(added) == len(short) > 150
 
 
 def test_bradley_terry_probability_and_loss_agree():

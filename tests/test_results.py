@@ -98,6 +98,19 @@ def test_reading_records_the_stages_looked_up_under_the_preset_and_not_a_variant
     assert inner == {"grpo": pipeline.stage_key("grpo", smoke)} and pipeline._READS == []
 
 
+def test_a_figure_read_from_the_cached_race_records_the_stages_the_race_is_keyed_by():
+    """Lab 08's intervals and open problems read the race from its cache, not a checkpoint: its path's
+    keys count as reads, so a moved reward model marks them outdated too (it once did not: the intervals
+    kept an old race's figures while `results check` passed)."""
+    from labkit import pipeline, presets
+    from labkit.experiments import showdown
+
+    smoke = presets.get_preset("smoke")
+    with pipeline.reading(smoke) as read:
+        showdown.showdown_path(smoke)
+    assert read == {stage: pipeline.stage_key(stage, smoke) for stage in ("sft", "reward")}
+
+
 def test_outdated_names_each_figure_measured_from_a_stage_the_preset_has_changed(tmp_path):
     from labkit import presets
 
@@ -230,11 +243,12 @@ def test_ppo_wins_more_often_than_offline_dpo_across_the_reference_seeds_as_lab_
 def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     """Lab 08's reading of the race (cells 19, 24 and the summary), held against results/cpu.json: of the
     methods given PPO's budget of answers PPO (full or LoRA) goes furthest from the SFT policy and wins
-    about as often as GRPO (within two points) and more often than DPO, which wins least of all;
+    as often as GRPO or a few points more (full PPO within two points of GRPO's better run, PPO + LoRA at
+    most six ahead, their intervals overlapping) and more often than DPO, which wins least of all;
     best-of-16 wins at least as often at about half PPO's KL; DPO stays nearer the SFT policy than PPO;
     the long GRPO + LoRA run goes furthest of all and wins more often than its PPO-budget run, the most of
     any method, its interval overlapping best-of-16's; the intervals of the top three overlap, and DPO's
-    reaches into PPO + LoRA's."""
+    reaches into those of full PPO and both GRPO runs at PPO's budget."""
     demos = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]
     race, intervals = demos["lab08_race"], demos["lab08_intervals"]
     shared = ("best_of_n", "DPO", "DPO_LoRA", "GRPO", "GRPO_LoRA")
@@ -243,7 +257,9 @@ def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     grpo_win = max(race["GRPO"]["win_rate"], race["GRPO_LoRA"]["win_rate"])
     dpo_win = max(race["DPO"]["win_rate"], race["DPO_LoRA"]["win_rate"])
     assert all(ppo_kl > race[m]["kl"] for m in shared), {m: race[m]["kl"] for m in race}
-    assert abs(ppo_win - grpo_win) <= 0.02 and min(ppo_win, grpo_win) > dpo_win, (ppo_win, grpo_win, dpo_win)
+    assert abs(race["PPO"]["win_rate"] - grpo_win) <= 0.02 and 0 <= ppo_win - grpo_win <= 0.06, (ppo_win, grpo_win)
+    assert intervals["PPO_LoRA"]["win_low"] < intervals["GRPO_LoRA"]["win_high"]
+    assert min(ppo_win, grpo_win) > dpo_win, (ppo_win, grpo_win, dpo_win)
     assert dpo_win < min(race[m]["win_rate"] for m in race if m not in ("SFT", "DPO", "DPO_LoRA"))
     assert race["best_of_n"]["win_rate"] >= ppo_win
     assert race["best_of_n"]["kl"] <= 0.6 * ppo_kl
@@ -253,26 +269,27 @@ def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
     assert long["win_rate"] == max(race[m]["win_rate"] for m in race)
     assert long["kl"] == max(race[m]["kl"] for m in race)
     assert intervals["GRPO_LoRA_long"]["win_low"] < intervals["best_of_n"]["win_high"]
-    assert intervals["DPO"]["win_high"] > intervals["PPO_LoRA"]["win_low"]
+    assert intervals["DPO"]["win_high"] > max(intervals[m]["win_low"] for m in ("PPO", "GRPO", "GRPO_LoRA"))
     top = [intervals[m] for m in ("best_of_n", "PPO_LoRA", "GRPO_LoRA_long")]
     assert max(t["win_low"] for t in top) < min(t["win_high"] for t in top)
 
 
 def test_lab_08_reads_its_open_problems_as_the_reference_run_ran_it():
     """Lab 08, sections 4 and 5 (cells 32, 34 and 40), held against results/cpu.json: at the workshop PPO
-    answers one safe good, the GRPO + LoRA runs a repeated safe good, and DPO, full GRPO and best-of-n
+    and the long GRPO + LoRA run answer one safe good, GRPO + LoRA at PPO's budget most often a repeated
+    safe good and now and then a sharp tool, and DPO, full GRPO and best-of-n spread over many answers and
     still let a sharp tool through; no method's usual answer is the best one; the reward model scores a
     repeat above the answer with a saw, which the gold reward ranks above it; across phrasings the long
     GRPO run answers most alike with the smallest gold spread, PPO and GRPO more alike than SFT, and DPO
     changes it least."""
     problems = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab08_open_problems"]
     aspects, scores, same = problems["aspects"], problems["workshop_scores"], problems["instability"]
-    for method in ("PPO", "PPO_LoRA"):
+    for method in ("PPO", "PPO_LoRA", "GRPO_LoRA_long"):
         assert aspects[method]["workshop_top_answer"] == "ropes" and aspects[method]["workshop_top_answer_share"] >= 0.9
-    for method in ("GRPO_LoRA", "GRPO_LoRA_long"):
-        goods = aspects[method]["workshop_top_answer"].split(" , ")
-        assert len(goods) >= 2 and set(goods) == {"ropes"} and aspects[method]["workshop_safety"] == 0, aspects[method]
-    assert all(aspects[m]["workshop_safety"] < 0 and aspects[m]["workshop_top_answer_share"] < 0.2
+        assert aspects[method]["workshop_safety"] >= -0.1, aspects[method]  # one sharp tool in its 32 answers at most
+    goods = aspects["GRPO_LoRA"]["workshop_top_answer"].split(" , ")
+    assert len(goods) >= 2 and set(goods) == {"ropes"} and aspects["GRPO_LoRA"]["workshop_safety"] < 0, aspects["GRPO_LoRA"]
+    assert all(aspects[m]["workshop_safety"] < 0 and aspects[m]["workshop_top_answer_share"] < 0.25
                for m in ("DPO", "DPO_LoRA", "GRPO", "best_of_n"))
     assert all(set(a["workshop_top_answer"].split(" , ")) != {"ropes", "boxes"} for a in aspects.values())
     assert scores["ropes_boxes"]["reward_model_min"] >= max(v["reward_model_max"] for k, v in scores.items()

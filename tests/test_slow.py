@@ -111,17 +111,17 @@ def test_sft_follows_instructions_and_beats_the_base_model_in_every_category(sta
 
 def test_reward_model_nears_the_bayes_ceiling(stages):
     m = stages["reward"]
-    assert m["accuracy"] >= 0.80, f"reward model accuracy {m['accuracy']:.1%}, below 80 % (measured 82.5 %, ceiling 88.3 %)"
-    assert m["share_of_ceiling"] >= 0.90, f"reward model reaches {m['share_of_ceiling']:.1%} of the ceiling, below 90 % (93.4 %)"
-    # Policy-like pairs: 79.9 % in the reference run (seeds 1-2: 81.5, 79.0 %). The stage's accuracy moves
+    assert m["accuracy"] >= 0.80, f"reward model accuracy {m['accuracy']:.1%}, below 80 % (measured 80.75 %, ceiling 88.3 %)"
+    assert m["share_of_ceiling"] >= 0.90, f"reward model reaches {m['share_of_ceiling']:.1%} of the ceiling, below 90 % (91.4 %)"
+    # Policy-like pairs: 78.2 % in the reference run (seeds 1-2: 82.25, 81.25 %). The stage's accuracy moves
     # by up to 4 points between runs that differ in float sums only (issue 29), so the bar sits below that.
     assert m["policy_accuracy"] >= 0.77, (
-        f"reward model accuracy on policy-like answers {m['policy_accuracy']:.1%}, below 77 % (measured 79.9 %)")
+        f"reward model accuracy on policy-like answers {m['policy_accuracy']:.1%}, below 77 % (measured 78.2 %)")
 
 
 def test_reward_model_without_policy_answers_is_worse_on_them(stages):
     full, naive = stages["reward"]["policy_accuracy"], stages["reward_naive"]["policy_accuracy"]
-    # measured 79.9 % against 73.7 % (seeds 1-2: 81.5 % against 70.8 %, 79.0 % against 73.1 %; the naive model
+    # measured 78.2 % against 73.7 % (seeds 1-2: 82.25 % against 70.8 %, 81.25 % against 73.1 %; the naive model
     # takes one pass over its pairs) on the same 2,000 held-out comparisons
     assert full >= naive + 0.02, (
         f"the reward model trained on policy answers ({full:.1%}) does not beat the naive one ({naive:.1%}) "

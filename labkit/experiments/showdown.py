@@ -126,9 +126,11 @@ class Showdown:
 
 def showdown_path(preset: Preset) -> "runtime.Path":
     """Where the race's result for ``preset`` is cached: keyed by the SFT and reward checkpoints and every
-    setting the methods use, so a changed setting runs the race again."""
+    setting the methods use, so a changed setting runs the race again. The two keys count as reads of
+    their stages (:func:`labkit.pipeline.reading`): a figure taken from the cached race is outdated when
+    either moves."""
     settings = dataclasses.asdict(preset)
-    blob = json.dumps({"sft": pipeline.stage_key("sft", preset), "reward": pipeline.stage_key("reward", preset),
+    blob = json.dumps({"sft": pipeline.read_key("sft", preset), "reward": pipeline.read_key("reward", preset),
                        "code": pipeline.CODE_VERSION, "methods": METHODS, "columns": TABLE_COLUMNS,
                        "versions": {name: stage.version for name, stage in STAGES.items()},
                        **{k: settings[k] for k in ("ppo", "dpo", "grpo", "showdown", "seed", "world_seed")}},

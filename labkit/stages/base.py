@@ -98,6 +98,9 @@ class Stage:
     # bump when a change to this stage alone (how it trains or judges) should invalidate its cached
     # checkpoints; pipeline.CODE_VERSION invalidates every stage's
     version: int = 0
+    # "section.name" settings inside `fields` that this stage's checkpoint does not depend on: left out
+    # of its key, so changing them retrains the stages that use them and not this one
+    ignores: tuple[str, ...] = ()
 
     def rank(self, preset) -> int:
         """The LoRA rank this stage trains with under ``preset`` (0: full fine-tuning, or no LoRA option)."""

@@ -192,4 +192,5 @@ register(Stage("reward", needs=("sft",), fields=("name", "world_seed", "reward",
                train=train_reward_stage, bench=bench_reward_slice,
                contenders=(Contender("best-of-n", race_best_of_n, greedy=False),)))
 register(Stage("reward_naive", needs=("sft",), fields=("name", "world_seed", "reward", "reward_naive", "seed"),
-               report=REWARD_REPORT, train=train_reward_naive_stage, bench=bench_reward_naive_slice))
+               report=REWARD_REPORT, train=train_reward_naive_stage, bench=bench_reward_naive_slice,
+               ignores=("reward.policy_edits", "reward.policy_additions")))  # it learns from no policy-like pairs

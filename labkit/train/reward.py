@@ -175,4 +175,5 @@ def policy_comparisons(preset, sft_model, tokenizer, split: str, n: int, *, prog
                              seed=preset.seed + (split != "train"), max_new_tokens=preset.sft.max_new_tokens,
                              progress=progress, desc=f"SFT answers ({split} prompts)")
     return prefs.policy_pairs(list(zip(samples.prompts, samples.answers)), n, split, seed=preset.world_seed,
-                              edits=preset.reward.policy_edits if split == "train" else 0.0)
+                              edits=preset.reward.policy_edits if split == "train" else 0.0,
+                              additions=preset.reward.policy_additions if split == "train" else 0.0)

@@ -276,16 +276,32 @@ def repeat_edit(place: str, rng: random.Random, answer: str) -> str:
     return " , ".join(items)
 
 
-def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int = 0, edits: float = 0.0) -> list[dict]:
+def addition_edit(place: str, rng: random.Random, answer: str, count: int | None = None) -> str:
+    """``answer`` with one right good it lacks put in at a random place, where it gives fewer goods than
+    asked (all five when ``count`` is None); ``answer`` itself where it has enough or lacks none. The gold
+    reward prefers the longer answer, unless the good put in is a sharp tool."""
+    items = _items(answer)
+    missing = [g for g in (_plural(g) for g in lx.PLACES[place]) if g not in items]
+    if not missing or len(items) >= (count or len(lx.PLACES[place])):
+        return answer
+    items.insert(rng.randint(0, len(items)), rng.choice(missing))
+    return " , ".join(items)
+
+
+def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int = 0, edits: float = 0.0,
+                 additions: float = 0.0) -> list[dict]:
     """``n`` labelled pairs of the answers a policy gives, as InstructGPT collected them.
 
     ``samples`` are (request row, answer) of a model's own answers. Each pair compares one of them
     with another answer to the same request: another of the model's answers, a wild variant of one
     (:func:`wild_response`), or a demonstrator's answer, a third each. With ``edits`` > 0, that share
-    of the pairs compares the answer with a near miss of itself instead (:func:`repeat_edit`).
+    of the pairs compares the answer with a near miss of itself instead (:func:`repeat_edit`); with
+    ``additions`` > 0, that share with itself and one more right good (:func:`addition_edit`), where it
+    gives fewer goods than asked (else the pair is drawn as usual).
     """
-    if not 0 <= edits <= 1:
-        raise ValueError(f"edits is a share of the pairs, between 0 and 1; got {edits!r}")
+    if not (0 <= edits <= 1 and 0 <= additions <= 1 and edits + additions <= 1):
+        raise ValueError(f"edits and additions are shares of the pairs, each from 0 to 1 and together at most 1; "
+                         f"got {edits!r} and {additions!r}")
     by_request: dict[str, list[tuple[dict, str]]] = {}
     for request, answer in samples:
         by_request.setdefault(request["id"], []).append((request, answer))
@@ -295,11 +311,15 @@ def policy_pairs(samples: list[tuple[dict, str]], n: int, split: str, seed: int 
         rng = random.Random(f"labkit-policy-pairs/{seed}/{split}/{i}")
         request, a = rng.choice(by_request[rng.choice(keys)])
         place, count = request["place"], request["count"]
-        if edits and rng.random() < edits:  # no draw at 0: the pairs of a preset without edits stay as they were
-            b = next((e for e in (repeat_edit(place, rng, a) for _ in range(20)) if e != a), None)
-            if b is not None:
-                pairs.append(label_pair(request, a, b, rng, f"{split}-policy-{i}"))
-                continue
+        # No draw when both are 0: the pairs of a preset without edits stay as they were.
+        draw, near = (rng.random() if edits or additions else 1.0), a
+        if draw < edits:
+            near = next((e for e in (repeat_edit(place, rng, a) for _ in range(20)) if e != a), a)
+        elif draw < edits + additions:
+            near = addition_edit(place, rng, a, count)
+        if near != a:
+            pairs.append(label_pair(request, a, near, rng, f"{split}-policy-{i}"))
+            continue
         for _ in range(20):
             kind = rng.randrange(3)
             b = (rng.choice(by_request[request["id"]])[1] if kind == 0 else
