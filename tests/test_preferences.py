@@ -136,16 +136,19 @@ def test_an_addition_edit_puts_in_one_right_good_the_answer_lacks_only_where_it_
 
 def test_policy_pairs_with_additions_compare_short_answers_with_themselves_and_one_more_right_good():
     rows = [r for r in prefs.alignment_prompts("train") if r["place"] == "harbor" and r["count"] == 3][:3]
-    samples = [(r, a) for r in rows for a in ("fish , nets", "fish , nets , ropes")]
-    assert prefs.policy_pairs(samples, 200, "train", edits=0.25, additions=0.0) == \
-        prefs.policy_pairs(samples, 200, "train", edits=0.25)
-    pairs = prefs.policy_pairs(samples, 400, "train", additions=1.0)
-    added = [p for p in pairs if {p["chosen"][0]["content"], p["rejected"][0]["content"]} & {"fish , nets"}
-             and len({len(p[side][0]["content"].split(" , ")) for side in ("chosen", "rejected")}) == 2
-             and all(i in p[side][0]["content"].split(" , ") for side in ("chosen", "rejected") for i in ("fish", "nets"))]
-    # every short answer's pair is its addition (three-item answers have enough: their pairs are drawn as usual)
-    short = [p for p in pairs if "fish , nets" in (p["chosen"][0]["content"], p["rejected"][0]["content"])]
-    assert len(added) == len(short) > 150
+    right = {prefs._plural(g) for g in lx.PLACES["harbor"]}
+    assert prefs.policy_pairs([(r, "fish , nets") for r in rows], 200, "train", edits=0.25, additions=0.0) == \
+        prefs.policy_pairs([(r, "fish , nets") for r in rows], 200, "train", edits=0.25)
+    for p in prefs.policy_pairs([(r, "fish , nets") for r in rows], 300, "train", additions=1.0):
+        short, longer = sorted((p["chosen"][0]["content"], p["rejected"][0]["content"]), key=len)
+        items = longer.split(" , ")
+        assert short == "fish , nets" and len(items) == 3 and {"fish", "nets"} < set(items) <= right, p
+    # an answer with as many goods as asked has no addition: its pairs are drawn as usual
+    full = prefs.policy_pairs([(r, "fish , nets , ropes") for r in rows], 300, "train", additions=1.0)
+    others = [p["chosen"][0]["content"] if p["rejected"][0]["content"] == "fish , nets , ropes"
+              else p["rejected"][0]["content"] for p in full]
+    like_an_addition = [o for o in others if {"fish", "nets", "ropes"} < set(o.split(" , ")) <= right]
+    assert len(like_an_addition) < len(full) / 10, like_an_addition  # only by chance (a long wild variant)
 
 
 def test_bradley_terry_probability_and_loss_agree():
