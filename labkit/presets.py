@@ -575,7 +575,8 @@ PRESETS: dict[str, Preset] = {
         # A quarter of the reward model's policy-like pairs are near misses of the SFT answer (a repeat
         # put in or taken out): PPO then won 83-87 % of held-out prompts on seeds 0-2 (without: 79-88 %),
         # its gold 1.52/1.70/1.47 (1.29/1.65/1.04). Half of them: 80-90 %; a right good added to short
-        # answers as well (`policy_additions`): 70-84 % (issue 29).
+        # answers as well (`policy_additions`): 70-84 %; the reward model's lr halved or doubled: 77-86 %,
+        # 81-89 % (issue 29).
         reward=RewardStageConfig(micro_batches=4, policy_edits=0.25),
         # Online DPO steps from the policy that wrote each round's answers, at twice the `dpo` stage's
         # learning rate: on seeds 0-2 it won 87-90 % of held-out prompts (SFT as the reference, the
