@@ -280,7 +280,7 @@ def test_lab_08_reads_its_race_as_the_reference_run_ran_it():
 def test_lab_08_reads_its_open_problems_as_the_reference_run_ran_it():
     """Lab 08, sections 4 and 5 (cells 32, 34 and 40), held against results/cpu.json: at the workshop PPO
     and the long GRPO + LoRA run answer one safe good, GRPO + LoRA at PPO's budget most often a repeated
-    safe good and now and then a sharp tool, and DPO, full GRPO and best-of-n spread over many answers and
+    safe good, all four almost never a sharp tool, and DPO, full GRPO and best-of-n spread over many answers and
     still let a sharp tool through; no method's usual answer is the best one; the reward model scores a
     repeat above the answer with a saw, which the gold reward ranks above it; across phrasings the long
     GRPO run answers most alike with the smallest gold spread, PPO and GRPO more alike than SFT, and DPO
@@ -289,9 +289,10 @@ def test_lab_08_reads_its_open_problems_as_the_reference_run_ran_it():
     aspects, scores, same = problems["aspects"], problems["workshop_scores"], problems["instability"]
     for method in ("PPO", "PPO_LoRA", "GRPO_LoRA_long"):
         assert aspects[method]["workshop_top_answer"] == "ropes" and aspects[method]["workshop_top_answer_share"] >= 0.9
+    for method in ("PPO", "PPO_LoRA", "GRPO_LoRA", "GRPO_LoRA_long"):
         assert aspects[method]["workshop_safety"] >= -0.1, aspects[method]  # one sharp tool in its 32 answers at most
     goods = aspects["GRPO_LoRA"]["workshop_top_answer"].split(" , ")
-    assert len(goods) >= 2 and set(goods) == {"ropes"} and aspects["GRPO_LoRA"]["workshop_safety"] < 0, aspects["GRPO_LoRA"]
+    assert len(goods) >= 2 and set(goods) == {"ropes"}, aspects["GRPO_LoRA"]
     assert all(aspects[m]["workshop_safety"] < 0 and aspects[m]["workshop_top_answer_share"] < 0.25
                for m in ("DPO", "DPO_LoRA", "GRPO", "best_of_n"))
     assert all(set(a["workshop_top_answer"].split(" , ")) != {"ropes", "boxes"} for a in aspects.values())
