@@ -222,6 +222,12 @@ def test_a_later_setting_at_its_old_value_keeps_the_keys_and_otherwise_moves_the
         edited = dataclasses.replace(smoke, reward=dataclasses.replace(smoke.reward, **{name: 0.25}))
         moved = {stage for stage in pipeline.STAGES if pipeline.stage_key(stage, edited) != pipeline.stage_key(stage, smoke)}
         assert {"reward", "ppo"} <= moved and not {"pretrain", "sft", "reward_naive", "dpo", "sft_math", "grpo"} & moved
+    # a stage's ignored settings name real settings inside its fields (a misspelt one would leave the key alone)
+    for stage in pipeline.STAGES.values():
+        for setting in stage.ignores:
+            section, name = setting.split(".")
+            assert section in stage.fields and name in {f.name for f in dataclasses.fields(getattr(smoke, section))}, \
+                (stage.name, setting)
 
 
 def test_every_trainer_returns_one_result_type():
