@@ -50,6 +50,43 @@ def test_clip_vs_penalty_figures_and_the_panels_starting_table(monkeypatch):
     assert alignment.clip_vs_penalty_table() is None  # not measured yet: the lab says so
 
 
+def test_gold_reward_figures_are_the_rows_win_rate_gold_kl_and_proxy():
+    assert alignment.gold_reward_figures(CLIP_ROWS[3]) == {"win_rate": 0.6, "gold_reward": 0.5, "kl": 4.0,
+                                                           "proxy_reward": 2.0}
+
+
+def test_the_ceiling_run_is_the_stages_recipe_scored_by_the_gold_reward(monkeypatch):
+    """Lab 05, section 7: ``lab05_gold_reward`` changes no PPO setting, only the reward (``gold=True``),
+    and ``run_ppo`` then hands PPO the world's gold reward, not the reward model."""
+    from labkit import evaluate
+    from labkit.stages import ppo as ppo_stage
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(alignment, "ppo_experiment", record)
+    preset = get_preset("cpu")
+    with pytest.raises(Stop):
+        reference.MEASUREMENTS["lab05_gold_reward"].run(preset)
+    assert calls == [{"preset": preset, "gold": True}]
+
+    handed = []
+    monkeypatch.setattr(ppo_stage.checkpoint, "load_checkpoint", lambda *a, **k: (object(), object(), {}))
+    monkeypatch.setattr(ppo_stage, "heldout_judge", lambda *a, **k: None)
+    monkeypatch.setattr(ppo_stage, "train_ppo", lambda policy, tok, prompts, reward_fn, *a, **k:
+                        handed.append(reward_fn) or (_ for _ in ()).throw(Stop()))
+    for gold in (True, False):
+        with pytest.raises(Stop):
+            ppo_stage.run_ppo(preset, Path("sft"), Path("reward"), gold=gold)
+    assert handed[0] is evaluate.gold_reward_fn and handed[1] is not evaluate.gold_reward_fn
+
+
 def test_overoptimisation_figures_take_the_first_peak_the_ends_and_best_of_n_at_its_largest_n():
     found = alignment.overoptimisation_figures(EVALUATIONS, BEST_OF_N)
     assert found == {"start_gold": -0.5, "peak_gold": 1.0, "peak_kl": 2.0, "peak_iteration": 5, "final_gold": -0.25,
@@ -79,6 +116,7 @@ def _figures(name: str) -> set[str]:
     made_up = {"lab05_overoptimisation": alignment.overoptimisation_figures(EVALUATIONS, BEST_OF_N),
                "lab05_overopt_penalty": alignment.overoptimisation_figures(EVALUATIONS),
                "lab05_clip_vs_penalty": alignment.clip_vs_penalty_figures(CLIP_ROWS),
+               "lab05_gold_reward": alignment.gold_reward_figures(CLIP_ROWS[1]),
                "lab05_memory": {"full": dict.fromkeys(alignment.MEMORY_FIGURES, 1.0),
                                 "lora": dict.fromkeys(alignment.MEMORY_FIGURES, 1.0)},
                "lab06_small_beta": alignment.dpo_figures(DPO_ROW),
@@ -87,7 +125,8 @@ def _figures(name: str) -> set[str]:
 
 
 @pytest.mark.parametrize("name, lab", [("lab05_overoptimisation", "05"), ("lab05_overopt_penalty", "05"),
-                                       ("lab05_clip_vs_penalty", "05"), ("lab05_memory", "05"),
+                                       ("lab05_clip_vs_penalty", "05"), ("lab05_gold_reward", "05"),
+                                       ("lab05_memory", "05"),
                                        ("lab06_small_beta", "06"), ("lab06_onpolicy", "06")])
 def test_each_demonstration_is_declared_and_its_tolerances_name_its_figures(name, lab):
     declared = reference.MEASUREMENTS[name]
@@ -112,7 +151,7 @@ def test_the_labs_show_figures_the_measurements_store(lab):
         shown |= {(name, f"{layout}.{key}") for name in re.findall(r'f"demos\.(lab05_memory)\.\{layout\}', cell)
                   for layout in ("full", "lora") for key in ("trainable_parameters", "state_MB", "added_MB")}
     names = {name for name, _ in shown}
-    assert names == {"05": {"lab05_overoptimisation", "lab05_overopt_penalty", "lab05_memory"},
+    assert names == {"05": {"lab05_overoptimisation", "lab05_overopt_penalty", "lab05_gold_reward", "lab05_memory"},
                      "06": {"lab06_small_beta", "lab06_onpolicy"}}[lab]
     for name, key in shown:
         assert key in _figures(name), f"lab {lab} shows demos.{name}.{key}, which the measurement does not store"

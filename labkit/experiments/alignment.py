@@ -6,7 +6,8 @@ Each starts from the cached SFT policy (and, for PPO, a cached reward model) and
 ``dpo`` stages, with some settings changed.
 
 The demonstrations whose figures the labs compare with a reference run are declared here as
-measurements (:func:`labkit.reference.measurement`): ``lab05_overoptimisation``, ``lab05_memory``,
+measurements (:func:`labkit.reference.measurement`): ``lab05_overoptimisation``, ``lab05_overopt_penalty``,
+``lab05_clip_vs_penalty``, ``lab05_gold_reward``, ``lab05_memory``,
 ``lab06_small_beta`` and ``lab06_onpolicy``. Each runs what its lab runs, with the preset's settings,
 and turns the result into figures with the same functions the lab's cells call
 (:func:`overoptimisation_figures`, :func:`memory_figures`, :func:`dpo_figures`, and for the pairs'
@@ -28,9 +29,10 @@ from labkit.stages.ppo import run_ppo
 
 def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: int | None = None,
                    lr: float | None = None, preset: Preset | None = None, *, reward_stage: str = "reward",
-                   iterations: int | None = None, eval_every: int | None = None, progress: bool = False,
-                   callback: Callable | None = None) -> Run:
-    """One PPO run from the SFT policy against the reward model of ``reward_stage``.
+                   gold: bool = False, iterations: int | None = None, eval_every: int | None = None,
+                   progress: bool = False, callback: Callable | None = None) -> Run:
+    """One PPO run from the SFT policy against the reward model of ``reward_stage`` (with ``gold``,
+    against the world's gold reward itself; ``reward_stage``'s model then only gives the proxy figures).
 
     ``eps`` (clip range), ``beta`` (KL coefficient), ``rank`` (0 = full fine-tuning, else LoRA
     rank), ``lr`` (learning rate, for full fine-tuning and LoRA alike), ``iterations`` and
@@ -46,10 +48,10 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
         changes.update(lr=lr, lora_lr=lr)
     config = dataclasses.replace(preset.ppo, **{k: v for k, v in changes.items() if v is not None})
     run = run_ppo(preset, pipeline.ensure("sft", preset, progress=progress),
-                  pipeline.ensure(reward_stage, preset, progress=progress), config, progress=progress,
+                  pipeline.ensure(reward_stage, preset, progress=progress), config, gold=gold, progress=progress,
                   callback=callback)
     row = {"eps": config.eps, "beta": config.beta, "rank": config.lora_rank, "lr": config.effective_lr,
-           "reward_model": reward_stage, **{k: getattr(run, k) for k in PPO_RESULTS}}
+           "reward_model": "gold reward" if gold else reward_stage, **{k: getattr(run, k) for k in PPO_RESULTS}}
     return Run(row=row, history=run.history, outputs={**run.outputs, "run": run})
 
 
@@ -235,6 +237,24 @@ def lab05_clip_vs_penalty(preset: Preset | str) -> dict:
     preset = resolve_preset(preset)
     return clip_vs_penalty_figures([ppo_experiment(eps=eps, beta=beta, preset=preset).row
                                     for eps, beta in CLIP_VS_PENALTY])
+
+
+# What lab 05's ceiling run reports: PPO with the stage's recipe, scored by the gold reward
+GOLD_REWARD_FIGURES = ("win_rate", "gold_reward", "kl", "proxy_reward")
+
+
+def gold_reward_figures(row: dict) -> dict:
+    """A PPO run's row (:func:`ppo_experiment`'s) as lab 05's ceiling figures, :data:`GOLD_REWARD_FIGURES`."""
+    return {k: float(row[k]) for k in GOLD_REWARD_FIGURES}
+
+
+@reference.measurement("lab05_gold_reward", lab="05", seconds=80,
+                       across_machines={"win_rate": 0.12, "gold_reward": 0.9, "kl": 3.0, "proxy_reward": 0.9})
+def lab05_gold_reward(preset: Preset | str) -> dict:
+    """Lab 05, section 7, the ceiling: the ``ppo`` stage's recipe unchanged, scored by the gold reward
+    instead of the reward model (a perfect reward model), judged as the stage is. :func:`gold_reward_figures`."""
+    preset = resolve_preset(preset)
+    return gold_reward_figures(ppo_experiment(preset=preset, gold=True).row)
 
 
 @reference.measurement("lab05_memory", lab="05", seconds=40,

@@ -18,9 +18,12 @@ from labkit.train.ppo import train_ppo
 from labkit.world import preferences as prefs
 
 
-def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, progress: bool = False,
-            callback: Callable | None = None) -> PolicyRun:
+def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, gold: bool = False,
+            progress: bool = False, callback: Callable | None = None) -> PolicyRun:
     """PPO from the SFT checkpoint against the reward model in ``reward_dir`` (``config``: default the preset's).
+
+    With ``gold``, PPO is scored by the world's gold reward instead (a perfect reward model, lab 05's
+    ceiling run); the reward model in ``reward_dir`` then only gives the proxy figures of the evaluations.
 
     Trains on the training prompts, evaluates on the held-out prompts every ``eval_every`` iterations
     (proxy, gold, KL, win rate vs SFT), and once more at the end with more samples. Returns a
@@ -35,7 +38,8 @@ def run_ppo(preset: Preset, sft_dir: Path, reward_dir: Path, config=None, *, pro
     reward_model, reward_tokenizer, _ = checkpoint.load_checkpoint(reward_dir, device=device)
     judge = heldout_judge(preset, tokenizer, reference, reward_model, reward_tokenizer,
                           samples_per_prompt=config.eval_samples)
-    result = train_ppo(policy, tokenizer, prefs.alignment_prompts("train"), reward_model_fn(reward_model, reward_tokenizer),
+    reward_fn = gold_reward_fn if gold else reward_model_fn(reward_model, reward_tokenizer)
+    result = train_ppo(policy, tokenizer, prefs.alignment_prompts("train"), reward_fn,
                        config, reference=None if config.lora_rank else reference, gold_fn=gold_reward_fn,
                        eval_fn=judge, seed=preset.seed, progress=progress, callback=callback)
     heldout = prefs.alignment_prompts("heldout")
