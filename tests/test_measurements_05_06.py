@@ -50,6 +50,25 @@ def test_clip_vs_penalty_figures_and_the_panels_starting_table(monkeypatch):
     assert alignment.clip_vs_penalty_table() is None  # not measured yet: the lab says so
 
 
+class Stop(Exception):
+    """Raised by a stand-in to end a run before it trains."""
+
+
+def _ppo_calls(monkeypatch, *names: str, preset) -> list[dict]:
+    """The keyword arguments each measurement in ``names`` hands :func:`alignment.ppo_experiment` (nothing trains)."""
+    calls = []
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(alignment, "ppo_experiment", record)
+    for name in names:
+        with pytest.raises(Stop):
+            reference.MEASUREMENTS[name].run(preset)
+    return calls
+
+
 def test_gold_reward_figures_are_the_rows_win_rate_gold_kl_and_proxy():
     assert alignment.gold_reward_figures(CLIP_ROWS[3]) == {"win_rate": 0.6, "gold_reward": 0.5, "kl": 4.0,
                                                            "proxy_reward": 2.0}
@@ -61,20 +80,8 @@ def test_the_ceiling_run_is_the_stages_recipe_scored_by_the_gold_reward(monkeypa
     from labkit import evaluate
     from labkit.stages import ppo as ppo_stage
 
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def record(**kwargs):
-        calls.append(kwargs)
-        raise Stop
-
-    monkeypatch.setattr(alignment, "ppo_experiment", record)
     preset = get_preset("cpu")
-    with pytest.raises(Stop):
-        reference.MEASUREMENTS["lab05_gold_reward"].run(preset)
-    assert calls == [{"preset": preset, "gold": True}]
+    assert _ppo_calls(monkeypatch, "lab05_gold_reward", preset=preset) == [{"preset": preset, "gold": True}]
 
     handed = []
     monkeypatch.setattr(ppo_stage.checkpoint, "load_checkpoint", lambda *a, **k: (object(), object(), {}))
@@ -160,21 +167,8 @@ def test_the_labs_show_figures_the_measurements_store(lab):
 def test_both_over_optimisation_runs_take_the_demos_learning_rate_and_budget_and_differ_only_in_beta(monkeypatch):
     """Lab 05, section 7: the β = 0 run and the penalised one share ``ppo_demos``' learning rate and
     iterations (the lab's cells pass the same), so the KL penalty is the only difference."""
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def record(**kwargs):
-        calls.append(kwargs)
-        raise Stop
-
-    monkeypatch.setattr(alignment, "ppo_experiment", record)
     preset = get_preset("cpu")
-    for name in ("lab05_overoptimisation", "lab05_overopt_penalty"):
-        with pytest.raises(Stop):
-            reference.MEASUREMENTS[name].run(preset)
-    free, held = calls
+    free, held = _ppo_calls(monkeypatch, "lab05_overoptimisation", "lab05_overopt_penalty", preset=preset)
     demos = preset.ppo_demos
     assert free.pop("beta") == demos.overopt_beta and held.pop("beta") == preset.ppo.beta
     assert free == held and free["lr"] == demos.overopt_lr and free["iterations"] == demos.overopt_iterations
