@@ -94,6 +94,25 @@ def test_the_ceiling_run_is_the_stages_recipe_scored_by_the_gold_reward(monkeypa
     assert handed[0] is evaluate.gold_reward_fn and handed[1] is not evaluate.gold_reward_fn
 
 
+def test_ppo_and_dpo_runs_record_their_stages_recipe_as_read(monkeypatch):
+    """Every lab 05 PPO run takes the `ppo` stage's settings (and lab 06's DPO runs the `dpo` stage's), so
+    a measurement made with one is out of date once that stage's key moves (:func:`labkit.results.outdated`)."""
+    from labkit import pipeline
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    preset = get_preset("smoke")
+    monkeypatch.setattr(alignment.pipeline, "ensure", lambda stage, preset, progress=False: Path(stage))
+    monkeypatch.setattr(alignment, "run_ppo", stop)
+    monkeypatch.setattr(alignment, "run_dpo", stop)
+    for run, stage in ((lambda: alignment.ppo_experiment(preset=preset, gold=True), "ppo"),
+                       (lambda: alignment.dpo_experiment(preset=preset), "dpo")):
+        with pipeline.reading(preset) as found, pytest.raises(Stop):
+            run()
+        assert found == {stage: pipeline.stage_key(stage, preset)}
+
+
 def test_overoptimisation_figures_take_the_first_peak_the_ends_and_best_of_n_at_its_largest_n():
     found = alignment.overoptimisation_figures(EVALUATIONS, BEST_OF_N)
     assert found == {"start_gold": -0.5, "peak_gold": 1.0, "peak_kl": 2.0, "peak_iteration": 5, "final_gold": -0.25,

@@ -332,11 +332,13 @@ def test_lab_05_reads_its_penalised_run_as_the_reference_run_ran_it():
 
 def test_lab_05_reads_its_ceiling_run_as_the_reference_run_ran_it():
     """Lab 05, section 7, "What the reward model costs": PPO scored by the gold reward beats the stage on
-    win rate and gold reward, and still stops well short of the best answers (under 80 % of the best)."""
+    win rate and gold reward with a lower proxy (the stage's policy found answers the reward model
+    overrates), and still stops well short of the best answers (under 80 % of the best)."""
     ran = json.loads((ROOT / "results" / "cpu.json").read_text())
     ceiling, stage = ran["demos"]["lab05_gold_reward"], ran["stages"]["ppo"]
     assert ceiling["win_rate"] > stage["win_rate"], (ceiling, stage["win_rate"])
     assert ceiling["gold_reward"] > stage["gold_reward"], (ceiling, stage["gold_reward"])
+    assert ceiling["proxy_reward"] < stage["proxy_reward"], (ceiling, stage["proxy_reward"])
     assert ceiling["gold_reward"] <= 0.8 * stage["best_gold_reward"], (ceiling, stage["best_gold_reward"])
 
 

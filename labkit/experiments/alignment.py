@@ -47,6 +47,8 @@ def ppo_experiment(eps: float | None = None, beta: float | None = None, rank: in
     if lr is not None:
         changes.update(lr=lr, lora_lr=lr)
     config = dataclasses.replace(preset.ppo, **{k: v for k, v in changes.items() if v is not None})
+    # The run takes the `ppo` stage's recipe: a measurement made with it is out of date once that moves.
+    pipeline.read_key("ppo", preset)
     run = run_ppo(preset, pipeline.ensure("sft", preset, progress=progress),
                   pipeline.ensure(reward_stage, preset, progress=progress), config, gold=gold, progress=progress,
                   callback=callback)
@@ -100,6 +102,7 @@ def dpo_experiment(beta: float | None = None, rank: int | None = None, lr: float
     if lr is not None:
         changes.update(lr=lr, lora_lr=lr)
     config = dataclasses.replace(preset.dpo, **{k: v for k, v in changes.items() if v is not None})
+    pipeline.read_key("dpo", preset)  # the `dpo` stage's recipe, as in ppo_experiment
     run = run_dpo(preset, pipeline.ensure("sft", preset, progress=progress), config, pairs=pairs, progress=progress,
                   callback=callback)
     row = {"beta": config.beta, "rank": config.lora_rank, "lr": config.effective_lr, "pairs": data,
