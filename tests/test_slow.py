@@ -341,18 +341,20 @@ def test_lab04_reward_model_accuracy_grows_with_training_pairs(stages):
 
 # ------------------------------------------------------- lab 05: over-optimising a weak proxy
 
-def test_lab05_ppo_scored_by_the_gold_reward_beats_the_stage_and_stops_short_of_the_best(stages):
+def test_lab05_ppo_scored_by_the_gold_reward_earns_no_less_gold_and_stops_short_of_the_best(stages):
     """Lab 05, section 7: the ``ppo`` stage's recipe scored by the gold reward instead of the reward model.
 
     Reference, seeds 0 / 1 / 2: win rate 89.2 / 88.9 / 91.7 % and gold 2.10 / 1.84 / 2.03 against the
-    stage's 83.3 / 87.2 / 85.2 % and 1.52 / 1.70 / 1.47, of a best 3.25 (65 / 57 / 62 % of it). The gold
-    gain is smallest on seed 1 (0.14): at least 0.1 here. Reaching 80 % of the best would say the
-    budget is not what stops PPO.
+    stage's 83.3 / 87.2 / 85.2 % and 1.52 / 1.70 / 1.47, of a best 3.25 (65 / 57 / 62 % of it). The
+    gains are smallest on seed 1 (+0.14 gold, +1.7 points), within what a new machine moves the stage
+    by, so here: no less gold than the stage, and a win rate of at least 85 % (the lowest seen, 88.9 %,
+    less over two standard errors of 1.6 points, 384 answers). Reaching 80 % of the best would say the budget is
+    not what stops PPO.
     """
     ceiling, stage = demo("lab05_gold_reward"), stages["ppo"]
     seen = f"gold-scored {ceiling}, the stage: win {stage['win_rate']:.1%}, gold {stage['gold_reward']:.2f}"
-    assert ceiling["gold_reward"] >= stage["gold_reward"] + 0.1, seen
-    assert ceiling["win_rate"] >= stage["win_rate"], seen
+    assert ceiling["gold_reward"] >= stage["gold_reward"], seen
+    assert ceiling["win_rate"] >= 0.85, seen
     assert ceiling["gold_reward"] <= 0.8 * stage["best_gold_reward"], seen
 
 
