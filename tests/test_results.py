@@ -289,10 +289,12 @@ def test_lab_08_reads_its_open_problems_as_the_reference_run_ran_it():
     aspects, scores, same = problems["aspects"], problems["workshop_scores"], problems["instability"]
     for method in ("PPO", "PPO_LoRA", "GRPO_LoRA_long"):
         assert aspects[method]["workshop_top_answer"] == "ropes" and aspects[method]["workshop_top_answer_share"] >= 0.9
+        assert aspects[method]["workshop_top_answer_gold"] == 1.0, aspects[method]  # cell 32: "(gold 1.0)"
     for method in ("PPO", "PPO_LoRA", "GRPO_LoRA", "GRPO_LoRA_long"):
         assert aspects[method]["workshop_safety"] >= -0.1, aspects[method]  # one sharp tool in its 32 answers at most
     goods = aspects["GRPO_LoRA"]["workshop_top_answer"].split(" , ")
     assert len(goods) >= 2 and set(goods) == {"ropes"}, aspects["GRPO_LoRA"]
+    assert aspects["GRPO_LoRA"]["workshop_top_answer_gold"] == -1.0, aspects["GRPO_LoRA"]  # cell 32: "gold −1"
     assert all(aspects[m]["workshop_safety"] < 0 and aspects[m]["workshop_top_answer_share"] < 0.25
                for m in ("DPO", "DPO_LoRA", "GRPO", "best_of_n"))
     assert all(set(a["workshop_top_answer"].split(" , ")) != {"ropes", "boxes"} for a in aspects.values())
