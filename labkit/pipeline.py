@@ -42,7 +42,7 @@ def _check_stage(stage: str) -> None:
 LATER_SETTINGS = {("pretrain", "muon_weight_decay"): 0.0, ("sft", "micro_batches"): 1, ("reward", "micro_batches"): 1,
                   ("dpo", "micro_batches"): 1, ("reward", "pooling"): "last",
                   ("dpo_online", "reference"): "sft", ("dpo_online", "lr"): None, ("reward", "policy_edits"): 0.0,
-                  ("reward", "policy_additions"): 0.0}
+                  ("reward", "policy_additions"): 0.0, ("sft", "optimizer"): "adamw", ("sft", "muon_lr"): 0.01}
 
 
 def stage_key(stage: str, preset: Preset) -> str:

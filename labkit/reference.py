@@ -139,6 +139,7 @@ FORMATS: list[tuple[str, str]] = [
     ("*flops_per_s", "gflops"), ("*flops*", "tflop"), ("utilisation", "pct"),
     ("seconds_per_step*", "f2"), ("*_seconds_per_step", "f2"), ("*seconds*", "s"), ("*_MB", "mb"), ("*parameters*", "int"), ("*tokens_per_s*", "int"),
     ("steps", "int"), ("*iteration", "int"), ("*_step", "int"), ("iterations", "int"), ("*_examples", "int"), ("*_pairs", "int"), ("*_problems", "int"), ("tokens_seen", "int"), ("answers_sampled", "int"), ("rounds", "int"), ("pairs_per_round", "int"), ("samples_per_prompt", "int"),
+    ("questions", "int"), ("*_missed", "int"), ("missed_by_*", "int"),
     ("win_rate", "pct"), ("win_low", "pct"), ("win_high", "pct"), ("*accuracy*", "pct"), ("exact_match", "pct"), ("*exact_match", "pct"),
     ("json_valid", "pct"), ("*_json_valid", "pct"), ("*ceiling*", "pct"), ("share_*", "pct"), ("gap_closed", "pct"),
     ("*_share", "pct0"), ("*_rate", "pct"),

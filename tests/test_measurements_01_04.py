@@ -15,7 +15,7 @@ from labkit.experiments import Run
 from labkit.experiments import instruction, pretraining, reward
 
 NAMES = {"lab01_optimisers": "01", "lab01_memorisation": "01", "lab01_shortcut": "01", "lab01_size_sweep": "01", "lab02_forgetting": "02",
-         "lab02_imbalance": "02", "lab02_noise": "02", "lab03_lora_sweep": "03", "lab04_pair_counts": "04",
+         "lab02_imbalance": "02", "lab02_noise": "02", "lab02_knowledge": "02", "lab03_lora_sweep": "03", "lab04_pair_counts": "04",
          "lab04_calibration": "04", "lab04_length_bias": "04"}
 
 
@@ -119,6 +119,43 @@ def test_noise_settings_and_figures():
     figures = _plain_json(instruction.noise_figures(rows))
     assert figures["large_noisy"] == {"per_category_examples": 2000, "wrong_share": 0.5, "exact_match": 0.5}
     assert reference.fmt(2000, "demos.lab02_noise.large_noisy.per_category_examples") == "2,000"
+
+
+def test_story_form_asks_the_question_as_the_stories_do():
+    prompt = ("read the story and answer the question . story : long ago , max the cook lived near the hill . "
+              "then max went to the dairy . there he bought two eggs . question : how many eggs does max have ?")
+    assert instruction.story_form(prompt) == ("long ago , max the cook lived near the hill . then max went to the "
+                                              "dairy . there he bought two eggs . question : how many eggs does max "
+                                              "have ? answer :")
+
+
+def test_knowledge_figures_count_each_kind_and_the_misses_both_models_share():
+    table = pd.DataFrame({"question": ["how many …?"] * 4 + ["who is …?"],
+                          "answer": ["two .", "one .", "four .", "one .", "mia ."],
+                          "sft": [True, False, False, True, True],
+                          "pretrained": [True, False, True, False, True]})
+    figures = _plain_json(instruction.knowledge_figures(table))
+    assert figures["how_many"] == {"questions": 4, "sft_exact_match": 0.5, "pretrained_exact_match": 0.5,
+                                   "sft_missed": 2, "missed_by_both": 1}
+    assert figures["who"] == {"questions": 1, "sft_exact_match": 1.0, "pretrained_exact_match": 1.0,
+                              "sft_missed": 0, "missed_by_both": 0}
+    assert figures["all"]["sft_exact_match"] == 0.6 and figures["all"]["missed_by_both"] == 1
+    # a kind with no question (a small preset's test) is left out, not divided by zero
+    assert set(instruction.knowledge_figures(table[table["question"] == "who is …?"])) == {"who", "all"}
+
+
+def test_story_answers_read_the_first_word_of_a_greedy_continuation():
+    from labkit import tokenizer as tk
+    from labkit.models import build_model, config_from_size
+    from labkit.presets import get_preset
+
+    texts = ["the end .", "once upon a time , mia the cook lived near the hill ."]
+    tok = tk.train_tokenizer(texts)
+    model = build_model(config_from_size(get_preset("smoke").model, vocab_size=len(tok), tokenizer=tok), seed=0)
+    answers = instruction.story_answers(model, tok, texts)
+    # an untrained model continues with some word of its vocabulary, one answer per text
+    assert len(answers) == 2 and all(a in tok.get_vocab() for a in answers if a)
+    assert answers == instruction.story_answers(model, tok, texts)  # greedy: the same every time
 
 
 def test_lora_sweep_figures_name_full_fine_tuning_and_each_rank():

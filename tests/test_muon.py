@@ -65,3 +65,45 @@ def test_the_preset_hands_its_weight_decay_to_muon():
     muon, adamw = make_optimizers(build_model(config_from_size(smoke.model, vocab_size=64), seed=0), cfg)
     assert isinstance(muon, Muon) and [g["weight_decay"] for g in muon.param_groups] == [0.1]
     assert [g["weight_decay"] for g in adamw.param_groups] == [smoke.pretrain.weight_decay]
+
+
+def test_joined_optimisers_share_one_schedule_and_step_together():
+    from labkit.train.muon import Joined
+
+    torch.manual_seed(4)
+    matrix, vector = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(4))
+    muon, adamw = Muon([matrix], lr=0.02), torch.optim.AdamW([vector], lr=3e-3)
+    joined = Joined(muon, adamw)
+    assert joined.param_groups[0] is muon.param_groups[0] and joined.param_groups[1] is adamw.param_groups[0]
+    schedule = torch.optim.lr_scheduler.LambdaLR(joined, lambda step: 0.5 ** step)  # as a trainer builds it
+    before = matrix.detach().clone(), vector.detach().clone()
+    matrix.grad, vector.grad = torch.randn(8, 4), torch.randn(4)
+    joined.step()
+    schedule.step()
+    assert not torch.equal(matrix, before[0]) and not torch.equal(vector, before[1])  # both stepped
+    assert muon.param_groups[0]["lr"] == pytest.approx(0.01) and adamw.param_groups[0]["lr"] == pytest.approx(1.5e-3)
+    joined.zero_grad()
+    assert matrix.grad is None and vector.grad is None
+    with pytest.raises(ValueError, match="at least one"):
+        Joined()
+
+
+def test_sft_can_train_the_blocks_matrices_with_muon():
+    from labkit.models import build_model, config_from_size
+    from labkit.presets import get_preset
+    from labkit.train.muon import Joined
+    from labkit.train.sft import sft_optimizer
+
+    smoke = get_preset("smoke")
+    model = build_model(config_from_size(smoke.model, vocab_size=64), seed=0)
+    assert sft_optimizer(model, smoke.sft) is None                 # AdamW, built by the trainer
+    assert sft_optimizer(model, smoke.sft_math) is None            # a config without the setting
+    joined = sft_optimizer(model, dataclasses.replace(smoke.sft, optimizer="muon", muon_lr=0.02))
+    muon, adamw = joined.optimizers
+    assert isinstance(joined, Joined) and isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
+    assert [g["lr"] for g in joined.param_groups] == [0.02, smoke.sft.lr]
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert all(".layers." in named[id(p)] and p.ndim == 2 for p in muon.param_groups[0]["params"])
+    assert len(muon.param_groups[0]["params"]) + len(adamw.param_groups[0]["params"]) == len(named)
+    with pytest.raises(ValueError, match="SFTStageConfig.optimizer must be one of adamw, muon"):
+        dataclasses.replace(smoke.sft, optimizer="sgd")

@@ -350,6 +350,17 @@ def test_the_imbalance_line_reads_classify_as_the_reference_run_ran_it():
     assert runs["arithmetic_share_10"]["classify_exact_match"] <= runs["arithmetic_share_50"]["classify_exact_match"], runs
 
 
+def test_lab_02_reads_what_sft_adds_to_pretraining_as_the_reference_run_ran_it():
+    """Lab 02, section 5 (and docs/results.md): both models copy names without fault; on the counting
+    questions the SFT model is right about as often as the pretrained model asked in its stories' form;
+    most questions the SFT model misses, the pretrained model misses too."""
+    m = json.loads((ROOT / "results" / "cpu.json").read_text())["demos"]["lab02_knowledge"]
+    assert m["who"]["sft_exact_match"] == m["who"]["pretrained_exact_match"] == 1.0, m
+    assert abs(m["how_many"]["sft_exact_match"] - m["how_many"]["pretrained_exact_match"]) <= 0.05, m
+    assert 2 * m["all"]["missed_by_both"] > m["all"]["sft_missed"] > 0, m
+    assert m["all"]["questions"] == m["how_many"]["questions"] + m["who"]["questions"] == 100, m
+
+
 def test_the_gpu_paragraph_reads_the_gpu_run_against_the_cpu_one():
     """docs/results.md, "On a GPU": every later-stage figure it lists falls short of the cpu preset's,
     except DPO's win rate, which it says is about the cpu one while its gold reward falls far below."""

@@ -91,6 +91,69 @@ def lab02_forgetting(preset) -> dict:
 
 # ---------------------------------------------------------------- lab 02's slider experiments
 
+def story_form(prompt: str) -> str:
+    """A closed-QA instruction as lab 01's stories ask it: the story, ``question : …``, then ``answer :``."""
+    story, question = prompt.split(" story : ", 1)[1].split(" question : ")
+    return f"{story} question : {question} answer :"
+
+
+@torch.no_grad()
+def story_answers(model, tokenizer, texts: list[str], max_new_tokens: int = 2) -> list[str]:
+    """The first word of ``model``'s greedy continuation of each text (one text at a time: no padding)."""
+    model.eval()
+    device = next(model.parameters()).device
+    answers = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt").input_ids.to(device)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        words = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split()
+        answers.append(words[0] if words else "")
+    return answers
+
+
+def knowledge_table(preset=None):
+    """Lab 02: every held-out closed-QA question of the ``sft`` stage's test, answered twice: by the SFT
+    model, asked as an instruction (scored as the stage scores it), and by the pretrained model, which
+    never saw an instruction, asked in its stories' own form (:func:`story_form`; its first word
+    against the answer's). Columns: ``question`` (``who is …?`` or ``how many …?``), ``answer``,
+    ``sft`` and ``pretrained`` (right or not)."""
+    import pandas as pd
+
+    preset = preset or get_preset()
+    rows = [r for r in pipeline.sft_rows(preset, "test") if r["category"] == "closed_qa"]
+    sft_model, sft_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=False))
+    scores = instruction_scores(sft_model, sft_tokenizer, rows, max_new_tokens=preset.sft.max_new_tokens)
+    base, base_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("pretrain", preset, progress=False))
+    replies = story_answers(base, base_tokenizer, [story_form(p) for p in scores["prompt"]])
+    return pd.DataFrame({
+        "question": ["who is …?" if " question : who " in p else "how many …?" for p in scores["prompt"]],
+        "answer": scores["answer"].values,
+        "sft": scores["exact"].values,
+        "pretrained": [reply == answer.split()[0] for reply, answer in zip(replies, scores["answer"])],
+    })
+
+
+def knowledge_figures(table) -> dict:
+    """:func:`knowledge_table` in numbers: per kind of question (``how_many``, ``who``) and ``all``, the
+    questions, the share each model answers right, the questions the SFT model misses and how many of
+    those the pretrained model misses too."""
+    def shares(part) -> dict:
+        return {"questions": int(len(part)), "sft_exact_match": float(part["sft"].mean()),
+                "pretrained_exact_match": float(part["pretrained"].mean()), "sft_missed": int((~part["sft"]).sum()),
+                "missed_by_both": int((~part["sft"] & ~part["pretrained"]).sum())}
+    kinds = {"how_many": table[table["question"] == "how many …?"], "who": table[table["question"] == "who is …?"]}
+    return {**{kind: shares(part) for kind, part in kinds.items() if len(part)}, "all": shares(table)}
+
+
+@reference.measurement("lab02_knowledge", lab="02", seconds=5,
+                       across_machines={"*exact_match": 0.1, "sft_missed": 10, "missed_by_both": 10})
+def lab02_knowledge(preset) -> dict:
+    """Lab 02, section 5: the held-out closed-QA questions answered by the SFT model and, in its stories'
+    own form, by the pretrained model (:func:`knowledge_table`)."""
+    return knowledge_figures(knowledge_table(preset))
+
+
 def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = False) -> Run:
     """Train on a fixed budget of arithmetic + classify examples with this share of arithmetic.
 

@@ -78,3 +78,37 @@ class Muon(torch.optim.Optimizer):
                         param.mul_(1 - group["lr"] * group["weight_decay"])
                     param.add_(step, alpha=-scale)
         return loss
+
+
+class Joined(torch.optim.Optimizer):
+    """Several optimisers stepped as one, for a trainer that takes a single optimiser (transformers'
+    ``Trainer``, and so TRL's): its ``param_groups`` are theirs, the very same dicts, so the trainer's
+    learning-rate schedule scales every group's peak rate alike, as :func:`labkit.train.pretrain.lr_at`
+    does for pretraining's pair. Each keeps its own state; ``zero_grad`` clears every parameter."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        if not optimizers:
+            raise ValueError("Joined needs at least one optimiser")
+        super().__init__([p for opt in optimizers for group in opt.param_groups for p in group["params"]], {})
+        self.optimizers = optimizers
+        self.param_groups = [group for opt in optimizers for group in opt.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+
+def muon_matrices(model) -> tuple[list, list]:
+    """``(matrices, rest)``: the transformer blocks' weight matrices (what Muon updates) and every other
+    trainable parameter (embedding, tied head, norms: AdamW's). Muon orthogonalises each matrix's
+    update, which suits a linear map between hidden states; an embedding's rows are a lookup table."""
+    matrices, rest = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_block_matrix = param.ndim == 2 and ".layers." in f".{name}" and "embed" not in name
+        (matrices if is_block_matrix else rest).append(param)
+    return matrices, rest

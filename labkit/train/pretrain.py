@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from labkit import runtime
 from labkit.presets import PretrainConfig
 from labkit.train.common import TrainResult
-from labkit.train.muon import Muon
+from labkit.train.muon import Muon, muon_matrices
 
 IGNORE = -100  # label value the loss skips (padding and document starts)
 
@@ -108,19 +108,6 @@ def evaluate(model, data: Packed, batch_rows: int = 64) -> float:
         count += int((lab[:, 1:] != IGNORE).sum())
     model.train(was_training)
     return total / count
-
-
-def muon_matrices(model) -> tuple[list, list]:
-    """``(matrices, rest)``: the transformer blocks' weight matrices (what Muon updates) and every other
-    trainable parameter (embedding, tied head, norms: AdamW's). Muon orthogonalises each matrix's
-    update, which suits a linear map between hidden states; an embedding's rows are a lookup table."""
-    matrices, rest = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_block_matrix = param.ndim == 2 and ".layers." in f".{name}" and "embed" not in name
-        (matrices if is_block_matrix else rest).append(param)
-    return matrices, rest
 
 
 def make_optimizers(model, cfg: PretrainConfig) -> list[torch.optim.Optimizer]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 from typing import Callable
 
 import datasets
+import torch
 from trl import SFTConfig, SFTTrainer
 
 from labkit import runtime
 from labkit.presets import SFTStageConfig
 from labkit.tokenizer import END, marks_assistant_turns
 from labkit.train.common import TrainResult, common_args, fit, sort_batches_by_length, total_steps, trainer_dir
+from labkit.train.muon import Joined, Muon, muon_matrices
 
 
 def messages_dataset(rows: list[dict], tokenizer=None) -> datasets.Dataset:
@@ -59,6 +61,18 @@ def sft_config(config: SFTStageConfig, n_examples: int, output_dir: str, seed: i
     )
 
 
+def sft_optimizer(model, config) -> torch.optim.Optimizer | None:
+    """The optimiser ``config.optimizer`` names: None for ``"adamw"`` (the trainer builds its own AdamW);
+    for ``"muon"``, Muon on the blocks' weight matrices at ``config.muon_lr`` and AdamW (the trainer's
+    settings) on the rest at ``config.lr``, joined so the trainer's schedule drives both. Configs
+    without the setting (the word problems', lab 03's) train with AdamW."""
+    if getattr(config, "optimizer", "adamw") == "adamw":
+        return None
+    matrices, rest = muon_matrices(model)
+    return Joined(Muon(matrices, lr=config.muon_lr),
+                  torch.optim.AdamW(rest, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0))
+
+
 def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, seed: int = 0,
               progress: bool = True, callback: Callable | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the conversations in ``rows`` with TRL's ``SFTTrainer``."""
@@ -68,7 +82,7 @@ def train_sft(model, tokenizer, rows: list[dict], config: SFTStageConfig, *, see
     with trainer_dir() as out:
         args = sft_config(config, len(rows), out, seed, eos, assistant_only_loss=marked)
         trainer = SFTTrainer(model=model, args=args, train_dataset=messages_dataset(rows, tokenizer),
-                             processing_class=tokenizer)
+                             processing_class=tokenizer, optimizers=(sft_optimizer(model, config), None))
         if config.micro_batches > 1:
             sort_batches_by_length(trainer, [len(ids) for ids in trainer.train_dataset["input_ids"]],
                                    config.batch_size, args.max_steps, seed)
