@@ -5,9 +5,10 @@ embeddings for tokens it never saw), trains with :func:`labkit.train.sft.train_s
 held-out examples by exact match.
 
 The demonstrations whose figures the course quotes are declared here as measurements
-(:func:`labkit.reference.measurement`): forgetting, imbalance and label noise (lab 02) and the
-LoRA rank sweep (lab 03). Each runs what the lab runs and returns its figures through the same
-``*_figures`` function the lab calls to print them beside the reference.
+(:func:`labkit.reference.measurement`): what SFT adds to pretraining (the closed-QA questions asked of
+both models), forgetting, imbalance and label noise (lab 02) and the LoRA rank sweep (lab 03). Each
+runs what the lab runs and returns its figures through the same ``*_figures`` function the lab calls
+to print them beside the reference.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def lab02_forgetting(preset) -> dict:
     return forgetting_figures(stage_a, stage_b)
 
 
-# ---------------------------------------------------------------- lab 02's slider experiments
+# ---------------------------------------------------------------- lab 02: what SFT adds to pretraining
 
 def story_form(prompt: str) -> str:
     """A closed-QA instruction as lab 01's stories ask it: the story, ``question : …``, then ``answer :``."""
@@ -153,6 +154,8 @@ def lab02_knowledge(preset) -> dict:
     own form, by the pretrained model (:func:`knowledge_table`)."""
     return knowledge_figures(knowledge_table(preset))
 
+
+# ---------------------------------------------------------------- lab 02's slider experiments
 
 def imbalance_experiment(arithmetic_share: float, preset=None, progress: bool = False) -> Run:
     """Train on a fixed budget of arithmetic + classify examples with this share of arithmetic.
