@@ -144,6 +144,22 @@ def test_knowledge_figures_count_each_kind_and_the_misses_both_models_share():
     assert set(instruction.knowledge_figures(table[table["question"] == "who is …?"])) == {"who", "all"}
 
 
+def test_knowledge_table_asks_the_pretrained_model_each_closed_qa_question_in_story_form(monkeypatch):
+    story = "long ago , max the cook lived near the hill . he had a friend called mia ."
+    scores = pd.DataFrame({
+        "category": ["closed_qa", "classify", "closed_qa"],
+        "prompt": [f"read the story and answer the question . story : {story} question : who is max 's friend ?",
+                   "classify the sentiment of this review as json . review : fine .",
+                   f"read the story and answer the question . story : {story} question : how many eggs does max have ?"],
+        "answer": ["mia .", "{}", "two ."], "exact": [True, True, False]})
+    asked = []
+    monkeypatch.setattr(instruction, "story_answers", lambda model, tok, texts: asked.extend(texts) or ["mia", "three"])
+    table = instruction.knowledge_table(scores, None, None)
+    assert asked == [instruction.story_form(p) for p in scores["prompt"][[0, 2]]]   # closed QA only, in order
+    assert table["question"].tolist() == ["who is …?", "how many …?"]
+    assert table["sft"].tolist() == [True, False] and table["pretrained"].tolist() == [True, False]
+
+
 def test_story_answers_read_the_first_word_of_a_greedy_continuation():
     from labkit import tokenizer as tk
     from labkit.models import build_model, config_from_size

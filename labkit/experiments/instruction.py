@@ -113,25 +113,22 @@ def story_answers(model, tokenizer, texts: list[str], max_new_tokens: int = 2) -
     return answers
 
 
-def knowledge_table(preset=None):
-    """Lab 02: every held-out closed-QA question of the ``sft`` stage's test, answered twice: by the SFT
-    model, asked as an instruction (scored as the stage scores it), and by the pretrained model, which
-    never saw an instruction, asked in its stories' own form (:func:`story_form`; its first word
+def knowledge_table(scores, pretrained, tokenizer):
+    """Lab 02: every closed-QA question of ``scores`` answered twice. ``scores`` is the SFT model's
+    :func:`labkit.metrics.instruction_scores` table (its ``exact`` column: asked as an instruction, scored
+    as the stage scores it; other categories are left out); ``pretrained`` (with its ``tokenizer``), which
+    never saw an instruction, is asked in its stories' own form (:func:`story_form`; its first word
     against the answer's). Columns: ``question`` (``who is …?`` or ``how many …?``), ``answer``,
     ``sft`` and ``pretrained`` (right or not)."""
     import pandas as pd
 
-    preset = preset or get_preset()
-    rows = [r for r in pipeline.sft_rows(preset, "test") if r["category"] == "closed_qa"]
-    sft_model, sft_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=False))
-    scores = instruction_scores(sft_model, sft_tokenizer, rows, max_new_tokens=preset.sft.max_new_tokens)
-    base, base_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("pretrain", preset, progress=False))
-    replies = story_answers(base, base_tokenizer, [story_form(p) for p in scores["prompt"]])
+    closed = scores[scores["category"] == "closed_qa"]
+    replies = story_answers(pretrained, tokenizer, [story_form(p) for p in closed["prompt"]])
     return pd.DataFrame({
-        "question": ["who is …?" if " question : who " in p else "how many …?" for p in scores["prompt"]],
-        "answer": scores["answer"].values,
-        "sft": scores["exact"].values,
-        "pretrained": [reply == answer.split()[0] for reply, answer in zip(replies, scores["answer"])],
+        "question": ["who is …?" if " question : who " in p else "how many …?" for p in closed["prompt"]],
+        "answer": closed["answer"].values,
+        "sft": closed["exact"].values.astype(bool),
+        "pretrained": [reply == answer.split()[0] for reply, answer in zip(replies, closed["answer"])],
     })
 
 
@@ -150,9 +147,13 @@ def knowledge_figures(table) -> dict:
 @reference.measurement("lab02_knowledge", lab="02", seconds=5,
                        across_machines={"*exact_match": 0.1, "sft_missed": 10, "missed_by_both": 10})
 def lab02_knowledge(preset) -> dict:
-    """Lab 02, section 5: the held-out closed-QA questions answered by the SFT model and, in its stories'
-    own form, by the pretrained model (:func:`knowledge_table`)."""
-    return knowledge_figures(knowledge_table(preset))
+    """Lab 02, section 5: the held-out closed-QA questions of the ``sft`` stage's test answered by the SFT
+    model and, in its stories' own form, by the pretrained model (:func:`knowledge_table`)."""
+    sft_model, sft_tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("sft", preset, progress=False))
+    scores = instruction_scores(sft_model, sft_tokenizer, pipeline.sft_rows(preset, "test"),  # as lab 02 scores them
+                                max_new_tokens=preset.sft.max_new_tokens)
+    pretrained, tokenizer, _ = checkpoint.load_checkpoint(pipeline.ensure("pretrain", preset, progress=False))
+    return knowledge_figures(knowledge_table(scores, pretrained, tokenizer))
 
 
 # ---------------------------------------------------------------- lab 02's slider experiments
